@@ -1,0 +1,57 @@
+"""Love Rank Pulse: a real-time ELO leaderboard service."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from quart import Quart
+from quart_schema import Info, QuartSchema
+
+from .config import Settings, load_settings
+from .runtime import Runtime
+from .web import errors
+from .web.api import api
+from .web.ops import ops
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+MAX_REQUEST_BYTES = 1024 * 1024
+
+log = logging.getLogger("quart_app")
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    settings = settings or load_settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Quart(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info=Info(title="Love Rank Pulse", version="0.1.0"),
+    )
+    runtime = Runtime(settings)
+    app.extensions["pulse"] = runtime
+    errors.install(app)
+    app.register_blueprint(api)
+    app.register_blueprint(ops)
+
+    @app.before_serving
+    async def _start() -> None:
+        if settings.dev_mode:
+            log.warning(
+                "DEVELOPMENT MODE: no JWT_SECRET/JWT_PUBLIC_KEY/JWT_JWKS_URL set; tokens are "
+                "signed with a random per-process secret and POST /api/dev/token is open. "
+                "Do not run this in production."
+            )
+        await runtime.start()
+
+    @app.after_serving
+    async def _stop() -> None:
+        await runtime.stop()
+
+    return app

@@ -1,0 +1,114 @@
+"""JWT verification (authlib), scopes, and where a token may come from.
+
+All JWT code lives here: authlib.jose is slated to move to joserfc, and one module is one
+place to change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import warnings
+
+with warnings.catch_warnings():
+    # authlib.jose announces its move to joserfc on import; the API we use is still supported.
+    warnings.simplefilter("ignore")
+    from authlib.jose import JsonWebKey, JsonWebToken
+    from authlib.jose.errors import JoseError
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+SCOPE_WRITE = "matches:write"
+SCOPE_ADMIN = "admin"
+
+
+class AuthError(Exception):
+    """No usable token: the answer is 401 with WWW-Authenticate: Bearer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    sub: str | None  # None: an anonymous reader (PUBLIC_READ=true)
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    expires_at: float | None = None
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes or SCOPE_ADMIN in self.scopes
+
+    def may_read_player(self, player_id: str) -> bool:
+        return self.sub == player_id or SCOPE_ADMIN in self.scopes
+
+
+ANONYMOUS = Identity(sub=None)
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dev_mode = settings.dev_mode
+        self._jwt = JsonWebToken(settings.algorithms)
+        if self.dev_mode:
+            self._key: Any = secrets.token_urlsafe(32)
+        elif settings.jwt_secret:
+            self._key = settings.jwt_secret
+        elif settings.jwt_public_key:
+            self._key = JsonWebKey.import_key(settings.jwt_public_key)
+        else:
+            self._key = None  # JWKS: fetched on first use, again when a kid is unknown
+            self._jwks_fetched = 0.0
+        self._claims_options: dict[str, Any] = {"exp": {"essential": True}, "sub": {"essential": True}}
+        if settings.jwt_audience:
+            self._claims_options["aud"] = {"essential": True, "value": settings.jwt_audience}
+        if settings.jwt_issuer:
+            self._claims_options["iss"] = {"essential": True, "value": settings.jwt_issuer}
+
+    def _jwks_key(self) -> Any:
+        # Refetch at most once a minute: an unknown kid must not let callers hammer the IdP.
+        if self._key is None or time.monotonic() - self._jwks_fetched > 60:
+            assert self.settings.jwt_jwks_url
+            with urllib.request.urlopen(self.settings.jwt_jwks_url, timeout=5) as response:
+                self._key = JsonWebKey.import_key_set(json.load(response))
+            self._jwks_fetched = time.monotonic()
+        return self._key
+
+    def verify(self, token: str) -> Identity:
+        try:
+            key = self._jwks_key() if self.settings.jwt_jwks_url and not self.settings.jwt_public_key else self._key
+            claims = self._jwt.decode(token, key, claims_options=self._claims_options)
+            claims.validate(leeway=self.settings.jwt_leeway)
+        except (JoseError, ValueError, TypeError, KeyError, OSError) as exc:
+            raise AuthError(f"invalid token: {type(exc).__name__}") from None
+        sub, scope = claims.get("sub"), claims.get("scope", "")
+        if not isinstance(sub, str) or not isinstance(scope, str):
+            raise AuthError("invalid token: sub and scope must be strings")
+        return Identity(sub=sub, scopes=frozenset(scope.split()), expires_at=float(claims["exp"]))
+
+    def issue(self, sub: str, scope: str = "", ttl_seconds: int = 3600) -> str:
+        """Sign a token with the configured HMAC secret (dev mode, `rankpulse token`)."""
+        if not isinstance(self._key, str):
+            raise RuntimeError("tokens can be minted only with an HMAC secret")
+        algorithm = next((a for a in self.settings.algorithms if a.startswith("HS")), "HS256")
+        now = int(time.time())
+        payload = {"sub": sub, "scope": scope, "iat": now, "exp": now + ttl_seconds}
+        if self.settings.jwt_audience:
+            payload["aud"] = self.settings.jwt_audience
+        if self.settings.jwt_issuer:
+            payload["iss"] = self.settings.jwt_issuer
+        token: bytes = self._jwt.encode({"alg": algorithm, "typ": "JWT"}, payload, self._key)
+        return token.decode()
+
+    def identify(self, token: str | None) -> Identity:
+        """The caller's identity; anonymous only when PUBLIC_READ allows it."""
+        if token:
+            return self.verify(token)
+        if self.settings.public_read:
+            return ANONYMOUS
+        raise AuthError("a bearer token is required")

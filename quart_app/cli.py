@@ -1,0 +1,90 @@
+"""`rankpulse`: serve, token, rebuild (and the operator tools)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from .config import ConfigError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from . import create_app
+
+    settings = load_settings(**({"port": args.port} if args.port else {}))
+    app = create_app(settings)
+    config = Config()
+    config.bind = [f"{args.host}:{settings.port}"]
+    config.accesslog = "-" if args.access_log else None
+    # %(r)s is method, path and protocol without the query string: tokens never reach the log.
+    config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+    config.graceful_timeout = 5
+    print(f"Love Rank Pulse: open http://{_display_host(args.host)}:{settings.port}/", flush=True)
+    try:
+        import uvloop
+
+        uvloop.run(serve(app, config))  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(serve(app, config))  # type: ignore[arg-type]
+
+
+def _display_host(host: str) -> str:
+    return "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
+
+
+def _token(args: argparse.Namespace) -> None:
+    from .auth import Authenticator
+
+    settings = load_settings()
+    if not settings.jwt_secret:
+        sys.exit("rankpulse token: set JWT_SECRET (the service's signing secret) first")
+    print(Authenticator(settings).issue(args.sub, args.scope, args.ttl))
+
+
+def _rebuild(args: argparse.Namespace) -> None:
+    from .runtime import Runtime
+    from .store.rebuild import rebuild
+
+    async def run() -> int:
+        runtime = Runtime(load_settings())
+        await runtime.store.connect()
+        await runtime.engine.start()
+        try:
+            return await rebuild(runtime.store, runtime.engine, runtime.relay)
+        finally:
+            await runtime.engine.stop()
+            await runtime.store.disconnect()
+
+    print(f"rebuilt the board from SQL: {asyncio.run(run())} players")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rankpulse", description="Love Rank Pulse")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run one instance with Hypercorn (uvloop)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, help="default: $PORT, else 8000")
+    serve.add_argument("--access-log", action="store_true", help="log each request")
+    serve.set_defaults(run=_serve)
+
+    token = commands.add_parser("token", help="mint a token signed with JWT_SECRET")
+    token.add_argument("--sub", required=True, help="the player id")
+    token.add_argument("--scope", default="", help='space-separated, e.g. "matches:write admin"')
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.set_defaults(run=_token)
+
+    rebuild = commands.add_parser("rebuild", help="rebuild the engine's board from SQL")
+    rebuild.set_defaults(run=_rebuild)
+
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except ConfigError as exc:
+        sys.exit(f"rankpulse: {exc}")
+    except KeyboardInterrupt:
+        pass

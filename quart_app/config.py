@@ -1,0 +1,123 @@
+"""Settings from the environment, refused by name when a value is bad."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A configuration value is unusable; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    port: int = Field(8000, ge=1, le=65535)
+    # Unset: the in-process engine (one instance). Set: the Redis engine (any number of instances).
+    redis_url: str | None = None
+    # Every Redis key of this service starts with this, so one Redis can host several deployments.
+    redis_prefix: str = "lrp:"
+    database_url: str = "sqlite:///./rankpulse.db"
+
+    jwt_secret: str | None = None
+    jwt_algorithms: str = "HS256"
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Seconds of clock skew tolerated on exp/nbf/iat.
+    jwt_leeway: int = Field(0, ge=0, le=300)
+
+    cors_origins: str | None = None
+    public_read: bool = False
+
+    elo_k: float = Field(32.0, gt=0, le=400)
+    initial_rating: float = Field(1200.0, ge=0, le=10000)
+
+    # How many events the log keeps for resume (older cursors get stream:reset "expired").
+    event_log_size: int = Field(10_000, ge=100, le=10_000_000)
+    # Events a connection may have queued before it is judged too slow and ended.
+    send_queue_max: int = Field(2_000, ge=10, le=1_000_000)
+    sse_retry_ms: int = Field(2_000, ge=0, le=600_000)
+    heartbeat_seconds: float = Field(15.0, gt=0, le=15.0)
+    # How often an instance re-checks the log head, so a pub/sub message lost in a quiet
+    # period is still delivered (the wake-up is pub/sub; this is the safety net).
+    backfill_interval: float = Field(1.0, gt=0, le=60)
+    # How often each instance looks for committed changes whose events are not yet published.
+    outbox_interval: float = Field(0.5, gt=0, le=60)
+    presence_ttl_seconds: float = Field(15.0, ge=3, le=300)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+asyncpg://", "postgres://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value.removeprefix("postgres://")
+        if value.startswith("sqlite") and ":memory:" in value:
+            # `databases` opens a new connection per task: each would see its own empty database.
+            raise ValueError("an in-memory SQLite database cannot be shared: use a file")
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _algorithms(cls, value: str) -> str:
+        allowed = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if not names:
+            raise ValueError("must name at least one algorithm")
+        bad = [name for name in names if name not in allowed]
+        if bad:
+            raise ValueError(f"unsupported algorithm(s) {bad}; allowed: {sorted(allowed)}")
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _keys_match_algorithms(self) -> Settings:
+        asymmetric = any(not name.startswith("HS") for name in self.algorithms)
+        if asymmetric and not (self.jwt_public_key or self.jwt_jwks_url):
+            raise ValueError(
+                "JWT_ALGORITHMS names RS/ES algorithms: set JWT_PUBLIC_KEY or JWT_JWKS_URL"
+            )
+        if self.jwt_secret is not None and len(self.jwt_secret) < 16:
+            raise ValueError("JWT_SECRET must be at least 16 characters")
+        return self
+
+    @property
+    def algorithms(self) -> list[str]:
+        return self.jwt_algorithms.split(",")
+
+    @property
+    def dev_mode(self) -> bool:
+        """No key configured: sign with a random per-process secret and offer /api/dev/token."""
+        return not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url)
+
+    @property
+    def cors_origin_list(self) -> list[str] | None:
+        if not self.cors_origins:
+            return None
+        return [origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (overrides win); raise ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper() or "configuration"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""Pure Python: no I/O, no Quart."""

@@ -1,0 +1,141 @@
+"""The shapes of PROTOCOL.md: request bodies and the objects the API returns."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from .ids import ID_PATTERN
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+MatchStatus = Literal["scheduled", "live", "completed", "cancelled"]
+PUBLISH_DATA_LIMIT = 16 * 1024
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MatchCreate(_Body):
+    match_id: Id | None = None
+    player_ids: list[Id] = Field(min_length=2, max_length=2)
+    scheduled_at: datetime | None = None
+
+    @field_validator("player_ids")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if value[0] == value[1]:
+            raise ValueError("player_ids must be two distinct ids")
+        return value
+
+
+class MatchResultIn(_Body):
+    winner_id: Id | None = None
+    draw: bool = False
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> MatchResultIn:
+        if (self.winner_id is None) == (not self.draw):
+            raise ValueError('give either "winner_id" or "draw": true')
+        return self
+
+
+class MatchProgressIn(_Body):
+    score: dict[Id, int]
+    detail: dict[str, Any] | None = None
+
+
+class PublishIn(_Body):
+    room: str
+    event: Literal["announcement"]
+    data: dict[str, Any]
+
+    @field_validator("data")
+    @classmethod
+    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, separators=(",", ":")).encode()) > PUBLISH_DATA_LIMIT:
+            raise ValueError("data must be at most 16 KiB of JSON")
+        return value
+
+
+class RenameIn(_Body):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+
+
+class SubscribeIn(_Body):
+    connection_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    rooms: list[str] = Field(min_length=1, max_length=100)
+
+
+class DevTokenIn(_Body):
+    sub: Id
+    scope: str = ""
+    ttl_seconds: int = Field(3600, ge=1, le=7 * 86400)
+
+
+class Match(BaseModel):
+    match_id: str
+    player_ids: list[str]
+    status: MatchStatus
+    winner_id: str | None
+    draw: bool
+    created_at: str
+    started_at: str | None
+    completed_at: str | None
+    scheduled_at: str | None = None
+
+
+class MatchWithChanges(Match):
+    rating_changes: dict[str, float] | None = None
+
+
+class Entry(BaseModel):
+    rank: int
+    player_id: str
+    name: str
+    rating: float
+    wins: int
+    losses: int
+    draws: int
+
+
+class PlayerOut(Entry):
+    games: int
+    online: bool
+
+
+class LeaderboardPage(BaseModel):
+    entries: list[Entry]
+    total: int
+    cursor: str
+
+
+class Around(BaseModel):
+    entries: list[Entry]
+
+
+class Presence(BaseModel):
+    online_count: int
+
+
+class Published(BaseModel):
+    id: str
+
+
+class Rooms(BaseModel):
+    rooms: list[str]
+
+
+class DevToken(BaseModel):
+    access_token: str
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None

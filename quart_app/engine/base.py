@@ -1,0 +1,263 @@
+"""The engine interface: what the service needs from the memory and the Redis engine alike."""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .cursor import encode
+
+
+@dataclass(frozen=True, slots=True)
+class BoardEntry:
+    """A player's row on the board, absolute (not a delta) and versioned, so applying an
+    older row after a newer one, or the same row twice, changes nothing."""
+
+    player_id: str
+    name: str
+    rating: float
+    wins: int
+    losses: int
+    draws: int
+    games: int
+    version: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> BoardEntry:
+        return cls(**json.loads(text))
+
+    def as_entry(self, rank: int) -> dict[str, Any]:
+        return {
+            "rank": rank,
+            "player_id": self.player_id,
+            "name": self.name,
+            "rating": self.rating,
+            "wins": self.wins,
+            "losses": self.losses,
+            "draws": self.draws,
+        }
+
+
+Ranked = tuple[int, BoardEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An event before the log has given it a place."""
+
+    rooms: tuple[str, ...]
+    event: str
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rooms": list(self.rooms), "event": self.event, "data": self.data}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Draft:
+        return cls(tuple(obj["rooms"]), obj["event"], obj["data"])
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What one committed change asks the engine to do, atomically.
+
+    `key` makes it idempotent: a publication whose key was already applied is a no-op
+    (the outbox may deliver a row twice: once from the request, once from the relay).
+    """
+
+    key: str | None = None
+    board: tuple[BoardEntry, ...] = ()
+    events: tuple[Draft, ...] = ()
+    ts: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "key": self.key,
+                "board": [asdict(entry) for entry in self.board],
+                "events": [draft.to_json() for draft in self.events],
+                "ts": self.ts,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Publication:
+        obj = json.loads(text)
+        return cls(
+            key=obj["key"],
+            board=tuple(BoardEntry(**entry) for entry in obj["board"]),
+            events=tuple(Draft.from_json(draft) for draft in obj["events"]),
+            ts=obj["ts"],
+        )
+
+
+def envelope_json(cursor: str, rooms_json: str, event: str, data_json: str, ts: int) -> str:
+    """The envelope of PROTOCOL.md section 2, as the one line of JSON every transport sends.
+
+    Built by concatenation because the Redis engine's Lua script builds the very same text.
+    """
+    return (
+        f'{{"id":"{cursor}","rooms":{rooms_json},"event":"{event}",'
+        f'"data":{data_json},"ts":{ts}}}'
+    )
+
+
+class Event:
+    """An event in the log, encoded once; every transport shares these bytes."""
+
+    __slots__ = ("seq", "cursor", "rooms", "name", "text", "_sse")
+
+    def __init__(self, seq: int, cursor: str, rooms: Sequence[str], name: str, text: str) -> None:
+        self.seq = seq
+        self.cursor = cursor
+        self.rooms = tuple(rooms)
+        self.name = name
+        self.text = text
+        self._sse: bytes | None = None
+
+    @classmethod
+    def from_text(cls, seq: int, text: str) -> Event:
+        obj = json.loads(text)
+        return cls(seq, obj["id"], obj["rooms"], obj["event"], text)
+
+    @property
+    def sse(self) -> bytes:
+        """The Server-Sent Events frame. The envelope is one line of JSON (json.dumps never
+        emits a raw newline), and cursor and name come from a safe alphabet, so user text
+        cannot forge a frame."""
+        if self._sse is None:
+            self._sse = (
+                f"id: {self.cursor}\nevent: {self.name}\ndata: {self.text}\n\n".encode()
+            )
+        return self._sse
+
+    def __repr__(self) -> str:
+        return f"Event({self.seq}, {self.name!r}, {self.rooms!r})"
+
+
+def build_event(epoch: str, seq: int, draft: Draft, ts: int) -> Event:
+    cursor = encode(epoch, seq)
+    text = envelope_json(
+        cursor,
+        json.dumps(list(draft.rooms), separators=(",", ":")),
+        draft.event,
+        json.dumps(draft.data, separators=(",", ":")),
+        ts,
+    )
+    return Event(seq, cursor, draft.rooms, draft.event, text)
+
+
+class LogGap(Exception):
+    """The log cannot continue from a cursor: `reason` is "expired" or "unknown"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EngineUnavailable(Exception):
+    """The engine's backing service does not answer (Redis down)."""
+
+
+Listener = Callable[[list[Event]], None]
+
+
+class Engine(ABC):
+    """The board, the event log, presence; and the live feed of new events."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    # lifecycle -----------------------------------------------------------------------------
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """True when the backing service answers (readiness)."""
+
+    # the event log --------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def epoch(self) -> str:
+        """Changes when the log's history is lost (a new process, a Redis that lost its data)."""
+
+    @abstractmethod
+    async def publish(self, publication: Publication) -> list[Event]:
+        """Apply the board rows and append the events, atomically. Returns the new events,
+        empty when the publication's key was applied before."""
+
+    @abstractmethod
+    async def head(self) -> int:
+        """The sequence number of the newest event (0 for an empty log)."""
+
+    @abstractmethod
+    async def read_after(self, seq: int, limit: int) -> list[Event]:
+        """Up to `limit` events after `seq`, oldest first. LogGap("expired") when events right
+        after `seq` are no longer retained, LogGap("unknown") when `seq` is past the head."""
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener` with every new event, in order, without gaps or repeats, from any
+        instance. Called on the event loop; it must not block."""
+        self._listeners.append(listener)
+
+    def _deliver(self, events: list[Event]) -> None:
+        for listener in self._listeners:
+            listener(events)
+
+    # the board -------------------------------------------------------------------------------
+    @abstractmethod
+    async def board_page(self, offset: int, limit: int) -> tuple[list[Ranked], int]:
+        """Entries ranked offset+1 .. offset+limit, and the number of players."""
+
+    @abstractmethod
+    async def board_player(self, player_id: str) -> Ranked | None: ...
+
+    @abstractmethod
+    async def board_around(self, player_id: str, radius: int) -> list[Ranked]:
+        """The player and up to `radius` neighbours on each side; empty for an unknown one."""
+
+    @abstractmethod
+    async def board_replace(self, entries: list[BoardEntry]) -> None:
+        """Replace the whole board at once: readers see the old one or the new one, never an
+        empty or partial one."""
+
+    # presence ---------------------------------------------------------------------------------
+    # A player is online while they hold at least one SSE or WebSocket connection on any
+    # instance, or have long-polled within POLL_PRESENCE_SECONDS. The engine publishes
+    # `player:online` / `player:offline` (room `presence`) on the transitions, once each.
+    @abstractmethod
+    async def presence_enter(self, player_id: str) -> None:
+        """One more open connection of this player on this instance."""
+
+    @abstractmethod
+    async def presence_leave(self, player_id: str) -> None:
+        """One connection of this player on this instance closed."""
+
+    @abstractmethod
+    async def presence_poll(self, player_id: str) -> None:
+        """The player long-polled just now."""
+
+    @abstractmethod
+    async def online_count(self) -> int: ...
+
+    @abstractmethod
+    async def is_online(self, player_id: str) -> bool: ...
+
+
+POLL_PRESENCE_SECONDS = 40.0
+
+
+def presence_draft(event: str, player_id: str, online_count: int) -> Draft:
+    return Draft(("presence",), event, {"player_id": player_id, "online_count": online_count})

@@ -1,0 +1,83 @@
+"""The running parts of one instance, built from Settings and started/stopped with the app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from quart import current_app
+
+from .auth import Authenticator
+from .config import Settings
+from .engine import create_engine
+from .engine.base import Engine
+from .services.leaderboard import LeaderboardService
+from .services.matches import MatchService, PlayerService
+from .store.database import Store
+from .store.outbox import Relay
+from .store.rebuild import rebuild
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.database_url)
+        self.engine: Engine = create_engine(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            event_log_size=settings.event_log_size,
+            backfill_interval=settings.backfill_interval,
+            presence_ttl_seconds=settings.presence_ttl_seconds,
+        )
+        self.relay = Relay(self.store, self.engine, settings.outbox_interval)
+        self.auth = Authenticator(settings)
+        self.matches = MatchService(self.store, self.relay, self.engine, settings.elo_k,
+                                    settings.initial_rating)
+        self.players = PlayerService(self.store, self.relay)
+        self.leaderboard = LeaderboardService(self.engine)
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.connect()
+        await self.engine.start()
+        self._epoch = self.engine.epoch
+        await self._rebuild_if_empty()
+        await self.relay.start()
+        self._watch = asyncio.create_task(self._watch_epoch())
+
+    async def stop(self) -> None:
+        if self._watch:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self.relay.stop()
+        await self.engine.stop()
+        await self.store.disconnect()
+
+    async def _rebuild_if_empty(self) -> None:
+        # The memory engine starts empty in every process, and a Redis may have lost its
+        # data: in both cases the board comes back from SQL, the truth.
+        try:
+            _, total = await self.engine.board_page(0, 0)
+            if total == 0:
+                count = await rebuild(self.store, self.engine, self.relay)
+                if count:
+                    log.info("board rebuilt from SQL: %d players", count)
+        except Exception:  # noqa: BLE001 - Redis down at start: the watcher retries
+            log.warning("could not check the board at start; will retry", exc_info=True)
+            self._epoch = ""
+
+    async def _watch_epoch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.backfill_interval)
+            if self.engine.epoch != self._epoch:
+                self._epoch = self.engine.epoch
+                await self._rebuild_if_empty()
+
+
+def runtime() -> Runtime:
+    rt: Runtime = current_app.extensions["pulse"]
+    return rt

@@ -1,0 +1,287 @@
+"""Matches: create, start, progress, result, cancel; players appear on first match.
+
+Every change is one SQL transaction that also writes its events to the outbox, so a 2xx
+answer means the change is durable and its events will be delivered.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from databases.core import Connection
+
+from ..domain import elo
+from ..domain.ids import GLOBAL_BOARD, MATCHES, match_room, player_room
+from ..domain.models import MatchCreate, MatchProgressIn, MatchResultIn
+from ..engine.base import BoardEntry, Draft, Engine, EngineUnavailable, Publication
+from ..store import outbox
+from ..store.database import Store
+from ..store.rows import board_entry
+from ..store.tables import matches, players
+from .errors import Conflict, Invalid, NotFound, Unavailable
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def match_json(row: Any) -> dict[str, Any]:
+    return {
+        "match_id": row.match_id,
+        "player_ids": [row.player_a, row.player_b],
+        "status": row.status,
+        "winner_id": row.winner_id,
+        "draw": bool(row.draw),
+        "created_at": row.created_at,
+        "started_at": row.started_at,
+        "completed_at": row.completed_at,
+        "scheduled_at": row.scheduled_at,
+    }
+
+
+def result_json(row: Any) -> dict[str, Any]:
+    body = match_json(row)
+    body["rating_changes"] = {row.player_a: row.rating_change_a, row.player_b: row.rating_change_b}
+    return body
+
+
+def match_rooms(row: Any) -> tuple[str, ...]:
+    return (MATCHES, match_room(row.match_id), player_room(row.player_a), player_room(row.player_b))
+
+
+async def rank_of(conn: Connection, rating: float, player_id: str) -> int:
+    """1-based rank: rating descending, then player id ascending (the documented tie order)."""
+    better = sa.or_(
+        players.c.rating > rating,
+        sa.and_(players.c.rating == rating, players.c.player_id < player_id),
+    )
+    count = await conn.fetch_val(sa.select(sa.func.count()).select_from(players).where(better))
+    return int(count) + 1
+
+
+class MatchService:
+    def __init__(self, store: Store, relay: outbox.Relay, engine: Engine, k: float,
+                 initial_rating: float) -> None:
+        self.store = store
+        self.relay = relay
+        self.engine = engine
+        self.k = k
+        self.initial_rating = initial_rating
+
+    # helpers -----------------------------------------------------------------------------
+    async def _locked_match(self, conn: Connection, match_id: str) -> Any:
+        row = await conn.fetch_one(
+            self.store.for_update(sa.select(matches).where(matches.c.match_id == match_id))
+        )
+        if row is None:
+            raise NotFound(f"no match {match_id!r}")
+        return row
+
+
+    # use cases -----------------------------------------------------------------------------
+    async def get(self, match_id: str) -> dict[str, Any]:
+        row = await self.store.db.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+        if row is None:
+            raise NotFound(f"no match {match_id!r}")
+        return result_json(row) if row.status == "completed" else match_json(row)
+
+    async def create(self, body: MatchCreate, match_id: str) -> tuple[int, dict[str, Any]]:
+        """201 and the new match, or 200 and the stored one when the same id and players
+        were created before (a retried create)."""
+        async with self.store.write() as conn:
+            existing = await conn.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+            if existing is not None:
+                if sorted([existing.player_a, existing.player_b]) != sorted(body.player_ids):
+                    raise Conflict(f"match {match_id!r} exists with other players")
+                return 200, match_json(existing)
+            created = now_iso()
+            known = {
+                r.player_id for r in await conn.fetch_all(
+                    sa.select(players.c.player_id).where(players.c.player_id.in_(body.player_ids)))
+            }
+            new_players = [
+                BoardEntry(player_id=pid, name=pid, rating=self.initial_rating, wins=0, losses=0,
+                           draws=0, games=0, version=1)
+                for pid in body.player_ids if pid not in known
+            ]
+            for entry in new_players:
+                # Ignoring a conflict: a concurrent create may add the same player first.
+                await conn.execute(self.store.insert_ignore(players).values(
+                    player_id=entry.player_id, name=entry.name, rating=entry.rating,
+                    version=entry.version, created_at=created,
+                ))
+            await conn.execute(
+                matches.insert().values(
+                    match_id=match_id, player_a=body.player_ids[0], player_b=body.player_ids[1],
+                    status="scheduled", draw=False, created_at=created,
+                    scheduled_at=iso(body.scheduled_at),
+                )
+            )
+            row = await conn.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+            publication = Publication(
+                key=outbox.new_key(),
+                board=tuple(new_players),
+                events=(Draft(match_rooms(row), "match:created", match_json(row)),),
+            )
+            await outbox.add(conn, publication)
+        await self.relay.publish(publication)
+        return 201, match_json(row)
+
+    async def _transition(self, match_id: str, target: str, allowed_from: set[str],
+                          event: str, stamp: str | None) -> dict[str, Any]:
+        async with self.store.write() as conn:
+            row = await self._locked_match(conn, match_id)
+            if row.status == target:
+                return match_json(row)  # a repeated transition: same answer, no event
+            if row.status not in allowed_from:
+                raise Conflict(f"match {match_id!r} is {row.status}; cannot become {target}")
+            values: dict[str, Any] = {"status": target}
+            if stamp:
+                values[stamp] = now_iso()
+            await conn.execute(matches.update().where(matches.c.match_id == match_id).values(**values))
+            row = await conn.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+            publication = Publication(
+                key=outbox.new_key(), events=(Draft(match_rooms(row), event, match_json(row)),)
+            )
+            await outbox.add(conn, publication)
+        await self.relay.publish(publication)
+        return match_json(row)
+
+    async def start(self, match_id: str) -> dict[str, Any]:
+        return await self._transition(match_id, "live", {"scheduled"}, "match:started", "started_at")
+
+    async def cancel(self, match_id: str) -> dict[str, Any]:
+        return await self._transition(
+            match_id, "cancelled", {"scheduled", "live"}, "match:cancelled", "completed_at"
+        )
+
+    async def progress(self, match_id: str, body: MatchProgressIn) -> str:
+        """Publish live progress (not stored beyond the log); returns the event's cursor."""
+        row = await self.store.db.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+        if row is None:
+            raise NotFound(f"no match {match_id!r}")
+        if row.status != "live":
+            raise Conflict(f"match {match_id!r} is {row.status}, not live")
+        unknown = set(body.score) - {row.player_a, row.player_b}
+        if unknown:
+            raise Invalid(f"score names players not in this match: {sorted(unknown)}")
+        data = {"match_id": match_id, "score": body.score, "detail": body.detail}
+        try:
+            events = await self.engine.publish(
+                Publication(events=(Draft(match_rooms(row), "match:progress", data),))
+            )
+        except EngineUnavailable:
+            raise Unavailable("the event log is unavailable; retry") from None
+        return events[-1].cursor
+
+    async def result(self, match_id: str, body: MatchResultIn) -> dict[str, Any]:
+        async with self.store.write() as conn:
+            row = await self._locked_match(conn, match_id)
+            ids = [row.player_a, row.player_b]
+            if body.winner_id is not None and body.winner_id not in ids:
+                raise Invalid(f"winner_id {body.winner_id!r} does not play in this match")
+            if row.status == "completed":
+                if row.winner_id == body.winner_id and bool(row.draw) == body.draw:
+                    return result_json(row)  # the same result again: the same answer
+                raise Conflict(f"match {match_id!r} is completed with another result")
+            if row.status == "cancelled":
+                raise Conflict(f"match {match_id!r} is cancelled")
+
+            # Lock both players in id order, so two results sharing a player cannot deadlock.
+            locked = {
+                p.player_id: p
+                for p in await conn.fetch_all(self.store.for_update(
+                    sa.select(players).where(players.c.player_id.in_(sorted(ids)))
+                    .order_by(players.c.player_id)
+                ))
+            }
+            a, b = locked[row.player_a], locked[row.player_b]
+            score_a = 0.5 if body.draw else (1.0 if body.winner_id == a.player_id else 0.0)
+            new_a, new_b, delta = elo.apply_result(a.rating, b.rating, score_a, self.k)
+            before = {p.player_id: await rank_of(conn, p.rating, p.player_id) for p in (a, b)}
+            outcome = {a.player_id: score_a, b.player_id: 1.0 - score_a}
+            for player, rating in ((a, new_a), (b, new_b)):
+                score = outcome[player.player_id]
+                await conn.execute(
+                    players.update().where(players.c.player_id == player.player_id).values(
+                        rating=rating,
+                        wins=players.c.wins + (1 if score == 1.0 else 0),
+                        losses=players.c.losses + (1 if score == 0.0 else 0),
+                        draws=players.c.draws + (1 if score == 0.5 else 0),
+                        games=players.c.games + 1,
+                        version=players.c.version + 1,
+                    )
+                )
+            await conn.execute(
+                matches.update().where(matches.c.match_id == match_id).values(
+                    status="completed", winner_id=body.winner_id, draw=body.draw,
+                    rating_change_a=delta, rating_change_b=-delta, completed_at=now_iso(),
+                )
+            )
+            row = await conn.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+            updated = [
+                await conn.fetch_one(sa.select(players).where(players.c.player_id == pid))
+                for pid in ids
+            ]
+            deltas = {row.player_a: delta, row.player_b: -delta}
+            publication = await self._result_publication(conn, row, updated, before, deltas)
+            await outbox.add(conn, publication)
+        await self.relay.publish(publication)
+        return result_json(row)
+
+    async def _result_publication(self, conn: Connection, match: Any, updated: list[Any],
+                                  before: dict[str, int], deltas: dict[str, float]) -> Publication:
+        body = result_json(match)
+        events = [Draft((*match_rooms(match), GLOBAL_BOARD), "match:result", body)]
+        changes, personal = [], []
+        for player in updated:
+            entry = board_entry(player)
+            rank = await rank_of(conn, player.rating, player.player_id)
+            pid, delta = player.player_id, deltas[player.player_id]
+            changes.append({**entry.as_entry(rank), "previous_rank": before[pid], "delta": delta})
+            personal.append(Draft((player_room(pid),), "leaderboard:player_rank", {
+                "player_id": pid, "rank": rank, "previous_rank": before[pid],
+                "rating": player.rating, "delta": delta,
+            }))
+            personal.append(Draft((player_room(pid),), "player:stats_update", {
+                "player_id": pid, "rating": player.rating, "rank": rank, "wins": player.wins,
+                "losses": player.losses, "draws": player.draws, "games": player.games,
+            }))
+        events.append(Draft((GLOBAL_BOARD,), "leaderboard:update",
+                            {"match_id": match.match_id, "changes": changes}))
+        return Publication(
+            key=outbox.new_key(),
+            board=tuple(board_entry(p) for p in updated),
+            events=tuple(events + personal),
+        )
+
+
+class PlayerService:
+    def __init__(self, store: Store, relay: outbox.Relay) -> None:
+        self.store = store
+        self.relay = relay
+
+    async def rename(self, player_id: str, name: str) -> BoardEntry:
+        async with self.store.write() as conn:
+            row = await conn.fetch_one(self.store.for_update(
+                sa.select(players).where(players.c.player_id == player_id)))
+            if row is None:
+                raise NotFound(f"no player {player_id!r}")
+            await conn.execute(players.update().where(players.c.player_id == player_id)
+                               .values(name=name, version=players.c.version + 1))
+            row = await conn.fetch_one(sa.select(players).where(players.c.player_id == player_id))
+            entry = board_entry(row)
+            publication = Publication(key=outbox.new_key(), board=(entry,))
+            await outbox.add(conn, publication)
+        await self.relay.publish(publication)
+        return entry

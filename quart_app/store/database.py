@@ -1,0 +1,76 @@
+"""Connecting, creating the schema, and write transactions that serialize correctly on both
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from databases import Database
+from databases.core import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from .tables import metadata
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        # A busy SQLite file (another instance writing) waits up to 10 s instead of failing.
+        self.db = Database(url, timeout=10) if self.is_sqlite else Database(url, min_size=1, max_size=10)
+        # SQLite allows one writer: queueing writers of this process here keeps them from
+        # contending on the file lock; BEGIN IMMEDIATE orders them with other processes.
+        self._sqlite_writer = asyncio.Lock()
+
+    async def connect(self) -> None:
+        await self.db.connect()
+        if self.is_sqlite:
+            await self.db.execute("PRAGMA journal_mode=WAL")
+        await self.create_schema()
+
+    async def disconnect(self) -> None:
+        await self.db.disconnect()
+
+    async def create_schema(self) -> None:
+        async with self.db.connection() as conn:
+            for table in metadata.sorted_tables:
+                await conn.execute(CreateTable(table, if_not_exists=True))  # type: ignore[arg-type]
+                for index in table.indexes:
+                    await conn.execute(CreateIndex(index, if_not_exists=True))  # type: ignore[arg-type]
+
+    async def ping(self) -> bool:
+        try:
+            await asyncio.wait_for(self.db.fetch_val("SELECT 1"), 2)
+            return True
+        except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
+            return False
+
+    def insert_ignore(self, table: sa.Table) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING in this database's dialect."""
+        dialect_insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        return dialect_insert(table).on_conflict_do_nothing()
+
+    def for_update(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        # SQLite has no row locks; BEGIN IMMEDIATE already made this transaction the only writer.
+        return query if self.is_sqlite else query.with_for_update()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Connection]:
+        """A transaction that may read-then-write safely under concurrency."""
+        if not self.is_sqlite:
+            async with self.db.connection() as conn, conn.transaction():
+                yield conn
+            return
+        async with self._sqlite_writer, self.db.connection() as conn:
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")

@@ -1,0 +1,1 @@
+"""Thin Quart adapters: parse, authenticate, call a service, write the answer."""

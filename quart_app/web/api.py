@@ -1,0 +1,172 @@
+"""The JSON API of PROTOCOL.md section 4 (matches, leaderboard, players, publish, dev token)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from quart import Blueprint, Response
+from quart_schema import document_request, document_response
+
+from ..auth import SCOPE_ADMIN, SCOPE_WRITE, AuthError
+from ..domain.ids import is_valid_id, parse_rooms, UnknownRoom
+from ..domain.models import (
+    Around,
+    DevToken,
+    DevTokenIn,
+    Entry,
+    LeaderboardPage,
+    Match,
+    MatchCreate,
+    MatchProgressIn,
+    MatchResultIn,
+    MatchWithChanges,
+    PlayerOut,
+    Presence,
+    Problem,
+    Published,
+    PublishIn,
+    RenameIn,
+)
+from ..engine.base import Draft, Publication
+from ..runtime import runtime
+from ..services.errors import Forbidden, NotFound
+from .errors import BadRequestBody
+from .requests import identify, query_int, read_body, require_scope
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def checked_id(value: str, what: str) -> str:
+    # An id outside the id alphabet cannot exist: answer as for any unknown resource.
+    if not is_valid_id(value):
+        raise NotFound(f"no {what} {value!r}")
+    return value
+
+
+@api.post("/matches")
+@document_request(MatchCreate)
+@document_response(Match, 201)
+@document_response(Problem, 409)
+async def create_match() -> Response:
+    require_scope(SCOPE_WRITE)
+    body = await read_body(MatchCreate)
+    status, match = await runtime().matches.create(body, body.match_id or uuid.uuid4().hex)
+    return json_response(match, status)
+
+
+@api.get("/matches/<match_id>")
+@document_response(MatchWithChanges)
+async def get_match(match_id: str) -> Response:
+    identify()
+    return json_response(await runtime().matches.get(checked_id(match_id, "match")))
+
+
+@api.post("/matches/<match_id>/start")
+@document_response(Match)
+async def start_match(match_id: str) -> Response:
+    require_scope(SCOPE_WRITE)
+    return json_response(await runtime().matches.start(checked_id(match_id, "match")))
+
+
+@api.post("/matches/<match_id>/progress")
+@document_request(MatchProgressIn)
+@document_response(Published, 202)
+async def match_progress(match_id: str) -> Response:
+    require_scope(SCOPE_WRITE)
+    body = await read_body(MatchProgressIn)
+    cursor = await runtime().matches.progress(checked_id(match_id, "match"), body)
+    return json_response({"id": cursor}, 202)
+
+
+@api.post("/matches/<match_id>/result")
+@document_request(MatchResultIn)
+@document_response(MatchWithChanges)
+async def match_result(match_id: str) -> Response:
+    require_scope(SCOPE_WRITE)
+    body = await read_body(MatchResultIn)
+    return json_response(await runtime().matches.result(checked_id(match_id, "match"), body))
+
+
+@api.post("/matches/<match_id>/cancel")
+@document_response(Match)
+async def cancel_match(match_id: str) -> Response:
+    require_scope(SCOPE_WRITE)
+    return json_response(await runtime().matches.cancel(checked_id(match_id, "match")))
+
+
+@api.get("/leaderboard")
+@document_response(LeaderboardPage)
+async def leaderboard() -> Response:
+    identify()
+    offset = query_int("offset", 0, 0, 10_000_000)
+    limit = query_int("limit", 100, 1, 1000)
+    return json_response(await runtime().leaderboard.page(offset, limit))
+
+
+@api.get("/players/<player_id>")
+@document_response(PlayerOut)
+async def player(player_id: str) -> Response:
+    identify()
+    return json_response(await runtime().leaderboard.player(checked_id(player_id, "player")))
+
+
+@api.put("/players/<player_id>")
+@document_request(RenameIn)
+@document_response(Entry)
+async def rename_player(player_id: str) -> Response:
+    identity = identify()
+    if identity.sub is None:
+        raise AuthError("a bearer token is required")
+    if not identity.may_read_player(player_id):
+        raise Forbidden("only the player or an admin may rename a player")
+    body = await read_body(RenameIn)
+    await runtime().players.rename(checked_id(player_id, "player"), body.name)
+    return json_response(await runtime().leaderboard.player(player_id))
+
+
+@api.get("/players/<player_id>/around")
+@document_response(Around)
+async def around(player_id: str) -> Response:
+    identify()
+    radius = query_int("radius", 5, 0, 100)
+    return json_response(await runtime().leaderboard.around(checked_id(player_id, "player"), radius))
+
+
+@api.get("/presence")
+@document_response(Presence)
+async def presence() -> Response:
+    identify()
+    return json_response({"online_count": await runtime().engine.online_count()})
+
+
+@api.post("/publish")
+@document_request(PublishIn)
+@document_response(Published, 202)
+async def publish() -> Response:
+    require_scope(SCOPE_ADMIN)
+    body = await read_body(PublishIn)
+    try:
+        rooms = parse_rooms([body.room])
+    except UnknownRoom:
+        raise BadRequestBody(400, "Bad Request", f"unknown room {body.room!r}") from None
+    events = await runtime().engine.publish(
+        Publication(events=(Draft(tuple(rooms), body.event, body.data),))
+    )
+    return json_response({"id": events[-1].cursor}, 202)
+
+
+@api.post("/dev/token")
+@document_request(DevTokenIn)
+@document_response(DevToken)
+async def dev_token() -> Response:
+    rt = runtime()
+    if not rt.auth.dev_mode:
+        raise NotFound("no such endpoint")
+    body = await read_body(DevTokenIn)
+    return json_response({"access_token": rt.auth.issue(body.sub, body.scope, body.ttl_seconds)})

@@ -1,0 +1,67 @@
+"""Every error is application/problem+json (RFC 9457); no input yields a 500 with a trace."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from quart import Quart, Response
+from werkzeug.exceptions import HTTPException
+
+from ..auth import AuthError
+from ..engine.base import EngineUnavailable
+from ..services.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+class BadRequestBody(Exception):
+    """A request body or query the service cannot accept, with its status."""
+
+    def __init__(self, status: int, title: str, detail: str,
+                 errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.errors = status, title, detail, errors
+
+
+def problem(status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None) -> Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, content_type="application/problem+json")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def install(app: Quart) -> None:
+    @app.errorhandler(BadRequestBody)
+    async def _bad_body(exc: BadRequestBody) -> Response:
+        return problem(exc.status, exc.title, exc.detail, errors=exc.errors)
+
+    @app.errorhandler(ServiceError)
+    async def _service(exc: ServiceError) -> Response:
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return problem(exc.status, exc.title, exc.detail, headers=headers)
+
+    @app.errorhandler(AuthError)
+    async def _auth(exc: AuthError) -> Response:
+        return problem(401, "Unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+    @app.errorhandler(EngineUnavailable)
+    async def _engine(exc: EngineUnavailable) -> Response:
+        return problem(503, "Service Unavailable", "the realtime engine is unavailable; retry",
+                       headers={"Retry-After": "1"})
+
+    @app.errorhandler(HTTPException)
+    async def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        headers = {"Retry-After": "1"} if status in (429, 503) else None
+        return problem(status, exc.name, exc.description or exc.name, headers=headers)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return problem(500, "Internal Server Error", "an unexpected error occurred")

@@ -1,0 +1,49 @@
+"""Operations: liveness, readiness, metrics, the page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from quart import Blueprint, Response, current_app, send_from_directory
+from quart_schema import hide
+
+from .. import metrics
+from ..runtime import runtime
+
+ops = Blueprint("ops", __name__)
+
+
+@ops.get("/healthz")
+@hide
+async def healthz() -> Response:
+    return Response('{"status":"ok"}', content_type="application/json")
+
+
+@ops.get("/readyz")
+@hide
+async def readyz() -> Response:
+    rt = runtime()
+    database, engine = await asyncio.gather(rt.store.ping(), rt.engine.ping())
+    ready = database and engine
+    body = {"status": "ready" if ready else "unavailable", "database": database, "engine": engine}
+    response = Response(json.dumps(body), status=200 if ready else 503,
+                        content_type="application/json")
+    if not ready:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+@ops.get("/metrics")
+@hide
+async def prometheus() -> Response:
+    return Response(metrics.render(), content_type="text/plain; version=0.0.4")
+
+
+@ops.get("/")
+@hide
+async def index() -> Response:
+    static = current_app.static_folder
+    assert static is not None
+    response: Response = await send_from_directory(static, "index.html")
+    return response

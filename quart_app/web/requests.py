@@ -1,0 +1,75 @@
+"""Reading requests strictly: content type, size, JSON, schema, query numbers, identity."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from quart import request
+
+from ..auth import AuthError, Identity
+from ..runtime import runtime
+from ..services.errors import Forbidden
+from .errors import BadRequestBody
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(model: type[M]) -> M:
+    if request.mimetype != "application/json":
+        raise BadRequestBody(415, "Unsupported Media Type", "send the body as application/json")
+    raw = await request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 from Quart
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestBody(400, "Bad Request", f"the body is not valid JSON: {exc}") from None
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        raise BadRequestBody(422, "Unprocessable Content", "the body does not match the schema",
+                             errors) from None
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequestBody(400, "Bad Request", f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise BadRequestBody(400, "Bad Request", f"{name} must be between {low} and {high}")
+    return value
+
+
+def bearer_token(*, allow_query: bool = False) -> str | None:
+    """The token of this request. Query and cookie only for EventSource, WebSocket and
+    long-poll GETs, which cannot always set headers (never for a POST: no CSRF by cookie)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if header:
+        raise AuthError("the Authorization header must be 'Bearer <token>'")
+    if allow_query:
+        return request.args.get("access_token") or request.cookies.get("access_token") or None
+    return None
+
+
+def identify(*, allow_query: bool = False) -> Identity:
+    return runtime().auth.identify(bearer_token(allow_query=allow_query))
+
+
+def require_scope(scope: str) -> Identity:
+    identity = identify()
+    if identity.sub is None:
+        raise AuthError("a bearer token is required")
+    if not identity.has(scope):
+        raise Forbidden(f"this action needs the {scope!r} scope")
+    return identity
