@@ -13,6 +13,10 @@ from .runtime import Runtime
 from .web import errors
 from .web.api import api
 from .web.ops import ops
+from .web.poll import poll
+from .web.ws import ws
+from .web.sse import PATH as SSE_PATH
+from .web.sse import EventStream
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -39,6 +43,20 @@ def create_app(settings: Settings | None = None) -> Quart:
     errors.install(app)
     app.register_blueprint(api)
     app.register_blueprint(ops)
+    app.register_blueprint(poll)
+    app.register_blueprint(ws)
+
+    # SSE bypasses Quart's request machinery (see web/sse.py); everything else goes through it.
+    quart_asgi = app.asgi_app
+    event_stream = EventStream(runtime)
+
+    async def asgi(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        if scope["type"] == "http" and scope["path"] == SSE_PATH:
+            await event_stream(scope, receive, send)
+        else:
+            await quart_asgi(scope, receive, send)  # type: ignore[arg-type]
+
+    app.asgi_app = asgi  # type: ignore[method-assign,assignment]
 
     @app.before_serving
     async def _start() -> None:

@@ -12,6 +12,7 @@ from .auth import Authenticator
 from .config import Settings
 from .engine import create_engine
 from .engine.base import Engine
+from .engine.hub import Hub
 from .services.leaderboard import LeaderboardService
 from .services.matches import MatchService, PlayerService
 from .store.database import Store
@@ -32,6 +33,8 @@ class Runtime:
             backfill_interval=settings.backfill_interval,
             presence_ttl_seconds=settings.presence_ttl_seconds,
         )
+        self.hub = Hub(self.engine, queue_limit=settings.send_queue_max,
+                       heartbeat_seconds=settings.heartbeat_seconds)
         self.relay = Relay(self.store, self.engine, settings.outbox_interval)
         self.auth = Authenticator(settings)
         self.matches = MatchService(self.store, self.relay, self.engine, settings.elo_k,
@@ -43,6 +46,7 @@ class Runtime:
     async def start(self) -> None:
         await self.store.connect()
         await self.engine.start()
+        await self.hub.start()
         self._epoch = self.engine.epoch
         await self._rebuild_if_empty()
         await self.relay.start()
@@ -54,6 +58,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         await self.relay.stop()
+        await self.hub.stop()
         await self.engine.stop()
         await self.store.disconnect()
 

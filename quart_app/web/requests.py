@@ -6,7 +6,7 @@ import json
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
-from quart import request
+from quart import has_websocket_context, request, websocket
 
 from ..auth import AuthError, Identity
 from ..runtime import runtime
@@ -51,14 +51,15 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
 def bearer_token(*, allow_query: bool = False) -> str | None:
     """The token of this request. Query and cookie only for EventSource, WebSocket and
     long-poll GETs, which cannot always set headers (never for a POST: no CSRF by cookie)."""
-    header = request.headers.get("Authorization", "")
+    incoming = websocket if has_websocket_context() else request
+    header = incoming.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     if header:
         raise AuthError("the Authorization header must be 'Bearer <token>'")
     if allow_query:
-        return request.args.get("access_token") or request.cookies.get("access_token") or None
+        return incoming.args.get("access_token") or incoming.cookies.get("access_token") or None
     return None
 
 

@@ -1,0 +1,295 @@
+"""Rooms, connections and their bounded queues: where each event fans out to its receivers.
+
+The engine hands the hub every new event once, in order. The hub appends the shared Event
+object to the queue of each connection subscribed to any of its rooms (once per connection,
+whatever the number of rooms it matches) and wakes the connection; the connection's
+transport then takes everything pending in one go and writes it as one chunk. The work per
+event is done once (encoding lives on the Event); the work per delivery is a list append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..domain.ids import GLOBAL_BOARD
+from .base import Engine, Event, LogGap
+from .cursor import BadCursor, decode, encode
+
+log = logging.getLogger(__name__)
+
+# Events read from the log per step while a connection catches up.
+CATCH_UP_PAGE = 500
+
+# Pushed to every connection each heartbeat period: SSE writes it as a `: ping` comment
+# (proxies close idle streams), the other transports skip it.
+HEARTBEAT = Event(0, "", (), ":ping", "")
+
+
+class Closed(Exception):
+    """The connection is over; `reason` says why ("slow", "expired", "gone", "shutdown")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Reset(Exception):
+    """The client's position cannot be continued; `reason` is "expired" or "unknown".
+    The connection has moved to the head of the log: send stream:reset and a snapshot."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Connection:
+    """One subscriber (an SSE stream, a WebSocket, or one long-poll request).
+
+    Its queue holds shared Event objects (plus, rarely, one-off snapshot events). When it
+    grows past `limit` the client is too slow: the connection is closed with reason "slow"
+    and its writer, if stuck on a full socket, is cancelled, so memory stays bounded.
+    """
+
+    __slots__ = (
+        "id", "sub", "rooms", "expires_at", "last_seq", "_queue", "_limit", "_waiter",
+        "_catching_up", "_hub", "closed", "writer", "presence",
+    )
+
+    def __init__(self, hub: Hub, sub: str | None, rooms: Iterable[str], limit: int,
+                 expires_at: float | None, after_seq: int) -> None:
+        self.id = f"{hub.instance_id}-{secrets.token_urlsafe(9)}"
+        self.sub = sub
+        self.rooms: set[str] = set(rooms)
+        self.expires_at = expires_at
+        # The log position this connection has been given everything up to.
+        self.last_seq = after_seq
+        self._queue: list[Event] = []
+        self._limit = limit
+        self._waiter: asyncio.Future[None] | None = None
+        self._catching_up = False
+        self._hub = hub
+        self.closed: str | None = None
+        self.writer: asyncio.Task[Any] | None = None
+        self.presence = False
+
+    # called by the hub, on the event loop -------------------------------------------------
+    def push(self, event: Event) -> None:
+        if self.closed:
+            return
+        self._queue.append(event)
+        if len(self._queue) > self._limit:
+            self.close("slow")
+            return
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = reason
+        self._queue.clear()
+        self._hub._detach(self)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        elif reason == "slow" and self.writer is not None:
+            # The writer is blocked on a full socket: only cancelling frees it.
+            self.writer.cancel()
+
+    # called by the transport ---------------------------------------------------------------
+    async def next_batch(self, timeout: float | None = None) -> list[Event]:
+        """Everything pending, oldest first; waits until there is something. [] after
+        `timeout`. Raises Closed when the connection is over, Reset when catching up found
+        the client's position gone from the log."""
+        while True:
+            if self.closed:
+                raise Closed(self.closed)
+            if self._catching_up:
+                batch = await self._catch_up_step()
+                if batch:
+                    return batch
+                continue
+            if self._queue:
+                batch, self._queue = self._queue, []
+                fresh = [event for event in batch if event.seq > self.last_seq or event.seq == 0]
+                for event in fresh:
+                    if event.seq:
+                        self.last_seq = event.seq
+                if fresh:
+                    return fresh
+                continue
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                if timeout is None:
+                    await waiter
+                else:
+                    await asyncio.wait_for(waiter, timeout)
+            except TimeoutError:
+                return []
+            finally:
+                self._waiter = None
+
+    def begin_catch_up(self) -> None:
+        self._catching_up = True
+
+    async def _catch_up_step(self) -> list[Event]:
+        try:
+            page = await self._hub.engine.read_after(self.last_seq, CATCH_UP_PAGE)
+        except LogGap as gap:
+            self._catching_up = False
+            self._queue.clear()
+            self.last_seq = self._hub.head_seq
+            raise Reset(gap.reason) from None
+        if len(page) < CATCH_UP_PAGE:
+            self._catching_up = False
+        if page:
+            self.last_seq = page[-1].seq
+        return [event for event in page if not self.rooms.isdisjoint(event.rooms)]
+
+    def enqueue(self, event: Event) -> None:
+        """Queue a one-off event for this connection only (a snapshot, a reset)."""
+        self.push(event)
+
+
+class Hub:
+    """The rooms of one instance."""
+
+    def __init__(self, engine: Engine, *, queue_limit: int, heartbeat_seconds: float = 15.0) -> None:
+        self.engine = engine
+        self.instance_id = secrets.token_hex(4)
+        self.queue_limit = queue_limit
+        self.heartbeat_seconds = heartbeat_seconds
+        self.connections: dict[str, Connection] = {}
+        self.rooms: dict[str, set[Connection]] = {}
+        # The newest sequence number the hub has fanned out: everything up to it that matched
+        # a registered connection's rooms is in that connection's queue.
+        self.head_seq = 0
+        self.deliveries = 0
+        self._ticker: asyncio.Task[None] | None = None
+        engine.listen(self._fan_out)
+
+    async def start(self) -> None:
+        self.head_seq = await self.engine.head()
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def stop(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for conn in list(self.connections.values()):
+            conn.close("shutdown")
+
+    # fan-out --------------------------------------------------------------------------------
+    def _fan_out(self, events: list[Event]) -> None:
+        rooms = self.rooms
+        delivered = 0
+        for event in events:
+            if event.seq <= self.head_seq and event.seq != 0:
+                continue
+            self.head_seq = event.seq
+            if len(event.rooms) == 1:
+                receivers: Iterable[Connection] = rooms.get(event.rooms[0], ())
+            else:
+                union: set[Connection] = set()
+                for room in event.rooms:
+                    members = rooms.get(room)
+                    if members:
+                        union.update(members)
+                receivers = union
+            for conn in tuple(receivers):
+                conn.push(event)
+                delivered += 1
+        self.deliveries += delivered
+
+    # connections ------------------------------------------------------------------------------
+    def open(self, sub: str | None, rooms: Iterable[str], expires_at: float | None,
+             after_seq: int | None = None) -> Connection:
+        """Register a connection. With `after_seq`, it first catches up from the log
+        (events after that position, of its rooms), then goes live with no gap or repeat."""
+        conn = Connection(self, sub, rooms, self.queue_limit, expires_at,
+                          self.head_seq if after_seq is None else after_seq)
+        self.connections[conn.id] = conn
+        for room in conn.rooms:
+            self.rooms.setdefault(room, set()).add(conn)
+        if after_seq is not None:
+            conn.begin_catch_up()
+        return conn
+
+    def join(self, conn: Connection, rooms: Iterable[str]) -> list[str]:
+        """Add rooms to a live connection; returns the rooms newly joined."""
+        added = [room for room in rooms if room not in conn.rooms]
+        for room in added:
+            conn.rooms.add(room)
+            self.rooms.setdefault(room, set()).add(conn)
+        return added
+
+    def leave(self, conn: Connection, rooms: Iterable[str]) -> None:
+        for room in rooms:
+            conn.rooms.discard(room)
+            members = self.rooms.get(room)
+            if members is not None:
+                members.discard(conn)
+                if not members:
+                    del self.rooms[room]
+
+    def _detach(self, conn: Connection) -> None:
+        self.connections.pop(conn.id, None)
+        self.leave(conn, list(conn.rooms))
+
+    # snapshots and cursors ---------------------------------------------------------------------
+    def cursor(self, seq: int | None = None) -> str:
+        return encode(self.engine.epoch, self.head_seq if seq is None else seq)
+
+    def resume_position(self, cursor: str) -> int:
+        """The log position of a client's cursor; LogGap("unknown") when it is not ours."""
+        try:
+            epoch, seq = decode(cursor)
+        except BadCursor:
+            raise LogGap("unknown") from None
+        if epoch != self.engine.epoch:
+            raise LogGap("unknown")
+        return seq
+
+    def stream_event(self, name: str, data: dict[str, Any], rooms: tuple[str, ...] = ()) -> Event:
+        """An event that is not in the log (stream:open, stream:reset): seq 0, never skipped."""
+        cursor = self.cursor()
+        text = json.dumps({"id": cursor, "rooms": list(rooms), "event": name, "data": data,
+                           "ts": int(time.time() * 1000)}, separators=(",", ":"))
+        return Event(0, cursor, rooms, name, text)
+
+    async def snapshot(self, top: int) -> Event:
+        """`leaderboard:initial`: the top of the board, carrying the cursor it reflects."""
+        cursor = self.cursor()
+        ranked, total = await self.engine.board_page(0, top)
+        data = {"entries": [entry.as_entry(rank) for rank, entry in ranked], "total": total}
+        text = json.dumps({"id": cursor, "rooms": [GLOBAL_BOARD], "event": "leaderboard:initial",
+                           "data": data, "ts": int(time.time() * 1000)}, separators=(",", ":"))
+        return Event(0, cursor, (GLOBAL_BOARD,), "leaderboard:initial", text)
+
+    # housekeeping -------------------------------------------------------------------------------
+    async def _tick(self) -> None:
+        """Once a second: end streams whose token expired; each heartbeat period: ping."""
+        next_beat = time.monotonic() + self.heartbeat_seconds
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            # A second early rather than late: the protocol promises "at least every 15 s".
+            beat = time.monotonic() + 1.0 >= next_beat
+            if beat:
+                next_beat = time.monotonic() + self.heartbeat_seconds
+            for conn in list(self.connections.values()):
+                if conn.expires_at is not None and conn.expires_at <= now:
+                    conn.close("expired")
+                elif beat:
+                    conn.push(HEARTBEAT)

@@ -1,0 +1,57 @@
+-- Prelude of every script that reads or appends to the event log (prepended by redis.py).
+-- Convention: KEYS[1] = meta hash {epoch, seq}, KEYS[2] = log stream;
+--             ARGV[1] = a fresh random epoch token (used only when the log has to start over),
+--             ARGV[2] = log length (exact MAXLEN), ARGV[3] = the bus channel.
+-- Epoch, seq and log are one unit: the meta hash holds both epoch and seq, and when it is gone
+-- (Redis restarted without persistence, FLUSHALL, eviction) a new epoch starts with an empty
+-- log, so an old cursor can never be mistaken for a position in the new history.
+
+local function ensure_meta()
+  local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+  if m[1] and m[2] then
+    return m[1], tonumber(m[2])
+  end
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0)
+  return ARGV[1], 0
+end
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+local EPOCH, SEQ, FIRST
+local PARTS = {}
+
+-- Append one event. rooms_json and data_json arrive pre-encoded (Python's json.dumps), so the
+-- text is byte-identical to base.build_event(); name comes from a safe alphabet.
+local function append(name, rooms_json, data_json, ts)
+  if not EPOCH then
+    EPOCH, SEQ = ensure_meta()
+  end
+  SEQ = SEQ + 1
+  local s = fmt(SEQ)
+  local text = '{"id":"' .. EPOCH .. '.' .. s .. '","rooms":' .. rooms_json .. ',"event":"' ..
+    name .. '","data":' .. data_json .. ',"ts":' .. ts .. '}'
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], s .. '-0', 'e', name, 'r', rooms_json, 't', text)
+  if not FIRST then
+    FIRST = SEQ
+  end
+  PARTS[#PARTS + 1] = name
+  PARTS[#PARTS + 1] = rooms_json
+  PARTS[#PARTS + 1] = text
+end
+
+-- Store the new seq and wake every instance: one bus message per script run,
+-- "<epoch>\n<first seq>\n<count>\n" then "<name>\n<rooms json>\n<envelope>" per event
+-- (none of them can hold a raw newline). Returns the message ('' when nothing was appended).
+local function flush()
+  if not FIRST then
+    return ''
+  end
+  redis.call('HSET', KEYS[1], 'seq', fmt(SEQ))
+  local msg = EPOCH .. '\n' .. fmt(FIRST) .. '\n' .. fmt(SEQ - FIRST + 1) .. '\n' ..
+    table.concat(PARTS, '\n')
+  redis.call('PUBLISH', ARGV[3], msg)
+  return msg
+end

@@ -1,0 +1,18 @@
+-- Swap the built board in, atomically. KEYS: 1 rebuild marker, 2 board, 3 players, 4 versions,
+-- 5 next board, 6 next players, 7 next versions. ARGV: 1 token. Returns as board_stage.lua.
+local marker = redis.call('GET', KEYS[1])
+if not marker then
+  return 0
+end
+if marker ~= ARGV[1] then
+  return -1
+end
+for i = 2, 4 do
+  if redis.call('EXISTS', KEYS[i + 3]) == 1 then
+    redis.call('RENAME', KEYS[i + 3], KEYS[i])
+  else
+    redis.call('DEL', KEYS[i])
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1

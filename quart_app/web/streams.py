@@ -1,0 +1,93 @@
+"""What every transport does the same way: rooms and their access rules, resume, snapshots,
+presence. The transports (sse.py, poll.py, ws.py) only parse and write."""
+
+from __future__ import annotations
+
+import logging
+
+from ..auth import Identity
+from ..domain.ids import GLOBAL_BOARD, UnknownRoom, parse_rooms, room_owner
+from ..engine.base import EngineUnavailable, Event, LogGap
+from ..engine.hub import Connection
+from ..runtime import Runtime
+from ..services.errors import Forbidden
+from .errors import BadRequestBody
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP = 100
+MAX_TOP = 1000
+
+
+def authorized_rooms(identity: Identity, raw: str | list[str] | None) -> list[str]:
+    """The requested rooms; 400 for an unknown name, 403 for someone else's player room."""
+    try:
+        rooms = parse_rooms(raw)
+    except UnknownRoom as exc:
+        raise BadRequestBody(400, "Bad Request", f"unknown room {str(exc)!r}") from None
+    if len(rooms) > 100:
+        raise BadRequestBody(400, "Bad Request", "at most 100 rooms per connection")
+    for room in rooms:
+        owner = room_owner(room)
+        if owner is not None and not identity.may_read_player(owner):
+            raise Forbidden(f"room {room!r} belongs to another player")
+    return rooms
+
+
+def parse_top(raw: object) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_TOP
+    try:
+        top = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise BadRequestBody(400, "Bad Request", "top must be an integer") from None
+    if not 1 <= top <= MAX_TOP:
+        raise BadRequestBody(400, "Bad Request", f"top must be between 1 and {MAX_TOP}")
+    return top
+
+
+async def reset_events(rt: Runtime, conn: Connection, reason: str, top: int) -> list[Event]:
+    """stream:reset, then a fresh snapshot where the client watches the board."""
+    events = [rt.hub.stream_event("stream:reset", {"reason": reason})]
+    if GLOBAL_BOARD in conn.rooms:
+        events.append(await rt.hub.snapshot(top))
+    return events
+
+
+async def open_connection(rt: Runtime, identity: Identity, rooms: list[str],
+                          cursor: str | None, top: int) -> tuple[Connection, str, list[Event]]:
+    """Register a connection: resuming after `cursor`, or live from the head with a snapshot.
+
+    Returns the connection, the cursor it starts from, and the events to send first.
+    """
+    hub = rt.hub
+    if cursor:
+        try:
+            conn = hub.open(identity.sub, rooms, identity.expires_at,
+                            after_seq=hub.resume_position(cursor))
+            return conn, cursor, []
+        except LogGap as gap:
+            conn = hub.open(identity.sub, rooms, identity.expires_at)
+            return conn, hub.cursor(conn.last_seq), await reset_events(rt, conn, gap.reason, top)
+    conn = hub.open(identity.sub, rooms, identity.expires_at)
+    start = hub.cursor(conn.last_seq)
+    initial = [await hub.snapshot(top)] if GLOBAL_BOARD in rooms else []
+    return conn, start, initial
+
+
+async def enter_presence(rt: Runtime, conn: Connection) -> None:
+    if conn.sub is not None and not conn.presence:
+        conn.presence = True
+        try:
+            await rt.engine.presence_enter(conn.sub)
+        except EngineUnavailable:
+            log.warning("presence not recorded: engine unavailable")
+
+
+async def leave_presence(rt: Runtime, conn: Connection) -> None:
+    if conn.presence and conn.sub is not None:
+        conn.presence = False
+        try:
+            await rt.engine.presence_leave(conn.sub)
+        except EngineUnavailable:
+            log.warning("presence not cleared: engine unavailable")
