@@ -17,6 +17,7 @@ from .web.poll import poll
 from .web.ws import ws
 from .web.sse import PATH as SSE_PATH
 from .web.sse import EventStream
+from .web.streams import change_rooms
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Quart:
                 "signed with a random per-process secret and POST /api/dev/token is open. "
                 "Do not run this in production."
             )
+        runtime.engine.on_call(lambda request: change_rooms(runtime, request))
         await runtime.start()
 
     @app.after_serving

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -168,6 +170,11 @@ class EngineUnavailable(Exception):
 
 
 Listener = Callable[[list[Event]], None]
+CallHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class NoSuchInstance(Exception):
+    """A call named an instance that is not running."""
 
 
 class Engine(ABC):
@@ -175,6 +182,9 @@ class Engine(ABC):
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        # Names this process among the instances sharing the engine (connection ids carry it).
+        self.instance_id = secrets.token_hex(4)
+        self._call_handler: CallHandler | None = None
 
     # lifecycle -----------------------------------------------------------------------------
     @abstractmethod
@@ -215,6 +225,19 @@ class Engine(ABC):
     def _deliver(self, events: list[Event]) -> None:
         for listener in self._listeners:
             listener(events)
+
+    # calls between instances --------------------------------------------------------------
+    def on_call(self, handler: CallHandler) -> None:
+        """Serve calls other instances make to this one (routing a subscribe to the
+        instance that holds the stream)."""
+        self._call_handler = handler
+
+    async def call(self, instance_id: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Ask instance `instance_id` to handle `request`. NoSuchInstance when no such
+        instance runs, TimeoutError when it does not answer in time."""
+        if instance_id != self.instance_id or self._call_handler is None:
+            raise NoSuchInstance(instance_id)
+        return await asyncio.wait_for(self._call_handler(request), timeout)
 
     # the board -------------------------------------------------------------------------------
     @abstractmethod

@@ -166,7 +166,7 @@ class Hub:
 
     def __init__(self, engine: Engine, *, queue_limit: int, heartbeat_seconds: float = 15.0) -> None:
         self.engine = engine
-        self.instance_id = secrets.token_hex(4)
+        self.instance_id = engine.instance_id
         self.queue_limit = queue_limit
         self.heartbeat_seconds = heartbeat_seconds
         self.connections: dict[str, Connection] = {}

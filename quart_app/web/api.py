@@ -28,12 +28,18 @@ from ..domain.models import (
     Published,
     PublishIn,
     RenameIn,
+    Rooms,
+    SubscribeIn,
 )
-from ..engine.base import Draft, Publication
+from ..engine.base import Draft, NoSuchInstance, Publication
 from ..runtime import runtime
-from ..services.errors import Forbidden, NotFound
+from ..services.errors import Forbidden, NotFound, Unavailable
 from .errors import BadRequestBody
 from .requests import identify, query_int, read_body, require_scope
+from .streams import authorized_rooms, change_rooms
+
+# How long the instance holding a stream may take to apply a subscribe (PROTOCOL 3.4).
+ROUTE_TIMEOUT = 2.0
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -159,6 +165,48 @@ async def publish() -> Response:
         Publication(events=(Draft(tuple(rooms), body.event, body.data),))
     )
     return json_response({"id": events[-1].cursor}, 202)
+
+
+async def _change_rooms(action: str) -> Response:
+    rt = runtime()
+    identity = identify()
+    if identity.sub is None:
+        raise AuthError("anonymous streams cannot be changed: send the stream's token")
+    body = await read_body(SubscribeIn)
+    rooms = authorized_rooms(identity, body.rooms)
+    request = {"action": action, "connection_id": body.connection_id, "sub": identity.sub,
+               "rooms": rooms}
+    instance = body.connection_id.partition("-")[0]
+    try:
+        if instance == rt.hub.instance_id:
+            answer = await change_rooms(rt, request)
+        else:
+            answer = await rt.engine.call(instance, request, ROUTE_TIMEOUT)
+    except NoSuchInstance:
+        raise NotFound("no such connection") from None
+    except TimeoutError:
+        raise Unavailable("the instance holding this stream did not answer") from None
+    if answer["status"] == 401:
+        raise AuthError(answer["detail"])
+    if answer["status"] == 403:
+        raise Forbidden(answer["detail"])
+    if answer["status"] == 404:
+        raise NotFound(answer["detail"])
+    return json_response({"rooms": answer["rooms"]})
+
+
+@api.post("/subscribe")
+@document_request(SubscribeIn)
+@document_response(Rooms)
+async def subscribe() -> Response:
+    return await _change_rooms("subscribe")
+
+
+@api.post("/unsubscribe")
+@document_request(SubscribeIn)
+@document_response(Rooms)
+async def unsubscribe() -> Response:
+    return await _change_rooms("unsubscribe")
 
 
 @api.post("/dev/token")

@@ -4,6 +4,7 @@ presence. The transports (sse.py, poll.py, ws.py) only parse and write."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ..auth import Identity
 from ..domain.ids import GLOBAL_BOARD, UnknownRoom, parse_rooms, room_owner
@@ -91,3 +92,22 @@ async def leave_presence(rt: Runtime, conn: Connection) -> None:
             await rt.engine.presence_leave(conn.sub)
         except EngineUnavailable:
             log.warning("presence not cleared: engine unavailable")
+
+
+async def change_rooms(rt: Runtime, request: dict[str, Any]) -> dict[str, Any]:
+    """Subscribe or unsubscribe rooms of a stream held by this instance (PROTOCOL 3.4).
+    Also the handler of calls routed here from other instances, hence dicts in and out."""
+    conn = rt.hub.connections.get(request["connection_id"])
+    if conn is None:
+        return {"status": 404, "detail": "no such connection"}
+    if conn.sub is None:
+        return {"status": 401, "detail": "an anonymous stream cannot be changed"}
+    if conn.sub != request["sub"]:
+        return {"status": 403, "detail": "the stream belongs to another identity"}
+    if request["action"] == "subscribe":
+        added = rt.hub.join(conn, request["rooms"])
+        if GLOBAL_BOARD in added:
+            conn.enqueue(await rt.hub.snapshot(DEFAULT_TOP))
+    else:
+        rt.hub.leave(conn, request["rooms"])
+    return {"status": 200, "rooms": sorted(conn.rooms)}
