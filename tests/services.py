@@ -6,13 +6,17 @@ developer's machine it skips with the reason.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,20 +109,22 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _run(self, args: list[str]) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *args] if self._as_postgres else args
+    def _user(self) -> dict[str, str]:
+        # Popen(user=...) makes the child itself the postgres process: a signal sent to it
+        # reaches postgres (runuser in between swallows SIGINT, so the server never stopped).
+        return {"user": "postgres", "group": "postgres"} if self._as_postgres else {}
 
     def start(self) -> None:
         if self._as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
         data = os.path.join(self.dir, "data")
-        subprocess.run(self._run([str(self.bin / "initdb"), "-D", data, "-U", "postgres",
-                                  "--auth=trust", "-E", "UTF8"]),
-                       check=True, capture_output=True)
+        subprocess.run([str(self.bin / "initdb"), "-D", data, "-U", "postgres",
+                        "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True, cwd=self.dir, **self._user())
         self.process = subprocess.Popen(
-            self._run([str(self.bin / "postgres"), "-D", data, "-p", str(self.port),
-                       "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [str(self.bin / "postgres"), "-D", data, "-p", str(self.port),
+             "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir, **self._user(),
         )
         wait_until(lambda: port_open(self.port), 30, f"postgres on {self.port}")
 
@@ -127,3 +133,82 @@ class PostgresServer:
             self.process.send_signal(signal.SIGINT)
             self.process.wait(20)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class LiveServer:
+    """One real instance: `python -m quart_app serve` (Hypercorn + uvloop) in its own
+    process group, so a test can kill -9 it like a crash."""
+
+    def __init__(self, workdir: str, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.env = {
+            "DATABASE_URL": f"sqlite:///{workdir}/rankpulse.db",
+            "LOG_LEVEL": "warning",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = os.path.join(workdir, f"server-{self.port}.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveServer:
+        env = {**os.environ, **self.env}
+        env.pop("PORT", None)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "quart_app", "serve", "--port", str(self.port)],
+                cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(self._healthy, 30, f"the server on port {self.port} ({self.log_path})")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"server exited: {self.log()}")
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as log:
+            return log.read()[-5000:]
+
+    def token(self, sub: str, scope: str = "", ttl: int = 3600) -> str:
+        """A token this server accepts: minted with its JWT_SECRET, or from its dev endpoint."""
+        secret = self.env.get("JWT_SECRET")
+        if secret:
+            from quart_app.auth import Authenticator
+            from quart_app.config import load_settings
+
+            return Authenticator(load_settings(jwt_secret=secret)).issue(sub, scope, ttl)
+        body = json.dumps({"sub": sub, "scope": scope, "ttl_seconds": ttl}).encode()
+        request = urllib.request.Request(self.url + "/api/dev/token", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return str(json.load(response)["access_token"])
+
+    def stop(self) -> None:
+        """A graceful stop (SIGTERM to the group)."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL to the whole process group, no cleanup."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)

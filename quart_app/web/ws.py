@@ -110,11 +110,13 @@ class Session:
                 await websocket.close(CLOSE_TOO_BIG, "frame too large")
                 return
             try:
-                frame = ClientFrame.model_validate(json.loads(raw))
+                payload = json.loads(raw)
             except (ValueError, UnicodeDecodeError):
-                if isinstance(raw, bytes) or not raw.lstrip().startswith(("{", "[")):
-                    await websocket.close(CLOSE_BAD_FRAME, "frames must be JSON")
-                    return
+                await websocket.close(CLOSE_BAD_FRAME, "frames must be JSON")
+                return
+            try:
+                frame = ClientFrame.model_validate(payload)
+            except ValidationError:
                 await self.error(422, "the frame does not match the schema")
                 continue
             try:
