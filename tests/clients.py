@@ -208,6 +208,7 @@ class HttpApi:
 
     async def request(self, method: str, path: str, body: Any = None,
                       expect: int | tuple[int, ...] = (200, 201, 202)) -> Any:
+        # A client per request: tests run each on its own event loop, and this is no hot path.
         async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
             response = await client.request(method, path, json=body, headers=self.headers)
         allowed = (expect,) if isinstance(expect, int) else expect
@@ -226,6 +227,14 @@ class HttpApi:
         result: dict[str, Any] = await self.request(
             "POST", f"/api/matches/{match['match_id']}/result", outcome)
         return result
+
+    async def announce_many(self, room: str, datas: list[dict[str, Any]]) -> None:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
+            for data in datas:
+                response = await client.post(
+                    "/api/publish", headers=self.headers,
+                    json={"room": room, "event": "announcement", "data": data})
+                assert response.status_code == 202, response.text
 
     async def announce(self, room: str, data: dict[str, Any]) -> str:
         answer = await self.request("POST", "/api/publish",

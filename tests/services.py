@@ -140,8 +140,9 @@ class LiveServer:
     process group, so a test can kill -9 it like a crash."""
 
     def __init__(self, workdir: str, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
+        self.args = args
         self.workdir = workdir
         self.env = {
             "DATABASE_URL": f"sqlite:///{workdir}/rankpulse.db",
@@ -160,7 +161,7 @@ class LiveServer:
         env.pop("PORT", None)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "quart_app", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "quart_app", "serve", "--port", str(self.port), *self.args],
                 cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -175,6 +176,13 @@ class LiveServer:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    def rss_kb(self) -> int:
+        """Resident memory of the server process (one process: serve runs Hypercorn inline)."""
+        assert self.process is not None
+        with open(f"/proc/{self.process.pid}/status") as status:
+            line = next(line for line in status if line.startswith("VmRSS:"))
+        return int(line.split()[1])
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as log:

@@ -99,21 +99,28 @@ class EventStream:
         conn.writer = asyncio.current_task()
         watcher = asyncio.get_running_loop().create_task(self._watch_disconnect(receive, conn))
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-cache"),
-                (b"x-accel-buffering", b"no"),
-            ]})
-            opened = rt.hub.stream_event(
-                "stream:open", {"connection_id": conn.id, "rooms": sorted(conn.rooms), "cursor": start}
-            )
-            await send({"type": "http.response.body", "more_body": True,
-                        "body": f"retry: {rt.settings.sse_retry_ms}\n\n".encode() + _frames([opened, *initial])})
-            await enter_presence(rt, conn)
-            await self._pump(send, conn, top)
-        except asyncio.CancelledError:
-            if conn.closed != "slow":
-                raise
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                ]})
+                opened = rt.hub.stream_event("stream:open", {
+                    "connection_id": conn.id, "rooms": sorted(conn.rooms), "cursor": start})
+                retry = f"retry: {rt.settings.sse_retry_ms}\n\n".encode()
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": retry + _frames([opened, *initial])})
+                await enter_presence(rt, conn)
+                await self._pump(send, conn, top)
+            except asyncio.CancelledError:
+                if conn.closed != "slow":  # cancelled while stuck on a full socket: slow
+                    raise
+            if conn.closed == "slow":
+                # Lands after what the socket already holds; the client resumes with its cursor.
+                hint = rt.hub.stream_event("stream:reset", {"reason": "slow"})
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(send(
+                        {"type": "http.response.body", "body": hint.sse, "more_body": True}), 1.0)
         finally:
             watcher.cancel()
             conn.close("gone")
@@ -127,12 +134,7 @@ class EventStream:
                 batch = await conn.next_batch()
             except Reset as reset:
                 batch = await reset_events(self.rt, conn, reset.reason, top)
-            except Closed as closed:
-                if closed.reason == "slow":
-                    hint = self.rt.hub.stream_event("stream:reset", {"reason": "slow"})
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(send({"type": "http.response.body",
-                                                     "body": hint.sse, "more_body": True}), 1.0)
+            except Closed:
                 return
             await send({"type": "http.response.body", "body": _frames(batch), "more_body": True})
 
