@@ -23,7 +23,17 @@ def _serve(args: argparse.Namespace) -> None:
     # %(r)s is method, path and protocol without the query string: tokens never reach the log.
     config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
     config.graceful_timeout = 5
-    print(f"Love Rank Pulse: open http://{_display_host(args.host)}:{settings.port}/", flush=True)
+    url = f"http://{_display_host(args.host)}:{settings.port}"
+    if args.demo:
+        from .demo import run_demo
+
+        @app.while_serving
+        async def _demo_traffic():  # type: ignore[no-untyped-def]
+            task = asyncio.create_task(run_demo(url, players=args.demo_players))
+            yield
+            task.cancel()
+
+    print(f"Love Rank Pulse: open {url}/", flush=True)
     try:
         import uvloop
 
@@ -34,6 +44,14 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _display_host(host: str) -> str:
     return "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    print(f"playing matches against {args.url} (Ctrl+C to stop)", flush=True)
+    played = asyncio.run(run_demo(args.url, args.token, args.players, args.rate, args.matches))
+    print(f"played {played} matches")
 
 
 def _token(args: argparse.Namespace) -> None:
@@ -70,7 +88,18 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, help="default: $PORT, else 8000")
     serve.add_argument("--access-log", action="store_true", help="log each request")
+    serve.add_argument("--demo", action="store_true",
+                       help="also play demo matches against this instance (development mode)")
+    serve.add_argument("--demo-players", type=int, default=200)
     serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="play demo matches against a running service")
+    demo.add_argument("--url", default="http://127.0.0.1:8000")
+    demo.add_argument("--token", help="a matches:write token (default: the dev endpoint's)")
+    demo.add_argument("--players", type=int, default=200)
+    demo.add_argument("--rate", type=float, default=2.0, help="matches per second")
+    demo.add_argument("--matches", type=int, help="stop after this many")
+    demo.set_defaults(run=_demo)
 
     token = commands.add_parser("token", help="mint a token signed with JWT_SECRET")
     token.add_argument("--sub", required=True, help="the player id")
