@@ -115,7 +115,7 @@ def envelope_json(cursor: str, rooms_json: str, event: str, data_json: str, ts: 
 class Event:
     """An event in the log, encoded once; every transport shares these bytes."""
 
-    __slots__ = ("seq", "cursor", "rooms", "name", "text", "_sse")
+    __slots__ = ("seq", "cursor", "rooms", "name", "text", "_sse", "_sse_chunk")
 
     def __init__(self, seq: int, cursor: str, rooms: Sequence[str], name: str, text: str) -> None:
         self.seq = seq
@@ -124,6 +124,7 @@ class Event:
         self.name = name
         self.text = text
         self._sse: bytes | None = None
+        self._sse_chunk: bytes | None = None
 
     @classmethod
     def from_text(cls, seq: int, text: str) -> Event:
@@ -140,6 +141,14 @@ class Event:
                 f"id: {self.cursor}\nevent: {self.name}\ndata: {self.text}\n\n".encode()
             )
         return self._sse
+
+    @property
+    def sse_chunk(self) -> bytes:
+        """The SSE frame as one HTTP/1.1 chunk, for streams written straight to the socket."""
+        if self._sse_chunk is None:
+            frame = self.sse
+            self._sse_chunk = b"%x\r\n%b\r\n" % (len(frame), frame)
+        return self._sse_chunk
 
     def __repr__(self) -> str:
         return f"Event({self.seq}, {self.name!r}, {self.rooms!r})"

@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from ..domain.ids import GLOBAL_BOARD
 from .base import Engine, Event, LogGap
@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # Events read from the log per step while a connection catches up.
 CATCH_UP_PAGE = 500
+
+# The longest a burst may hold back a flush (see Hub._schedule_flush).
+MAX_FLUSH_DELAY = 0.025
 
 # Pushed to every connection each heartbeat period: SSE writes it as a `: ping` comment
 # (proxies close idle streams), the other transports skip it.
@@ -38,6 +41,14 @@ class Closed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Sink(Protocol):
+    """A socket the hub may write to directly, without a task switch per write."""
+
+    def write(self, batch: list[Event]) -> None: ...
+    def closing(self) -> bool: ...
+    def congested(self) -> bool: ...
 
 
 class Reset(Exception):
@@ -59,7 +70,8 @@ class Connection:
 
     __slots__ = (
         "id", "sub", "rooms", "expires_at", "last_seq", "_queue", "_limit", "_waiter",
-        "_catching_up", "_hub", "closed", "writer", "presence",
+        "_catching_up", "_hub", "closed", "writer", "presence", "sink", "_dirty",
+        "_seam",
     )
 
     def __init__(self, hub: Hub, sub: str | None, rooms: Iterable[str], limit: int,
@@ -76,8 +88,14 @@ class Connection:
         self._catching_up = False
         self._hub = hub
         self.closed: str | None = None
+        # The task serving this connection; cancelled when the hub ends a connection whose
+        # task cannot otherwise notice (blocked on a full socket, or waiting on the client).
         self.writer: asyncio.Task[Any] | None = None
         self.presence = False
+        # Set once the connection is live on a raw socket: the hub then writes to it itself.
+        self.sink: Sink | None = None
+        self._dirty = False
+        self._seam = False
 
     # called by the hub, on the event loop -------------------------------------------------
     def push(self, event: Event) -> None:
@@ -86,6 +104,11 @@ class Connection:
         self._queue.append(event)
         if len(self._queue) > self._limit:
             self.close("slow")
+            return
+        if self.sink is not None:
+            if not self._dirty:
+                self._dirty = True
+                self._hub._schedule_flush(self)
             return
         waiter = self._waiter
         if waiter is not None:
@@ -102,8 +125,10 @@ class Connection:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        elif reason == "slow" and self.writer is not None:
-            # The writer is blocked on a full socket: only cancelling frees it.
+        elif (reason == "slow" or self.sink is not None) and self.writer is not None \
+                and self.writer is not asyncio.current_task():
+            # Stuck on a full socket, or waiting on the client while the hub writes: only
+            # cancelling gets the task to finish the response.
             self.writer.cancel()
 
     # called by the transport ---------------------------------------------------------------
@@ -115,16 +140,12 @@ class Connection:
             if self.closed:
                 raise Closed(self.closed)
             if self._catching_up:
-                batch = await self._catch_up_step()
+                batch = await self.catch_up_step()
                 if batch:
                     return batch
                 continue
             if self._queue:
-                batch, self._queue = self._queue, []
-                fresh = [event for event in batch if event.seq > self.last_seq or event.seq == 0]
-                for event in fresh:
-                    if event.seq:
-                        self.last_seq = event.seq
+                fresh = self._take()
                 if fresh:
                     return fresh
                 continue
@@ -139,10 +160,48 @@ class Connection:
             finally:
                 self._waiter = None
 
+    def _take(self) -> list[Event]:
+        """Everything queued, less what the log already gave during the catch-up."""
+        batch, self._queue = self._queue, []
+        if self._seam:
+            # Right after a catch-up, live events may repeat what the log gave.
+            self._seam = False
+            batch = [event for event in batch if event.seq > self.last_seq or event.seq == 0]
+        for event in reversed(batch):
+            if event.seq:
+                self.last_seq = event.seq
+                break
+        return batch
+
+    def attach(self, sink: Sink) -> None:
+        """From now on the hub writes this connection's events to `sink` itself."""
+        self.sink = sink
+        if self._queue and not self._dirty:
+            self._dirty = True
+            self._hub._schedule_flush(self)
+
+    def flush(self) -> None:
+        self._dirty = False
+        sink = self.sink
+        if self.closed or sink is None or not self._queue:
+            return
+        if sink.closing():
+            self.close("gone")
+        elif not sink.congested():  # congested: stays queued; the next push or tick retries
+            batch = self._take()
+            if batch:
+                sink.write(batch)
+
     def begin_catch_up(self) -> None:
         self._catching_up = True
+        self._seam = True
 
-    async def _catch_up_step(self) -> list[Event]:
+    @property
+    def catching_up(self) -> bool:
+        return self._catching_up
+
+    async def catch_up_step(self) -> list[Event]:
+        """The next page of missed events of this connection's rooms (maybe empty)."""
         try:
             page = await self._hub.engine.read_after(self.last_seq, CATCH_UP_PAGE)
         except LogGap as gap:
@@ -152,6 +211,7 @@ class Connection:
             raise Reset(gap.reason) from None
         if len(page) < CATCH_UP_PAGE:
             self._catching_up = False
+            self._seam = True
         if page:
             self.last_seq = page[-1].seq
         return [event for event in page if not self.rooms.isdisjoint(event.rooms)]
@@ -176,7 +236,32 @@ class Hub:
         self.head_seq = 0
         self.deliveries = 0
         self._ticker: asyncio.Task[None] | None = None
+        self._to_flush: list[Connection] = []
+        self._next_flush_at = 0.0
+        self._snapshots: dict[int, Event] = {}
         engine.listen(self._fan_out)
+
+    def _schedule_flush(self, conn: Connection) -> None:
+        # Connections that got events are written together, in one write each. Normally at
+        # once (next loop iteration); but when flushes come back to back (a burst), the next
+        # one waits as long as the last one took, so writing never takes more than half the
+        # CPU from accepting events, and each write carries more of them.
+        if not self._to_flush:
+            loop = asyncio.get_running_loop()
+            delay = self._next_flush_at - loop.time()
+            if delay > 0.0002:
+                loop.call_later(delay, self._flush)
+            else:
+                loop.call_soon(self._flush)
+        self._to_flush.append(conn)
+
+    def _flush(self) -> None:
+        started = time.perf_counter()
+        conns, self._to_flush = self._to_flush, []
+        for conn in conns:
+            conn.flush()
+        cost = time.perf_counter() - started
+        self._next_flush_at = asyncio.get_running_loop().time() + min(cost, MAX_FLUSH_DELAY)
 
     async def start(self) -> None:
         self.head_seq = await self.engine.head()
@@ -269,13 +354,22 @@ class Hub:
         return Event(0, cursor, rooms, name, text)
 
     async def snapshot(self, top: int) -> Event:
-        """`leaderboard:initial`: the top of the board, carrying the cursor it reflects."""
+        """`leaderboard:initial`: the top of the board, carrying the cursor it reflects.
+
+        Shared by every client that asks at the same log position (a thousand browsers
+        reconnecting at once cost one board read and one encoding)."""
         cursor = self.cursor()
+        cached = self._snapshots.get(top)
+        if cached is not None and cached.cursor == cursor:
+            return cached
         ranked, total = await self.engine.board_page(0, top)
         data = {"entries": [entry.as_entry(rank) for rank, entry in ranked], "total": total}
         text = json.dumps({"id": cursor, "rooms": [GLOBAL_BOARD], "event": "leaderboard:initial",
                            "data": data, "ts": int(time.time() * 1000)}, separators=(",", ":"))
-        return Event(0, cursor, (GLOBAL_BOARD,), "leaderboard:initial", text)
+        snapshot = Event(0, cursor, (GLOBAL_BOARD,), "leaderboard:initial", text)
+        if self.cursor() == cursor:  # nothing happened while reading: still the truth
+            self._snapshots[top] = snapshot
+        return snapshot
 
     # housekeeping -------------------------------------------------------------------------------
     async def _tick(self) -> None:
@@ -293,3 +387,5 @@ class Hub:
                     conn.close("expired")
                 elif beat:
                     conn.push(HEARTBEAT)
+                elif conn.sink is not None and conn._queue:
+                    conn.flush()  # written once its socket drained below the mark

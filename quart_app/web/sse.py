@@ -1,8 +1,9 @@
 """Server-Sent Events: GET /api/events, as a raw ASGI handler.
 
 Quart's streaming response costs a task, a timeout and generator frames per connection
-(about 10 KB more per idle stream, measured); this handler writes each wake-up's batch of
-pre-encoded frames straight to the server as one chunk.
+(about 10 KB more per idle stream, measured). Here, once the stream is open and caught up,
+the task only waits for the client to leave; the hub writes the stream's frames to the
+socket itself (raw_socket.py). Without a raw socket, this task writes them.
 """
 
 from __future__ import annotations
@@ -15,16 +16,23 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ..auth import AuthError
-from ..engine.hub import HEARTBEAT, Closed, Connection, Reset
+from ..engine.hub import Closed, Connection, Reset
 from ..runtime import Runtime
 from ..services.errors import ServiceError
 from .errors import BadRequestBody
-from .streams import authorized_rooms, enter_presence, leave_presence, open_connection, parse_top, reset_events
+from .raw_socket import ChunkedSink, hypercorn_h11_transport, sse_frames
+from .streams import (
+    authorized_rooms,
+    enter_presence,
+    leave_presence,
+    open_connection,
+    parse_top,
+    reset_events,
+)
 
 log = logging.getLogger(__name__)
 
 PATH = "/api/events"
-PING = b": ping\n\n"
 Scope = dict[str, Any]
 
 
@@ -54,10 +62,6 @@ async def _problem(send: Any, status: int, title: str, detail: str,
     await send({"type": "http.response.body", "body": body.encode()})
 
 
-def _frames(batch: list[Any]) -> bytes:
-    return b"".join(PING if event is HEARTBEAT else event.sse for event in batch)
-
-
 class EventStream:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -81,7 +85,7 @@ class EventStream:
             await _problem(send, exc.status, exc.title, exc.detail)
             return
         cursor = _header(scope, b"last-event-id") or query.get("last_event_id")
-        await self._stream(send, receive, identity, rooms, cursor, top)
+        await self._stream(send, receive, identity, rooms, cursor, top, scope)
 
     def _token(self, scope: Scope, query: dict[str, str]) -> str | None:
         header = _header(scope, b"authorization") or ""
@@ -93,55 +97,81 @@ class EventStream:
         return query.get("access_token") or _cookie(scope, "access_token")
 
     async def _stream(self, send: Any, receive: Any, identity: Any, rooms: list[str],
-                      cursor: str | None, top: int) -> None:
+                      cursor: str | None, top: int, scope: Scope) -> None:
         rt = self.rt
         conn, start, initial = await open_connection(rt, identity, rooms, cursor, top)
         conn.writer = asyncio.current_task()
-        watcher = asyncio.get_running_loop().create_task(self._watch_disconnect(receive, conn))
+        transport = hypercorn_h11_transport(send, scope)
         try:
             try:
-                await send({"type": "http.response.start", "status": 200, "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                ]})
-                opened = rt.hub.stream_event("stream:open", {
-                    "connection_id": conn.id, "rooms": sorted(conn.rooms), "cursor": start})
-                retry = f"retry: {rt.settings.sse_retry_ms}\n\n".encode()
-                await send({"type": "http.response.body", "more_body": True,
-                            "body": retry + _frames([opened, *initial])})
+                await self._begin(send, conn, start, initial)
+                del initial  # a snapshot is large: not kept for the stream's lifetime
                 await enter_presence(rt, conn)
-                await self._pump(send, conn, top)
+                while conn.catching_up:
+                    await self._send(send, await self._catch_up(conn, top))
+                if transport is not None:
+                    conn.attach(ChunkedSink(transport))
+                    await self._until_disconnect(receive)
+                else:
+                    await self._pump(send, receive, conn, top)
             except asyncio.CancelledError:
-                if conn.closed != "slow":  # cancelled while stuck on a full socket: slow
+                if not conn.closed:  # not the hub ending the stream: the server is
                     raise
             if conn.closed == "slow":
                 # Lands after what the socket already holds; the client resumes with its cursor.
                 hint = rt.hub.stream_event("stream:reset", {"reason": "slow"})
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(send(
-                        {"type": "http.response.body", "body": hint.sse, "more_body": True}), 1.0)
+                if transport is not None:
+                    ChunkedSink(transport).write_bytes(hint.sse)
+                else:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._send(send, [hint]), 1.0)
         finally:
-            watcher.cancel()
             conn.close("gone")
             await leave_presence(rt, conn)
         with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await asyncio.wait_for(
+                send({"type": "http.response.body", "body": b"", "more_body": False}), 1.0)
 
-    async def _pump(self, send: Any, conn: Connection, top: int) -> None:
-        while True:
-            try:
-                batch = await conn.next_batch()
-            except Reset as reset:
-                batch = await reset_events(self.rt, conn, reset.reason, top)
-            except Closed:
-                return
-            await send({"type": "http.response.body", "body": _frames(batch), "more_body": True})
+    async def _begin(self, send: Any, conn: Connection, start: str, initial: list[Any]) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]})
+        opened = self.rt.hub.stream_event("stream:open", {
+            "connection_id": conn.id, "rooms": sorted(conn.rooms), "cursor": start})
+        retry = f"retry: {self.rt.settings.sse_retry_ms}\n\n".encode()
+        await send({"type": "http.response.body", "more_body": True,
+                    "body": retry + sse_frames([opened, *initial])})
+
+    async def _catch_up(self, conn: Connection, top: int) -> list[Any]:
+        try:
+            return await conn.catch_up_step()
+        except Reset as reset:
+            return await reset_events(self.rt, conn, reset.reason, top)
 
     @staticmethod
-    async def _watch_disconnect(receive: Any, conn: Connection) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                conn.close("gone")
-                return
+    async def _send(send: Any, batch: list[Any]) -> None:
+        if batch:
+            await send({"type": "http.response.body", "body": sse_frames(batch), "more_body": True})
+
+    @staticmethod
+    async def _until_disconnect(receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def _pump(self, send: Any, receive: Any, conn: Connection, top: int) -> None:
+        """Without a raw socket: a task waits for the client to leave, this one writes."""
+        watcher = asyncio.get_running_loop().create_task(self._until_disconnect(receive))
+        watcher.add_done_callback(lambda _: conn.close("gone"))
+        try:
+            while True:
+                try:
+                    batch = await conn.next_batch()
+                except Reset as reset:
+                    batch = await reset_events(self.rt, conn, reset.reason, top)
+                except Closed:
+                    return
+                await self._send(send, batch)
+        finally:
+            watcher.cancel()

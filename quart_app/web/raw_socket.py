@@ -1,0 +1,69 @@
+"""The socket under a Hypercorn HTTP/1.1 response, for writing stream frames directly.
+
+Each `await send(...)` through Hypercorn costs a coroutine chain (HTTPStream -> H11Protocol ->
+h11 -> TCPServer, with a lock and a drain) per write; at thousands of subscribers that chain,
+not the socket, is the limit. Once the response headers are out, the hub writes a stream's
+frames straight to the asyncio transport as HTTP/1.1 chunks, which is byte for byte what
+h11 would have written. Anything else (HTTP/2, another server, Quart's test client) gets
+None here and is served through `send` as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..engine.base import Event
+from ..engine.hub import HEARTBEAT
+
+# Past this many bytes waiting in the transport, the hub leaves events queued (where the
+# connection's queue limit judges the client slow) instead of buffering without bound.
+HIGH_WATER = 256 * 1024
+PING = b": ping\n\n"
+PING_CHUNK = b"%x\r\n%b\r\n" % (len(PING), PING)
+
+
+def hypercorn_h11_transport(send: Any, scope: dict[str, Any]) -> asyncio.WriteTransport | None:
+    if scope.get("http_version") != "1.1":
+        return None  # h11 frames the body in chunks only for HTTP/1.1 peers
+    try:
+        stream = send.__self__  # hypercorn.protocol.http_stream.HTTPStream
+        protocol = stream.send.__self__  # hypercorn.protocol.h11.H11Protocol
+        server = protocol.send.__self__  # hypercorn.asyncio.tcp_server.TCPServer
+        transport = server.writer.transport
+    except AttributeError:
+        return None
+    if type(protocol).__name__ != "H11Protocol" or not hasattr(transport, "get_write_buffer_size"):
+        return None
+    return transport  # type: ignore[no-any-return]
+
+
+def sse_frames(batch: list[Event]) -> bytes:
+    return b"".join(PING if event is HEARTBEAT else event.sse for event in batch)
+
+
+class ChunkedSink:
+    """Writes SSE frames to a raw HTTP/1.1 socket as one chunk per batch."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+
+    def write(self, batch: list[Event]) -> None:
+        # Each event is its own chunk, encoded once and shared by every stream.
+        if len(batch) == 1:
+            event = batch[0]
+            self.transport.write(PING_CHUNK if event is HEARTBEAT else event.sse_chunk)
+        else:
+            self.transport.write(
+                b"".join(PING_CHUNK if event is HEARTBEAT else event.sse_chunk for event in batch))
+
+    def write_bytes(self, data: bytes) -> None:
+        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    def closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def congested(self) -> bool:
+        return self.transport.get_write_buffer_size() > HIGH_WATER
