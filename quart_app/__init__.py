@@ -14,10 +14,11 @@ from .web import errors
 from .web.api import api
 from .web.ops import ops
 from .web.poll import poll
-from .web.ws import ws
 from .web.sse import PATH as SSE_PATH
 from .web.sse import EventStream
 from .web.streams import change_rooms
+from .web.ws import PATH as WS_PATH
+from .web.ws import WebSocketEndpoint
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -45,15 +46,18 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.register_blueprint(api)
     app.register_blueprint(ops)
     app.register_blueprint(poll)
-    app.register_blueprint(ws)
 
-    # SSE bypasses Quart's request machinery (see web/sse.py); everything else goes through it.
+    # The two streaming endpoints bypass Quart's request machinery (see web/sse.py, web/ws.py);
+    # everything else goes through it.
     quart_asgi = app.asgi_app
     event_stream = EventStream(runtime)
+    websocket = WebSocketEndpoint(runtime)
 
     async def asgi(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
         if scope["type"] == "http" and scope["path"] == SSE_PATH:
             await event_stream(scope, receive, send)
+        elif scope["type"] == "websocket" and scope["path"] == WS_PATH:
+            await websocket(scope, receive, send)
         else:
             await quart_asgi(scope, receive, send)  # type: ignore[arg-type]
 

@@ -115,7 +115,7 @@ def envelope_json(cursor: str, rooms_json: str, event: str, data_json: str, ts: 
 class Event:
     """An event in the log, encoded once; every transport shares these bytes."""
 
-    __slots__ = ("seq", "cursor", "rooms", "name", "text", "_sse", "_sse_chunk")
+    __slots__ = ("seq", "cursor", "rooms", "name", "text", "_sse", "_sse_chunk", "_ws_frame")
 
     def __init__(self, seq: int, cursor: str, rooms: Sequence[str], name: str, text: str) -> None:
         self.seq = seq
@@ -125,6 +125,7 @@ class Event:
         self.text = text
         self._sse: bytes | None = None
         self._sse_chunk: bytes | None = None
+        self._ws_frame: bytes | None = None
 
     @classmethod
     def from_text(cls, seq: int, text: str) -> Event:
@@ -149,6 +150,21 @@ class Event:
             frame = self.sse
             self._sse_chunk = b"%x\r\n%b\r\n" % (len(frame), frame)
         return self._sse_chunk
+
+    @property
+    def ws_frame(self) -> bytes:
+        """The envelope as one unmasked WebSocket text frame (RFC 6455 section 5.2)."""
+        if self._ws_frame is None:
+            payload = self.text.encode()
+            size = len(payload)
+            if size < 126:
+                header = bytes((0x81, size))
+            elif size < 65536:
+                header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+            else:
+                header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+            self._ws_frame = header + payload
+        return self._ws_frame
 
     def __repr__(self) -> str:
         return f"Event({self.seq}, {self.name!r}, {self.rooms!r})"

@@ -1,25 +1,28 @@
-"""WebSocket: GET /api/ws. Client frames subscribe/unsubscribe/ping; server frames are the
-same envelopes as SSE and long-poll, plus subscribed/pong/error."""
+"""WebSocket: GET /api/ws, as a raw ASGI handler (like sse.py, and for the same reason).
+
+Client frames: subscribe / unsubscribe / ping. Server frames: the same envelopes as SSE and
+long-poll, plus subscribed / pong / error. Once the socket is subscribed and caught up, the
+hub writes event frames to the socket itself; this task reads client frames.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from quart import Blueprint, Response, websocket
-from quart_schema import hide
 
-from ..auth import Identity
+from ..auth import AuthError, Identity
 from ..domain.ids import GLOBAL_BOARD
 from ..engine.hub import HEARTBEAT, Closed, Connection, Reset
-from ..runtime import Runtime, runtime
+from ..runtime import Runtime
 from ..services.errors import ServiceError
-from .errors import BadRequestBody, problem
-from .requests import identify
+from .errors import BadRequestBody
+from .raw_socket import WebSocketSink, hypercorn_h11_transport
 from .streams import (
     authorized_rooms,
     enter_presence,
@@ -29,10 +32,12 @@ from .streams import (
     reset_events,
 )
 
-ws = Blueprint("ws", __name__)
-
+PATH = "/api/ws"
 MAX_FRAME = 64 * 1024
-CLOSE_TOO_BIG, CLOSE_SLOW, CLOSE_EXPIRED, CLOSE_BAD_FRAME = 1009, 4008, 4001, 1003
+CLOSE_CODES = {"slow": (4008, "slow"), "expired": (4001, "token expired"),
+               "shutdown": (1001, "server shutting down")}
+CLOSE_BAD_FRAME, CLOSE_TOO_BIG = 1003, 1009
+Scope = dict[str, Any]
 
 
 class ClientFrame(BaseModel):
@@ -53,123 +58,173 @@ def origin_allowed(origin: str | None, allowed: list[str] | None, host: str | No
     return urlsplit(origin).netloc == host
 
 
-class Session:
-    """One socket: at most one hub connection, created by the first subscribe frame."""
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
-    def __init__(self, rt: Runtime, identity: Identity) -> None:
+
+def _token(headers: dict[str, str], query: dict[str, str]) -> str | None:
+    kind, _, token = headers.get("authorization", "").partition(" ")
+    if kind.lower() == "bearer" and token.strip():
+        return token.strip()
+    if headers.get("authorization"):
+        raise AuthError("the Authorization header must be 'Bearer <token>'")
+    if query.get("access_token"):
+        return query["access_token"]
+    cookie = SimpleCookie(headers.get("cookie", ""))
+    return cookie["access_token"].value if "access_token" in cookie else None
+
+
+async def _refuse(send: Any, status: int, title: str, detail: str) -> None:
+    """Answer the handshake with an HTTP error (the ASGI websocket.http.response extension)."""
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    headers = [(b"content-type", b"application/problem+json")]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body.encode()})
+
+
+class Session:
+    """One socket: at most one hub connection, opened by the first subscribe frame."""
+
+    def __init__(self, rt: Runtime, identity: Identity, send: Any, scope: Scope) -> None:
         self.rt = rt
         self.identity = identity
+        self.send = send
+        self.transport = hypercorn_h11_transport(send, scope)
         self.conn: Connection | None = None
         self.top = 100
-        self.subscribed = asyncio.Event()
+        self.writer: asyncio.Task[None] | None = None
 
     async def send_json(self, obj: dict[str, Any]) -> None:
-        await websocket.send(json.dumps(obj))
+        await self.send({"type": "websocket.send", "text": json.dumps(obj)})
 
-    async def error(self, status: int, title: str) -> None:
-        await self.send_json({"type": "error", "status": status, "title": title})
+    async def send_events(self, batch: list[Any]) -> None:
+        for event in batch:
+            if event is not HEARTBEAT:
+                await self.send({"type": "websocket.send", "text": event.text})
 
-    async def handle(self, frame: ClientFrame) -> None:
-        if frame.type == "ping":
-            await self.send_json({"type": "pong"})
-        elif frame.type == "subscribe":
-            await self.subscribe(frame)
-        elif frame.type == "unsubscribe":
-            if self.conn is not None:
-                self.rt.hub.leave(self.conn, frame.rooms)
-            await self.send_json({"type": "subscribed", "rooms": self.rooms()})
-        else:
-            await self.error(400, f"unknown frame type {frame.type!r}")
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self.send({"type": "websocket.close", "code": code, "reason": reason}), 1.0)
 
     def rooms(self) -> list[str]:
         return sorted(self.conn.rooms) if self.conn else []
+
+    async def handle(self, raw: str | bytes | None) -> bool:
+        """Act on one client frame; False when the socket must close."""
+        if raw is None or len(raw) > MAX_FRAME:
+            await self.close(CLOSE_TOO_BIG, "frame too large")
+            return False
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            await self.close(CLOSE_BAD_FRAME, "frames must be JSON")
+            return False
+        try:
+            frame = ClientFrame.model_validate(payload)
+            if frame.type == "ping":
+                await self.send_json({"type": "pong"})
+            elif frame.type == "subscribe":
+                await self.subscribe(frame)
+            elif frame.type == "unsubscribe":
+                if self.conn is not None:
+                    self.rt.hub.leave(self.conn, frame.rooms)
+                await self.send_json({"type": "subscribed", "rooms": self.rooms()})
+            else:
+                raise BadRequestBody(400, "Bad Request", f"unknown frame type {frame.type!r}")
+        except ValidationError:
+            await self.send_json({"type": "error", "status": 422,
+                                  "title": "the frame does not match the schema"})
+        except (BadRequestBody, ServiceError) as exc:
+            await self.send_json({"type": "error", "status": exc.status, "title": exc.detail})
+        return True
 
     async def subscribe(self, frame: ClientFrame) -> None:
         rooms = authorized_rooms(self.identity, frame.rooms)
         if frame.top is not None:
             self.top = parse_top(frame.top)
-        if self.conn is None:
-            # The first subscribe may resume from a cursor; later ones join from now on.
-            self.conn, _, initial = await open_connection(
-                self.rt, self.identity, rooms, frame.cursor, self.top)
+        if self.conn is not None:
+            added = self.rt.hub.join(self.conn, rooms)
             await self.send_json({"type": "subscribed", "rooms": self.rooms()})
-            for event in initial:
-                self.conn.enqueue(event)
-            await enter_presence(self.rt, self.conn)
-            self.subscribed.set()
+            if GLOBAL_BOARD in added:
+                self.conn.enqueue(await self.rt.hub.snapshot(self.top))
             return
-        added = self.rt.hub.join(self.conn, rooms)
-        await self.send_json({"type": "subscribed", "rooms": self.rooms()})
-        if GLOBAL_BOARD in added:
-            self.conn.enqueue(await self.rt.hub.snapshot(self.top))
-
-    async def read(self) -> None:
-        while True:
-            raw = await websocket.receive()
-            if len(raw) > MAX_FRAME:
-                await websocket.close(CLOSE_TOO_BIG, "frame too large")
-                return
-            try:
-                payload = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                await websocket.close(CLOSE_BAD_FRAME, "frames must be JSON")
-                return
-            try:
-                frame = ClientFrame.model_validate(payload)
-            except ValidationError:
-                await self.error(422, "the frame does not match the schema")
-                continue
-            try:
-                await self.handle(frame)
-            except (BadRequestBody, ServiceError) as exc:
-                await self.error(exc.status, exc.detail)
-
-    async def write(self) -> None:
-        await self.subscribed.wait()
-        conn = self.conn
-        assert conn is not None
+        # The first subscribe may resume from a cursor; later ones join from now on.
+        conn, _, initial = await open_connection(
+            self.rt, self.identity, rooms, frame.cursor, self.top)
+        self.conn = conn
         conn.writer = asyncio.current_task()
+        await self.send_json({"type": "subscribed", "rooms": self.rooms()})
+        await self.send_events(initial)
+        await enter_presence(self.rt, conn)
+        while conn.catching_up:
+            try:
+                await self.send_events(await conn.catch_up_step())
+            except Reset as reset:
+                await self.send_events(await reset_events(self.rt, conn, reset.reason, self.top))
+        if self.transport is not None:
+            conn.attach(WebSocketSink(self.transport))
+        else:
+            self.writer = asyncio.create_task(self._write(conn))
+
+    async def _write(self, conn: Connection) -> None:
+        """Without a raw socket: this task writes the events."""
         while True:
             try:
                 batch = await conn.next_batch()
             except Reset as reset:
                 batch = await reset_events(self.rt, conn, reset.reason, self.top)
-            except Closed as closed:
-                if closed.reason == "slow":
-                    await websocket.close(CLOSE_SLOW, "slow")
-                elif closed.reason == "expired":
-                    await websocket.close(CLOSE_EXPIRED, "token expired")
+            except Closed:
+                if conn.writer is not None:
+                    conn.writer.cancel()  # the reader: it closes the socket
                 return
-            for event in batch:
-                if event is not HEARTBEAT:
-                    await websocket.send(event.text)
+            await self.send_events(batch)
 
 
-@ws.websocket("/api/ws")
-@hide
-async def socket() -> Response | None:
-    rt = runtime()
-    if not origin_allowed(websocket.headers.get("Origin"), rt.settings.cors_origin_list,
-                          websocket.headers.get("Host")):
-        return problem(403, "Forbidden", "this Origin may not open a WebSocket")
-    identity = identify(allow_query=True)
-    await websocket.accept()
-    session = Session(rt, identity)
-    reader = asyncio.create_task(session.read())
-    writer = asyncio.create_task(session.write())
-    try:
-        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (reader, writer):
-            task.cancel()
-        for task in (reader, writer):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if session.conn is not None:
-            if session.conn.closed == "slow":
-                # The writer was cancelled while stuck on a full socket.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(websocket.close(CLOSE_SLOW, "slow"), 1.0)
-            session.conn.close("gone")
-            await leave_presence(rt, session.conn)
-    return None
+class WebSocketEndpoint:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        headers = _headers(scope)
+        if not origin_allowed(headers.get("origin"), self.rt.settings.cors_origin_list,
+                              headers.get("host")):
+            await _refuse(send, 403, "Forbidden", "this Origin may not open a WebSocket")
+            return
+        query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
+        try:
+            identity = self.rt.auth.identify(_token(headers, query))
+        except AuthError as exc:
+            await _refuse(send, 401, "Unauthorized", str(exc))
+            return
+        await send({"type": "websocket.accept"})
+        session = Session(self.rt, identity, send, scope)
+        try:
+            await self._read(receive, session)
+        except asyncio.CancelledError:
+            conn = session.conn
+            if conn is None or not conn.closed:  # not the hub ending it: the server is
+                raise
+            await session.close(*CLOSE_CODES.get(conn.closed, (1000, "")))
+        finally:
+            if session.writer is not None:
+                session.writer.cancel()
+            if session.conn is not None:
+                session.conn.close("gone")
+                await leave_presence(self.rt, session.conn)
+
+    @staticmethod
+    async def _read(receive: Any, session: Session) -> None:
+        while True:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return  # websocket.disconnect
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes")
+            if not await session.handle(raw):
+                return
