@@ -78,7 +78,8 @@ class Connection:
                  expires_at: float | None, after_seq: int) -> None:
         self.id = f"{hub.instance_id}-{secrets.token_urlsafe(9)}"
         self.sub = sub
-        self.rooms: set[str] = set(rooms)
+        # A tuple, not a set: a quarter of the memory, and a connection has few rooms.
+        self.rooms: tuple[str, ...] = tuple(dict.fromkeys(rooms))
         self.expires_at = expires_at
         # The log position this connection has been given everything up to.
         self.last_seq = after_seq
@@ -214,7 +215,8 @@ class Connection:
             self._seam = True
         if page:
             self.last_seq = page[-1].seq
-        return [event for event in page if not self.rooms.isdisjoint(event.rooms)]
+        rooms = self.rooms
+        return [event for event in page if any(room in rooms for room in event.rooms)]
 
     def enqueue(self, event: Event) -> None:
         """Queue a one-off event for this connection only (a snapshot, a reset)."""
@@ -313,15 +315,16 @@ class Hub:
 
     def join(self, conn: Connection, rooms: Iterable[str]) -> list[str]:
         """Add rooms to a live connection; returns the rooms newly joined."""
-        added = [room for room in rooms if room not in conn.rooms]
+        added = [room for room in dict.fromkeys(rooms) if room not in conn.rooms]
+        conn.rooms += tuple(added)
         for room in added:
-            conn.rooms.add(room)
             self.rooms.setdefault(room, set()).add(conn)
         return added
 
     def leave(self, conn: Connection, rooms: Iterable[str]) -> None:
-        for room in rooms:
-            conn.rooms.discard(room)
+        gone = set(rooms)
+        conn.rooms = tuple(room for room in conn.rooms if room not in gone)
+        for room in gone:
             members = self.rooms.get(room)
             if members is not None:
                 members.discard(conn)

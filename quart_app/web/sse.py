@@ -15,7 +15,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
-from ..auth import AuthError
+from ..auth import AuthError, Identity
 from ..engine.hub import Closed, Connection, Reset
 from ..runtime import Runtime
 from ..services.errors import ServiceError
@@ -67,51 +67,32 @@ class EventStream:
         self.rt = runtime
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["method"] not in ("GET", "HEAD"):
-            await _problem(send, 405, "Method Not Allowed", "use GET", [(b"allow", b"GET")])
-            return
-        query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
+        # One flat coroutine on purpose: every suspended frame and local is memory held for
+        # the stream's lifetime, times the number of streams.
         try:
-            token = self._token(scope, query)
-            identity = self.rt.auth.identify(token)
-            rooms = authorized_rooms(identity, query.get("rooms"))
-            if not rooms:
-                raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
-            top = parse_top(query.get("top"))
+            identity, rooms, cursor, top = self._parse(scope)
         except AuthError as exc:
             await _problem(send, 401, "Unauthorized", str(exc), [(b"www-authenticate", b"Bearer")])
             return
         except (BadRequestBody, ServiceError) as exc:
             await _problem(send, exc.status, exc.title, exc.detail)
             return
-        cursor = _header(scope, b"last-event-id") or query.get("last_event_id")
-        await self._stream(send, receive, identity, rooms, cursor, top, scope)
-
-    def _token(self, scope: Scope, query: dict[str, str]) -> str | None:
-        header = _header(scope, b"authorization") or ""
-        kind, _, token = header.partition(" ")
-        if kind.lower() == "bearer" and token.strip():
-            return token.strip()
-        if header:
-            raise AuthError("the Authorization header must be 'Bearer <token>'")
-        return query.get("access_token") or _cookie(scope, "access_token")
-
-    async def _stream(self, send: Any, receive: Any, identity: Any, rooms: list[str],
-                      cursor: str | None, top: int, scope: Scope) -> None:
         rt = self.rt
         conn, start, initial = await open_connection(rt, identity, rooms, cursor, top)
+        del identity
         conn.writer = asyncio.current_task()
         transport = hypercorn_h11_transport(send, scope)
         try:
             try:
                 await self._begin(send, conn, start, initial)
-                del initial  # a snapshot is large: not kept for the stream's lifetime
+                del initial, start, rooms, cursor  # a snapshot is large: not kept meanwhile
                 await enter_presence(rt, conn)
                 while conn.catching_up:
                     await self._send(send, await self._catch_up(conn, top))
                 if transport is not None:
                     conn.attach(ChunkedSink(transport))
-                    await self._until_disconnect(receive)
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
                 else:
                     await self._pump(send, receive, conn, top)
             except asyncio.CancelledError:
@@ -131,6 +112,26 @@ class EventStream:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 send({"type": "http.response.body", "body": b"", "more_body": False}), 1.0)
+
+    def _parse(self, scope: Scope) -> tuple[Identity, list[str], str | None, int]:
+        if scope["method"] not in ("GET", "HEAD"):
+            raise BadRequestBody(405, "Method Not Allowed", "use GET")
+        query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
+        identity = self.rt.auth.identify(self._token(scope, query))
+        rooms = authorized_rooms(identity, query.get("rooms"))
+        if not rooms:
+            raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
+        cursor = _header(scope, b"last-event-id") or query.get("last_event_id")
+        return identity, rooms, cursor, parse_top(query.get("top"))
+
+    def _token(self, scope: Scope, query: dict[str, str]) -> str | None:
+        header = _header(scope, b"authorization") or ""
+        kind, _, token = header.partition(" ")
+        if kind.lower() == "bearer" and token.strip():
+            return token.strip()
+        if header:
+            raise AuthError("the Authorization header must be 'Bearer <token>'")
+        return query.get("access_token") or _cookie(scope, "access_token")
 
     async def _begin(self, send: Any, conn: Connection, start: str, initial: list[Any]) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [
