@@ -23,6 +23,8 @@ def _serve(args: argparse.Namespace) -> None:
     # %(r)s is method, path and protocol without the query string: tokens never reach the log.
     config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
     config.graceful_timeout = 5
+    # Thousands of clients reconnecting at once must not overflow the accept queue.
+    config.backlog = 2048
     # PROTOCOL 3.3: a client frame over 64 KiB closes the socket with 1009.
     config.websocket_max_message_size = 64 * 1024
     url = f"http://{_display_host(args.host)}:{settings.port}"
@@ -111,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
 
     rebuild = commands.add_parser("rebuild", help="rebuild the engine's board from SQL")
     rebuild.set_defaults(run=_rebuild)
+
+    from .loadtest import add_parser as add_loadtest_parser
+
+    add_loadtest_parser(commands)
 
     args = parser.parse_args(argv)
     try:

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
+from quart import Quart
 
-from .services import PostgresServer, RedisServer
+from quart_app import create_app
+from quart_app.config import Settings, load_settings
+
+from .helpers import SECRET, Api, serving
+from .services import LiveServer, PostgresServer, RedisServer
 
 
 @pytest.fixture(name="redis_server", scope="session")
@@ -27,6 +34,133 @@ def _redis_url(redis_server: RedisServer) -> Iterator[str]:
 @pytest.fixture(name="postgres_server", scope="session")
 def _postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+# --- apps under test -------------------------------------------------------------------------
+# One fresh app per test (while_serving runs once per app), started with test_app() so the
+# lifespan (store, engine, relay) runs. The engine is parametrized: every test that asks for
+# `engine_kind` runs on the in-process engine and on the Redis engine.
+
+ENV_VARS = [name.upper() for name in Settings.model_fields]
+
+
+@pytest.fixture(name="clean_env")
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting leaks in from the developer's or CI's environment."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(name="engine_kind", params=["memory", "redis"])
+def _engine_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(name="engine_url")
+def _engine_url(engine_kind: str, request: pytest.FixtureRequest) -> str | None:
+    """REDIS_URL for the engine under test: None selects the memory engine."""
+    if engine_kind == "memory":
+        return None
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+DB_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(name="db_kind", params=DB_KINDS)
+def _db_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(name="database_url")
+async def _database_url(
+    db_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """A fresh, empty database of the kind under test (a new PostgreSQL database per test)."""
+    if db_kind == "sqlite":
+        yield f"sqlite:///{tmp_path}/pulse.db"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(server.url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    yield server.url.rsplit("/", 1)[0] + f"/{name}"
+    admin = await asyncpg.connect(server.url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(name="make_app")
+def _make_app(tmp_path: Path, clean_env: None) -> Callable[..., Quart]:
+    """create_app with test settings: a SQLite file in tmp_path, an HMAC secret, quick relay."""
+
+    def make(**overrides: object) -> Quart:
+        values: dict[str, object] = {
+            "database_url": f"sqlite:///{tmp_path}/pulse.db",
+            "jwt_secret": SECRET,
+            "log_level": "warning",
+            **overrides,
+        }
+        return create_app(load_settings(**values))
+
+    return make
+
+
+@pytest.fixture(name="api")
+async def _api(make_app: Callable[..., Quart], engine_url: str | None) -> AsyncIterator[Api]:
+    """A started app on the engine under test (SQLite), with a client and tokens."""
+    async with serving(make_app(redis_url=engine_url)) as api:
+        yield api
+
+
+@pytest.fixture(name="memory_api")
+async def _memory_api(make_app: Callable[..., Quart]) -> AsyncIterator[Api]:
+    """A started app on the memory engine, for tests whose subject is not the engine."""
+    async with serving(make_app()) as api:
+        yield api
+
+
+@pytest.fixture(name="live_servers")
+def _live_servers(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start real instances: `live_servers(env={...})`; all are stopped after the test.
+    Instances started by one test share its working directory, so by default they share
+    one SQLite file."""
+    started: list[LiveServer] = []
+
+    def start(env: dict[str, str] | None = None, port: int | None = None,
+              args: tuple[str, ...] = ()) -> LiveServer:
+        server = LiveServer(str(tmp_path), env, port, args).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture(name="live_server")
+def _live_server(live_servers: Callable[..., LiveServer]) -> LiveServer:
+    """One instance on the embedded default (memory engine, SQLite, development-mode auth)."""
+    return live_servers()
+
+
+@pytest.fixture(name="own_redis")
+def _own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone, which the test may stop and start again (same port)."""
+    server = RedisServer()
     server.start()
     yield server
     server.stop()

@@ -1,0 +1,236 @@
+"""What the benchmarks share: real server processes (rankpulse serve, redis-server) on free
+ports, pinned with taskset; a lean keep-alive HTTP client; tables and JSON.
+
+Benchmarks are not tests: each is a command that prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from quart_app.loadtest.wire import ResponseReader, Target, parse_target, request  # noqa: E402
+
+SECRET = "bench-secret-" + "k" * 32
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(command: list[str], cpus: str | None) -> list[str]:
+    if cpus is None or shutil.which("taskset") is None:
+        return command
+    return ["taskset", "-c", cpus, *command]
+
+
+def wait_until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Redis:
+    """A throwaway redis-server (no persistence) on a free port."""
+
+    def __init__(self, cpus: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
+        self.process = subprocess.Popen(
+            pinned([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"], cpus),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_until(lambda: _port_open(self.port), 10, f"redis-server on {self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        _stop_group(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Server:
+    """One `python -m quart_app serve` (Hypercorn + uvloop in this one process, so its pid
+    is the process holding the connections), in its own session, pinned with taskset."""
+
+    def __init__(self, workdir: str, *, redis_url: str | None = None, cpus: str | None = "0",
+                 env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.log_path = os.path.join(workdir, f"server-{self.port}.log")
+        environment = {**os.environ, "DATABASE_URL": f"sqlite:///{workdir}/bench.db",
+                       "JWT_SECRET": SECRET, "LOG_LEVEL": "warning", **(env or {})}
+        environment.pop("PORT", None)
+        environment.pop("REDIS_URL", None)
+        if redis_url:
+            environment["REDIS_URL"] = redis_url
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                pinned([PYTHON, "-m", "quart_app", "serve", "--port", str(self.port)], cpus),
+                cwd=workdir, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        wait_until(self._healthy, 60, f"the server on port {self.port} ({self.log_path})")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _healthy(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{Path(self.log_path).read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        _stop_group(self.process)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(5)
+
+
+def token(sub: str, scope: str) -> str:
+    from quart_app.loadtest.tokens import mint
+
+    return mint(SECRET, sub, scope)
+
+
+# --- a lean keep-alive HTTP client ----------------------------------------------------------
+class _Http(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = ResponseReader()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        for head, body in self.reader.feed(data):
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result((head.status, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionError("closed"))
+
+
+class Client:
+    """One keep-alive connection; one request at a time."""
+
+    def __init__(self, target: Target, token_value: str) -> None:
+        self.target = target
+        self.headers = {"Authorization": f"Bearer {token_value}",
+                        "Content-Type": "application/json"}
+        self.protocol: _Http | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_connection(_Http, "127.0.0.1", self.target.port)
+        self.protocol = protocol
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        assert self.protocol is not None and self.protocol.transport is not None
+        self.protocol.waiter = asyncio.get_running_loop().create_future()
+        self.protocol.transport.write(request("POST", self.target, path, self.headers,
+                                              json.dumps(body).encode()))
+        return await self.protocol.waiter
+
+    def close(self) -> None:
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.close()
+
+
+def target(url: str) -> Target:
+    return parse_target(url)
+
+
+# --- output ------------------------------------------------------------------------------
+def median(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [list(header)] + [[fmt(c) if not isinstance(c, str) else c for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for index, row in enumerate(cells):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths, strict=False))))
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def write_json(path: str, data: Any) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
