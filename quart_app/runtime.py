@@ -76,11 +76,19 @@ class Runtime:
             self._epoch = ""
 
     async def _watch_epoch(self) -> None:
+        """A new epoch means the engine lost its data (Redis restarted empty): the board comes
+        back from SQL. Every instance does it; rebuilding twice changes nothing."""
         while True:
             await asyncio.sleep(self.settings.backfill_interval)
             if self.engine.epoch != self._epoch:
+                try:
+                    count = await rebuild(self.store, self.engine, self.relay)
+                except Exception:  # noqa: BLE001 - the engine may still be down: next turn
+                    log.warning("board rebuild after an engine restart failed; retrying",
+                                exc_info=True)
+                    continue
                 self._epoch = self.engine.epoch
-                await self._rebuild_if_empty()
+                log.warning("engine lost its data; board rebuilt from SQL: %d players", count)
 
 
 def runtime() -> Runtime:

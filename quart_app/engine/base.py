@@ -262,7 +262,8 @@ class Engine(ABC):
         instance runs, TimeoutError when it does not answer in time."""
         if instance_id != self.instance_id or self._call_handler is None:
             raise NoSuchInstance(instance_id)
-        return await asyncio.wait_for(self._call_handler(request), timeout)
+        async with asyncio.timeout(timeout):
+            return await self._call_handler(request)
 
     # the board -------------------------------------------------------------------------------
     @abstractmethod

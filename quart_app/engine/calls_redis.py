@@ -42,7 +42,8 @@ class InstanceCalls:
         self._task = asyncio.create_task(self._listen())
         # Not ready until subscribed: a call routed here right after start must not be lost.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), 5)
+            async with asyncio.timeout(5):
+                await self._ready.wait()
 
     async def stop(self) -> None:
         if self._task:
@@ -65,7 +66,8 @@ class InstanceCalls:
                 raise EngineUnavailable(str(exc)) from exc
             if receivers == 0:
                 raise NoSuchInstance(instance_id)
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                return await future
         finally:
             self._pending.pop(call_id, None)
 

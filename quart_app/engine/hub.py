@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # Events read from the log per step while a connection catches up.
 CATCH_UP_PAGE = 500
 
+# Entries in the snapshot sent to board watchers after the log restarted.
+DEFAULT_SNAPSHOT_TOP = 100
+
 # The longest a burst may hold back a flush (see Hub._schedule_flush).
 MAX_FLUSH_DELAY = 0.025
 
@@ -155,7 +158,8 @@ class Connection:
                 if timeout is None:
                     await waiter
                 else:
-                    await asyncio.wait_for(waiter, timeout)
+                    async with asyncio.timeout(timeout):
+                        await waiter
             except TimeoutError:
                 return []
             finally:
@@ -192,6 +196,13 @@ class Connection:
             batch = self._take()
             if batch:
                 sink.write(batch)
+
+    def reset_position(self) -> None:
+        """The log restarted: what is queued belongs to a history that is gone."""
+        self._queue.clear()
+        self.last_seq = 0
+        self._catching_up = False
+        self._seam = False
 
     def begin_catch_up(self) -> None:
         self._catching_up = True
@@ -241,6 +252,8 @@ class Hub:
         self._to_flush: list[Connection] = []
         self._next_flush_at = 0.0
         self._snapshots: dict[int, Event] = {}
+        self.epoch = ""
+        self._resets: set[asyncio.Task[None]] = set()
         engine.listen(self._fan_out)
 
     def _schedule_flush(self, conn: Connection) -> None:
@@ -267,6 +280,7 @@ class Hub:
 
     async def start(self) -> None:
         self.head_seq = await self.engine.head()
+        self.epoch = self.engine.epoch
         self._ticker = asyncio.create_task(self._tick())
 
     async def stop(self) -> None:
@@ -279,6 +293,8 @@ class Hub:
 
     # fan-out --------------------------------------------------------------------------------
     def _fan_out(self, events: list[Event]) -> None:
+        if events and not events[0].cursor.startswith(self.epoch + "."):
+            self._new_epoch(events[0].cursor.rpartition(".")[0])
         rooms = self.rooms
         delivered = 0
         for event in events:
@@ -298,6 +314,28 @@ class Hub:
                 conn.push(event)
                 delivered += 1
         self.deliveries += delivered
+
+    def _new_epoch(self, epoch: str) -> None:
+        """The log lost its history (Redis lost its data): every client's position is gone.
+        Tell each one (stream:reset "unknown", then a snapshot where it watches the board)
+        and carry on from the new log's start."""
+        log.warning("event log epoch changed (%s -> %s): resetting every stream", self.epoch, epoch)
+        self.epoch, self.head_seq = epoch, 0
+        self._snapshots.clear()
+        reset = self.stream_event("stream:reset", {"reason": "unknown"})
+        for conn in list(self.connections.values()):
+            conn.reset_position()
+            conn.push(reset)
+        task = asyncio.get_running_loop().create_task(self._send_snapshots())
+        self._resets.add(task)
+        task.add_done_callback(self._resets.discard)
+
+    async def _send_snapshots(self) -> None:
+        watchers = list(self.rooms.get(GLOBAL_BOARD, ()))
+        if watchers:
+            snapshot = await self.snapshot(DEFAULT_SNAPSHOT_TOP)
+            for conn in watchers:
+                conn.push(snapshot)
 
     # connections ------------------------------------------------------------------------------
     def open(self, sub: str | None, rooms: Iterable[str], expires_at: float | None,

@@ -45,7 +45,8 @@ class Store:
 
     async def ping(self) -> bool:
         try:
-            await asyncio.wait_for(self.db.fetch_val("SELECT 1"), 2)
+            async with asyncio.timeout(2):
+                await self.db.fetch_val("SELECT 1")
             return True
         except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
             return False

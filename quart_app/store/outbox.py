@@ -65,7 +65,8 @@ class Relay:
     async def publish(self, publication: Publication) -> bool:
         """Try to publish now; False leaves the row to the relay loop."""
         try:
-            await asyncio.wait_for(self.engine.publish(publication), _PUBLISH_TIMEOUT)
+            async with asyncio.timeout(_PUBLISH_TIMEOUT):
+                await self.engine.publish(publication)
         except (EngineUnavailable, TimeoutError):
             log.warning("engine unavailable; outbox row %s left to the relay", publication.key)
             return False

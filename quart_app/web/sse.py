@@ -105,13 +105,14 @@ class EventStream:
                     ChunkedSink(transport).write_bytes(hint.sse)
                 else:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._send(send, [hint]), 1.0)
+                        async with asyncio.timeout(1.0):
+                            await self._send(send, [hint])
         finally:
             conn.close("gone")
             await leave_presence(rt, conn)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                send({"type": "http.response.body", "body": b"", "more_body": False}), 1.0)
+            async with asyncio.timeout(1.0):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _parse(self, scope: Scope) -> tuple[Identity, list[str], str | None, int]:
         if scope["method"] not in ("GET", "HEAD"):

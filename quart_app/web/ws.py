@@ -106,8 +106,8 @@ class Session:
 
     async def close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                self.send({"type": "websocket.close", "code": code, "reason": reason}), 1.0)
+            async with asyncio.timeout(1.0):
+                await self.send({"type": "websocket.close", "code": code, "reason": reason})
 
     def rooms(self) -> list[str]:
         return sorted(self.conn.rooms) if self.conn else []
