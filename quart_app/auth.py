@@ -18,6 +18,10 @@ import warnings
 
 with warnings.catch_warnings():
     # authlib.jose announces its move to joserfc on import; the API we use is still supported.
+    # authlib.deprecate installs an "always" filter when imported: import it first, so that
+    # our "ignore" comes after it and wins (else every `rankpulse` start prints the warning).
+    import authlib.deprecate  # noqa: F401
+
     warnings.simplefilter("ignore")
     from authlib.jose import JsonWebKey, JsonWebToken
     from authlib.jose.errors import JoseError
@@ -89,7 +93,11 @@ class Authenticator:
         sub, scope = claims.get("sub"), claims.get("scope", "")
         if not isinstance(sub, str) or not isinstance(scope, str):
             raise AuthError("invalid token: sub and scope must be strings")
-        return Identity(sub=sub, scopes=frozenset(scope.split()), expires_at=float(claims["exp"]))
+        try:
+            expires_at = float(claims["exp"])
+        except OverflowError:  # an integer beyond floats passes validate(): it is "never"
+            raise AuthError("invalid token: exp is out of range") from None
+        return Identity(sub=sub, scopes=frozenset(scope.split()), expires_at=expires_at)
 
     def issue(self, sub: str, scope: str = "", ttl_seconds: int = 3600) -> str:
         """Sign a token with the configured HMAC secret (dev mode, `rankpulse token`)."""

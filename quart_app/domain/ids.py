@@ -20,7 +20,7 @@ class UnknownRoom(ValueError):
 
 
 def is_valid_id(value: str) -> bool:
-    return bool(_ID.match(value))
+    return bool(_ID.fullmatch(value))  # match() would let "$" accept a trailing newline
 
 
 def match_room(match_id: str) -> str:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import unicodedata
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from .ids import ID_PATTERN
 
@@ -31,10 +40,24 @@ class MatchCreate(_Body):
             raise ValueError("player_ids must be two distinct ids")
         return value
 
+    @field_validator("scheduled_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # Stored in UTC; a time near year 1 or 9999 may have no UTC equivalent.
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("scheduled_at is out of range") from None
+
 
 class MatchResultIn(_Body):
     winner_id: Id | None = None
-    draw: bool = False
+    # Strict: a result moves ratings for good, so "draw": "yes" or 1 is refused, not guessed.
+    draw: StrictBool = False
 
     @model_validator(mode="after")
     def _one_outcome(self) -> MatchResultIn:
@@ -51,18 +74,25 @@ class MatchProgressIn(_Body):
 class PublishIn(_Body):
     room: str
     event: Literal["announcement"]
+    # At most PUBLISH_DATA_LIMIT bytes of JSON: checked by the web layer, since PROTOCOL
+    # answers 413 for it, not the 422 of a schema violation.
     data: dict[str, Any]
 
-    @field_validator("data")
-    @classmethod
-    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value, separators=(",", ":")).encode()) > PUBLISH_DATA_LIMIT:
-            raise ValueError("data must be at most 16 KiB of JSON")
-        return value
+    def data_size(self) -> int:
+        return len(json.dumps(self.data, separators=(",", ":")).encode())
 
 
 class RenameIn(_Body):
     name: Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # PostgreSQL cannot store NUL (the driver's error was a 500), and a board shows names
+        # on one line: no control characters.
+        if any(unicodedata.category(char) == "Cc" for char in value):
+            raise ValueError("name must not contain control characters")
+        return value
 
 
 class SubscribeIn(_Body):

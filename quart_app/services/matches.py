@@ -114,20 +114,28 @@ class MatchService:
                            draws=0, games=0, version=1)
                 for pid in body.player_ids if pid not in known
             ]
-            for entry in new_players:
+            # In id order, as result() locks them: two creates naming the same new players in
+            # opposite orders would otherwise deadlock on each other's uncommitted rows.
+            for entry in sorted(new_players, key=lambda e: e.player_id):
                 # Ignoring a conflict: a concurrent create may add the same player first.
                 await conn.execute(self.store.insert_ignore(players).values(
                     player_id=entry.player_id, name=entry.name, rating=entry.rating,
                     version=entry.version, created_at=created,
                 ))
-            await conn.execute(
-                matches.insert().values(
+            inserted = await conn.fetch_one(
+                self.store.insert_ignore(matches).values(
                     match_id=match_id, player_a=body.player_ids[0], player_b=body.player_ids[1],
                     status="scheduled", draw=False, created_at=created,
                     scheduled_at=iso(body.scheduled_at),
-                )
+                ).returning(matches.c.match_id)
             )
             row = await conn.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+            if inserted is None:
+                # PostgreSQL: a concurrent create of this id committed while the insert waited
+                # for it (SQLite's single writer cannot get here): answer as for a retry.
+                if sorted([row.player_a, row.player_b]) != sorted(body.player_ids):
+                    raise Conflict(f"match {match_id!r} exists with other players")
+                return 200, match_json(row)
             publication = Publication(
                 key=outbox.new_key(),
                 board=tuple(new_players),

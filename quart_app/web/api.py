@@ -22,6 +22,7 @@ from ..domain.models import (
     MatchProgressIn,
     MatchResultIn,
     MatchWithChanges,
+    PUBLISH_DATA_LIMIT,
     PlayerOut,
     Presence,
     Problem,
@@ -157,6 +158,8 @@ async def presence() -> Response:
 async def publish() -> Response:
     require_scope(SCOPE_ADMIN)
     body = await read_body(PublishIn)
+    if body.data_size() > PUBLISH_DATA_LIMIT:
+        raise BadRequestBody(413, "Content Too Large", "data must be at most 16 KiB of JSON")
     try:
         rooms = parse_rooms([body.room])
     except UnknownRoom:
@@ -192,6 +195,8 @@ async def _change_rooms(action: str) -> Response:
         raise Forbidden(answer["detail"])
     if answer["status"] == 404:
         raise NotFound(answer["detail"])
+    if answer["status"] != 200:
+        raise Unavailable("the instance holding this stream could not apply the change")
     return json_response({"rooms": answer["rooms"]})
 
 

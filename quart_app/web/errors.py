@@ -44,7 +44,12 @@ def install(app: Quart) -> None:
     @app.errorhandler(ServiceError)
     async def _service(exc: ServiceError) -> Response:
         headers = {"Retry-After": "1"} if exc.status == 503 else None
-        return problem(exc.status, exc.title, exc.detail, headers=headers)
+        # A 422 is a validation failure, which PROTOCOL gives an `errors` list, also when the
+        # check needed the stored data (a winner who does not play in the match).
+        errors = None
+        if exc.status == 422:
+            errors = [{"loc": [], "msg": exc.detail, "type": "value_error"}]
+        return problem(exc.status, exc.title, exc.detail, errors=errors, headers=headers)
 
     @app.errorhandler(AuthError)
     async def _auth(exc: AuthError) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -16,14 +17,28 @@ from .errors import BadRequestBody
 M = TypeVar("M", bound=BaseModel)
 
 
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 async def read_body(model: type[M]) -> M:
     if request.mimetype != "application/json":
         raise BadRequestBody(415, "Unsupported Media Type", "send the body as application/json")
     raw = await request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 from Quart
     try:
-        payload = json.loads(raw)
+        # NaN and Infinity (or 1e400) are not JSON: they would go out in events no browser parses.
+        payload = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequestBody(400, "Bad Request", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequestBody(400, "Bad Request", "the body is nested too deeply") from None
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
