@@ -7,6 +7,7 @@ answer means the change is durable and its events will be delivered.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -59,14 +60,19 @@ def match_rooms(row: Any) -> tuple[str, ...]:
     return (MATCHES, match_room(row.match_id), player_room(row.player_a), player_room(row.player_b))
 
 
-async def rank_of(conn: Connection, rating: float, player_id: str) -> int:
-    """1-based rank: rating descending, then player id ascending (the documented tie order)."""
-    better = sa.or_(
-        players.c.rating > rating,
-        sa.and_(players.c.rating == rating, players.c.player_id < player_id),
-    )
-    count = await conn.fetch_val(sa.select(sa.func.count()).select_from(players).where(better))
-    return int(count) + 1
+async def ranks_of(conn: Connection, standings: list[tuple[float, str]]) -> list[int]:
+    """1-based ranks of (rating, player id) pairs, in one scan: rating descending, then player
+    id ascending (the documented tie order)."""
+    counts = [
+        sa.func.count().filter(sa.or_(
+            players.c.rating > rating,
+            sa.and_(players.c.rating == rating, players.c.player_id < player_id),
+        ))
+        for rating, player_id in standings
+    ]
+    row = await conn.fetch_one(sa.select(*counts).select_from(players))
+    assert row is not None
+    return [int(count) + 1 for count in row._mapping.values()]
 
 
 class MatchService:
@@ -216,62 +222,62 @@ class MatchService:
             a, b = locked[row.player_a], locked[row.player_b]
             score_a = 0.5 if body.draw else (1.0 if body.winner_id == a.player_id else 0.0)
             new_a, new_b, delta = elo.apply_result(a.rating, b.rating, score_a, self.k)
-            before = {p.player_id: await rank_of(conn, p.rating, p.player_id) for p in (a, b)}
-            outcome = {a.player_id: score_a, b.player_id: 1.0 - score_a}
-            for player, rating in ((a, new_a), (b, new_b)):
-                score = outcome[player.player_id]
+            before = await ranks_of(conn, [(a.rating, a.player_id), (b.rating, b.player_id)])
+            # The rows after the change, computed here rather than read back.
+            updated = [
+                _played(a, new_a, score_a),
+                _played(b, new_b, 1.0 - score_a),
+            ]
+            for entry in updated:
                 await conn.execute(
-                    players.update().where(players.c.player_id == player.player_id).values(
-                        rating=rating,
-                        wins=players.c.wins + (1 if score == 1.0 else 0),
-                        losses=players.c.losses + (1 if score == 0.0 else 0),
-                        draws=players.c.draws + (1 if score == 0.5 else 0),
-                        games=players.c.games + 1,
-                        version=players.c.version + 1,
+                    players.update().where(players.c.player_id == entry.player_id).values(
+                        rating=entry.rating, wins=entry.wins, losses=entry.losses,
+                        draws=entry.draws, games=entry.games, version=entry.version,
                     )
                 )
+            finished = {"status": "completed", "winner_id": body.winner_id, "draw": body.draw,
+                        "rating_change_a": delta, "rating_change_b": -delta,
+                        "completed_at": now_iso()}
             await conn.execute(
-                matches.update().where(matches.c.match_id == match_id).values(
-                    status="completed", winner_id=body.winner_id, draw=body.draw,
-                    rating_change_a=delta, rating_change_b=-delta, completed_at=now_iso(),
-                )
-            )
-            row = await conn.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
-            updated = [
-                await conn.fetch_one(sa.select(players).where(players.c.player_id == pid))
-                for pid in ids
-            ]
-            deltas = {row.player_a: delta, row.player_b: -delta}
-            publication = await self._result_publication(conn, row, updated, before, deltas)
+                matches.update().where(matches.c.match_id == match_id).values(**finished))
+            row = SimpleNamespace(**{**row._mapping, **finished})
+            after = await ranks_of(conn, [(e.rating, e.player_id) for e in updated])
+            publication = self._result_publication(row, updated, before, after, delta)
             await outbox.add(conn, publication)
         await self.relay.publish(publication)
         return result_json(row)
 
-    async def _result_publication(self, conn: Connection, match: Any, updated: list[Any],
-                                  before: dict[str, int], deltas: dict[str, float]) -> Publication:
+    @staticmethod
+    def _result_publication(match: Any, updated: list[BoardEntry], before: list[int],
+                            after: list[int], delta: float) -> Publication:
         body = result_json(match)
         events = [Draft((*match_rooms(match), GLOBAL_BOARD), "match:result", body)]
         changes, personal = [], []
-        for player in updated:
-            entry = board_entry(player)
-            rank = await rank_of(conn, player.rating, player.player_id)
-            pid, delta = player.player_id, deltas[player.player_id]
-            changes.append({**entry.as_entry(rank), "previous_rank": before[pid], "delta": delta})
+        for entry, previous, rank, change in zip(updated, before, after, (delta, -delta),
+                                                 strict=True):
+            pid = entry.player_id
+            changes.append({**entry.as_entry(rank), "previous_rank": previous, "delta": change})
             personal.append(Draft((player_room(pid),), "leaderboard:player_rank", {
-                "player_id": pid, "rank": rank, "previous_rank": before[pid],
-                "rating": player.rating, "delta": delta,
+                "player_id": pid, "rank": rank, "previous_rank": previous,
+                "rating": entry.rating, "delta": change,
             }))
             personal.append(Draft((player_room(pid),), "player:stats_update", {
-                "player_id": pid, "rating": player.rating, "rank": rank, "wins": player.wins,
-                "losses": player.losses, "draws": player.draws, "games": player.games,
+                "player_id": pid, "rating": entry.rating, "rank": rank, "wins": entry.wins,
+                "losses": entry.losses, "draws": entry.draws, "games": entry.games,
             }))
         events.append(Draft((GLOBAL_BOARD,), "leaderboard:update",
                             {"match_id": match.match_id, "changes": changes}))
-        return Publication(
-            key=outbox.new_key(),
-            board=tuple(board_entry(p) for p in updated),
-            events=tuple(events + personal),
-        )
+        return Publication(key=outbox.new_key(), board=tuple(updated),
+                           events=tuple(events + personal))
+
+
+def _played(row: Any, rating: float, score: float) -> BoardEntry:
+    """A player's row after one more game with `score` (1 win, 0.5 draw, 0 loss)."""
+    return BoardEntry(
+        player_id=row.player_id, name=row.name, rating=rating,
+        wins=row.wins + (score == 1.0), losses=row.losses + (score == 0.0),
+        draws=row.draws + (score == 0.5), games=row.games + 1, version=row.version + 1,
+    )
 
 
 class PlayerService:
