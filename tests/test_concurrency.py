@@ -196,7 +196,14 @@ async def test_concurrent_results_through_two_instances_equal_a_sequential_repla
     ]
     # and the log holds each result once
     names = [e["event"] for e in events]
-    assert names.count("match:result") == 200 and names.count("leaderboard:update") == 200
+    updates = [e["data"]["changes"] for e in events if e["event"] == "leaderboard:update"]
+    newcomers = [c["player_id"] for changes in updates for c in changes
+                 if c["previous_rank"] is None]
+    assert names.count("match:result") == 200
+    assert len(updates) - sum(1 for changes in updates
+                              if all(c["previous_rank"] is None for c in changes)) == 200
+    # and each player joined the board once, announced once
+    assert sorted(newcomers) == sorted(expected)
 
 
 @pytest.mark.parametrize(
@@ -267,7 +274,7 @@ async def test_the_same_match_created_concurrently_exists_once(
     assert all(reply.body == replies[0].body for reply in replies)
     assert await published(first)
     events = await log_events(first.rt.engine)
-    assert [e["event"] for e in events] == ["match:created"]
+    assert [e["event"] for e in events] == ["match:created", "leaderboard:update"]
     assert set(await sql_matches(first.rt.store)) == {"m1"}
 
 

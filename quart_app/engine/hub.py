@@ -322,7 +322,7 @@ class Hub:
         log.warning("event log epoch changed (%s -> %s): resetting every stream", self.epoch, epoch)
         self.epoch, self.head_seq = epoch, 0
         self._snapshots.clear()
-        reset = self.stream_event("stream:reset", {"reason": "unknown"})
+        reset = self.stream_event("stream:reset", {"reason": "unknown"}, 0)
         for conn in list(self.connections.values()):
             conn.reset_position()
             conn.push(reset)
@@ -387,12 +387,14 @@ class Hub:
             raise LogGap("unknown")
         return seq
 
-    def stream_event(self, name: str, data: dict[str, Any], rooms: tuple[str, ...] = ()) -> Event:
-        """An event that is not in the log (stream:open, stream:reset): seq 0, never skipped."""
-        cursor = self.cursor()
-        text = json.dumps({"id": cursor, "rooms": list(rooms), "event": name, "data": data,
+    def stream_event(self, name: str, data: dict[str, Any], position: int) -> Event:
+        """An event that is not in the log (stream:open, stream:reset). Its id is the cursor of
+        `position`, the log position it reflects, so a client (or EventSource on its own) that
+        resumes from it misses nothing. Seq 0: never skipped as already seen."""
+        cursor = self.cursor(position)
+        text = json.dumps({"id": cursor, "rooms": [], "event": name, "data": data,
                            "ts": int(time.time() * 1000)}, separators=(",", ":"))
-        return Event(0, cursor, rooms, name, text)
+        return Event(0, cursor, (), name, text)
 
     async def snapshot(self, top: int) -> Event:
         """`leaderboard:initial`: the top of the board, carrying the cursor it reflects.

@@ -123,11 +123,13 @@ class MatchService:
             # In id order, as result() locks them: two creates naming the same new players in
             # opposite orders would otherwise deadlock on each other's uncommitted rows.
             for entry in sorted(new_players, key=lambda e: e.player_id):
-                # Ignoring a conflict: a concurrent create may add the same player first.
-                await conn.execute(self.store.insert_ignore(players).values(
+                # A concurrent create may add the same player first (PostgreSQL): then it is
+                # that create's newcomer, not this one's.
+                if await conn.fetch_one(self.store.insert_ignore(players).values(
                     player_id=entry.player_id, name=entry.name, rating=entry.rating,
                     version=entry.version, created_at=created,
-                ))
+                ).returning(players.c.player_id)) is None:
+                    new_players.remove(entry)
             inserted = await conn.fetch_one(
                 self.store.insert_ignore(matches).values(
                     match_id=match_id, player_a=body.player_ids[0], player_b=body.player_ids[1],
@@ -142,11 +144,17 @@ class MatchService:
                 if sorted([row.player_a, row.player_b]) != sorted(body.player_ids):
                     raise Conflict(f"match {match_id!r} exists with other players")
                 return 200, match_json(row)
+            events = [Draft(match_rooms(row), "match:created", match_json(row))]
+            if new_players:
+                # Newcomers join the board (and push down everyone below the initial rating):
+                # the board's watchers hear of it like of any other change.
+                ranks = await ranks_of(conn, [(e.rating, e.player_id) for e in new_players])
+                changes = [{**entry.as_entry(rank), "previous_rank": None, "delta": 0.0}
+                           for entry, rank in zip(new_players, ranks, strict=True)]
+                events.append(Draft((GLOBAL_BOARD,), "leaderboard:update",
+                                    {"match_id": match_id, "changes": changes}))
             publication = Publication(
-                key=outbox.new_key(),
-                board=tuple(new_players),
-                events=(Draft(match_rooms(row), "match:created", match_json(row)),),
-            )
+                key=outbox.new_key(), board=tuple(new_players), events=tuple(events))
             await outbox.add(conn, publication)
         await self.relay.publish(publication)
         return 201, match_json(row)

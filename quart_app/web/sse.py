@@ -100,7 +100,7 @@ class EventStream:
                     raise
             if conn.closed == "slow":
                 # Lands after what the socket already holds; the client resumes with its cursor.
-                hint = rt.hub.stream_event("stream:reset", {"reason": "slow"})
+                hint = rt.hub.stream_event("stream:reset", {"reason": "slow"}, conn.last_seq)
                 if transport is not None:
                     ChunkedSink(transport).write_bytes(hint.sse)
                 else:
@@ -141,7 +141,8 @@ class EventStream:
             (b"x-accel-buffering", b"no"),
         ]})
         opened = self.rt.hub.stream_event("stream:open", {
-            "connection_id": conn.id, "rooms": sorted(conn.rooms), "cursor": start})
+            "connection_id": conn.id, "rooms": sorted(conn.rooms), "cursor": start},
+            conn.last_seq)
         retry = f"retry: {self.rt.settings.sse_retry_ms}\n\n".encode()
         await send({"type": "http.response.body", "more_body": True,
                     "body": retry + sse_frames([opened, *initial])})

@@ -49,7 +49,7 @@ def parse_top(raw: object) -> int:
 
 async def reset_events(rt: Runtime, conn: Connection, reason: str, top: int) -> list[Event]:
     """stream:reset, then a fresh snapshot where the client watches the board."""
-    events = [rt.hub.stream_event("stream:reset", {"reason": reason})]
+    events = [rt.hub.stream_event("stream:reset", {"reason": reason}, conn.last_seq)]
     if GLOBAL_BOARD in conn.rooms:
         events.append(await rt.hub.snapshot(top))
     return events

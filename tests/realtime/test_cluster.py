@@ -40,15 +40,17 @@ async def test_results_on_b_reach_every_transport_on_a_once_in_order(cluster) ->
         players = ["p1", "p2", "p3", "p4"]
         for i in range(6):
             await writer.play(players[i % 4], players[(i + 1) % 4], players[i % 4])
-        want = 6 * 4  # created, started, result, leaderboard:update per match
+        # created, started, result, leaderboard:update per match, and a leaderboard:update
+        # when a match brings newcomers to the board (p1+p2, then p3, then p4)
+        want = 6 * 4 + 3
         await sse.wait_for(lambda evs: len(log_events(evs)) >= want, timeout=10)
         await ws.wait_for(lambda evs: len(log_events(evs)) >= want, timeout=10)
         polled, _ = await poll_until(a.url, rooms, token, start, lambda evs: len(evs) >= want)
         via_sse, via_ws = log_events(sse.events), log_events(ws.events)
         assert len(via_sse) == len(via_ws) == len(polled) == want
         assert [e["id"] for e in via_sse] == [e["id"] for e in via_ws] == [e["id"] for e in polled]
-        assert names(via_sse[:4]) == ["match:created", "match:started", "match:result",
-                                      "leaderboard:update"]
+        assert names(via_sse[:5]) == ["match:created", "leaderboard:update", "match:started",
+                                      "match:result", "leaderboard:update"]
         assert len({e["id"] for e in via_sse}) == want
     # The board agrees on both instances.
     async with SSEClient(b.url, "leaderboard:global", token) as board_b, \

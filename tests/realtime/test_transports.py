@@ -43,22 +43,27 @@ async def test_a_result_reaches_every_transport_once_and_in_order(live_server: L
         assert (await ws.subscribe(["matches", "leaderboard:global"]))["rooms"] == [
             "leaderboard:global", "matches"]
         result = await admin.play("ann", "bob", "bob", match_id="m-1")
-        expected = ["match:created", "match:started", "match:result", "leaderboard:update"]
-        await sse.wait_for(lambda evs: len(log_events(evs)) >= 4)
-        await ws.wait_for(lambda evs: len(log_events(evs)) >= 4)
+        expected = ["match:created", "leaderboard:update", "match:started", "match:result",
+                    "leaderboard:update"]
+        await sse.wait_for(lambda evs: len(log_events(evs)) >= 5)
+        await ws.wait_for(lambda evs: len(log_events(evs)) >= 5)
         polled, _ = await poll_until(live_server.url, "matches,leaderboard:global", token, start,
-                                     lambda evs: len(evs) >= 4)
+                                     lambda evs: len(evs) >= 5)
         for events in (log_events(sse.events), log_events(ws.events), polled):
             assert names(events) == expected
             ids = [e["id"] for e in events]
             assert len(set(ids)) == len(ids)
         # The same envelope, byte for byte in meaning, on every transport.
         assert log_events(sse.events) == log_events(ws.events) == polled
-        final = log_events(sse.events)[2]
+        newcomers = log_events(sse.events)[1]["data"]
+        assert newcomers["match_id"] == "m-1"
+        assert [(c["player_id"], c["rank"], c["previous_rank"], c["delta"])
+                for c in newcomers["changes"]] == [("ann", 1, None, 0.0), ("bob", 2, None, 0.0)]
+        final = log_events(sse.events)[3]
         assert final["data"]["rating_changes"] == result["rating_changes"]
         assert sorted(final["rooms"]) == sorted(
             ["matches", "match:m-1", "leaderboard:global", "player:ann", "player:bob"])
-        update = log_events(sse.events)[3]["data"]
+        update = log_events(sse.events)[4]["data"]
         assert update["match_id"] == "m-1"
         assert {c["player_id"]: c["rank"] for c in update["changes"]} == {"bob": 1, "ann": 2}
         assert {c["player_id"]: c["previous_rank"] for c in update["changes"]} == {"ann": 1, "bob": 2}
@@ -248,3 +253,24 @@ async def test_websocket_origin_check(live_servers) -> None:  # type: ignore[no-
     with pytest.raises(Exception):
         async with WSClient(allowed.url, allowed.token("ann"), origin=allowed.url):
             pass
+
+
+async def test_stream_events_carry_the_position_they_reflect(live_server: LiveServer,
+                                                            admin: HttpApi) -> None:
+    """An EventSource that reconnects on its own right after stream:open (or a reset) sends
+    that event's id as Last-Event-ID: it must lose nothing."""
+    token = live_server.token("viewer")
+    cursor = await admin.announce("matches", {"n": 0})
+    for n in range(1, 4):
+        await admin.announce("matches", {"n": n})
+    async with SSEClient(live_server.url, "matches", token, last_event_id=cursor) as sse:
+        await sse.wait_for(lambda evs: len(log_events(evs)) == 3)
+        assert sse.events[0]["event"] == "stream:open"
+        assert sse.events[0]["id"] == sse.events[0]["data"]["cursor"] == cursor
+    async with SSEClient(live_server.url, "matches", token, last_event_id="junk") as sse:
+        reset = await sse.wait_event("stream:reset")
+        await admin.announce("matches", {"n": 4})
+        await sse.wait_for(lambda evs: len(log_events(evs)) == 1)
+    async with SSEClient(live_server.url, "matches", token, last_event_id=reset["id"]) as again:
+        await again.wait_for(lambda evs: len(log_events(evs)) == 1)
+        assert [e["data"]["n"] for e in log_events(again.events)] == [4]
