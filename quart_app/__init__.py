@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from quart import Quart
+from quart import Quart, Response, request
 from quart_schema import Info, QuartSchema
 
 from .config import Settings, load_settings
@@ -62,6 +62,11 @@ def create_app(settings: Settings | None = None) -> Quart:
             await quart_asgi(scope, receive, send)  # type: ignore[arg-type]
 
     app.asgi_app = asgi  # type: ignore[method-assign,assignment]
+
+    @app.after_request
+    async def _count(response: Response) -> Response:
+        runtime.metrics.requests[(request.method, response.status_code)] += 1
+        return response
 
     @app.before_serving
     async def _start() -> None:

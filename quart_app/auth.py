@@ -11,10 +11,9 @@ import logging
 import secrets
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
-
-import warnings
 
 with warnings.catch_warnings():
     # authlib.jose announces its move to joserfc on import; the API we use is still supported.

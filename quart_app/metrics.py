@@ -1,37 +1,32 @@
-"""Process-local counters and gauges, rendered in the Prometheus text format."""
+"""The instance's metrics in the Prometheus text format: read from the live objects at scrape
+time, so nothing on the hot path pays for them beyond a counter increment."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
 
-_counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
-_gauges: dict[str, Callable[[], float]] = {}
-_help: dict[str, str] = {}
 
+class Metrics:
+    def __init__(self) -> None:
+        self._series: list[tuple[str, str, str, Callable[[], float]]] = []
+        self.requests: Counter[tuple[str, int]] = Counter()
 
-def inc(name: str, amount: float = 1, **labels: str) -> None:
-    _counters[(name, tuple(sorted(labels.items())))] += amount
+    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self._series.append((name, "gauge", help_text, read))
 
+    def counter(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self._series.append((name, "counter", help_text, read))
 
-def gauge(name: str, help_text: str, read: Callable[[], float]) -> None:
-    _gauges[name] = read
-    _help[name] = help_text
-
-
-def describe(name: str, help_text: str) -> None:
-    _help[name] = help_text
-
-
-def render() -> str:
-    lines: list[str] = []
-    seen: set[str] = set()
-    for (name, labels), value in sorted(_counters.items()):
-        if name not in seen:
-            seen.add(name)
-            lines += [f"# HELP {name} {_help.get(name, name)}", f"# TYPE {name} counter"]
-        label_text = ",".join(f'{k}="{v}"' for k, v in labels)
-        lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
-    for name, read in sorted(_gauges.items()):
-        lines += [f"# HELP {name} {_help[name]}", f"# TYPE {name} gauge", f"{name} {read():g}"]
-    return "\n".join(lines) + "\n"
+    def render(self, extra: dict[str, float] | None = None) -> str:
+        lines: list[str] = []
+        for name, kind, help_text, read in self._series:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {read():g}"]
+        for name, value in (extra or {}).items():
+            lines += [f"# TYPE {name} gauge", f"{name} {value:g}"]
+        lines += ["# HELP rankpulse_http_requests_total HTTP requests answered, by method and status",
+                  "# TYPE rankpulse_http_requests_total counter"]
+        for (method, status), count in sorted(self.requests.items()):
+            lines.append(
+                f'rankpulse_http_requests_total{{method="{method}",status="{status}"}} {count}')
+        return "\n".join(lines) + "\n"

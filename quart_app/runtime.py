@@ -13,6 +13,7 @@ from .config import Settings
 from .engine import create_engine
 from .engine.base import Engine
 from .engine.hub import Hub
+from .metrics import Metrics
 from .services.leaderboard import LeaderboardService
 from .services.matches import MatchService, PlayerService
 from .store.database import Store
@@ -42,6 +43,26 @@ class Runtime:
         self.players = PlayerService(self.store, self.relay)
         self.leaderboard = LeaderboardService(self.engine)
         self._watch: asyncio.Task[None] | None = None
+        self.metrics = self._metrics()
+
+    def _metrics(self) -> Metrics:
+        hub, metrics = self.hub, Metrics()
+        metrics.gauge("rankpulse_connections", "open SSE, WebSocket and long-poll connections",
+                      lambda: len(hub.connections))
+        metrics.gauge("rankpulse_rooms", "rooms with at least one connection here",
+                      lambda: len(hub.rooms))
+        metrics.gauge("rankpulse_log_head", "sequence number of the newest event fanned out",
+                      lambda: hub.head_seq)
+        metrics.counter("rankpulse_events_total", "events fanned out by this instance",
+                        lambda: hub.events)
+        metrics.counter("rankpulse_deliveries_total", "events queued to connections",
+                        lambda: hub.deliveries)
+        metrics.counter("rankpulse_slow_disconnects_total",
+                        "connections ended for not keeping up", lambda: hub.slow_closed)
+        metrics.gauge("rankpulse_last_flush_seconds",
+                      "time the last write of pending events to all sockets took",
+                      lambda: hub.last_flush_seconds)
+        return metrics
 
     async def start(self) -> None:
         await self.store.connect()

@@ -247,7 +247,11 @@ class Hub:
         # The newest sequence number the hub has fanned out: everything up to it that matched
         # a registered connection's rooms is in that connection's queue.
         self.head_seq = 0
+        # Counters for /metrics.
         self.deliveries = 0
+        self.events = 0
+        self.slow_closed = 0
+        self.last_flush_seconds = 0.0
         self._ticker: asyncio.Task[None] | None = None
         self._to_flush: list[Connection] = []
         self._next_flush_at = 0.0
@@ -275,7 +279,7 @@ class Hub:
         conns, self._to_flush = self._to_flush, []
         for conn in conns:
             conn.flush()
-        cost = time.perf_counter() - started
+        cost = self.last_flush_seconds = time.perf_counter() - started
         self._next_flush_at = asyncio.get_running_loop().time() + min(cost, MAX_FLUSH_DELAY)
 
     async def start(self) -> None:
@@ -301,6 +305,7 @@ class Hub:
             if event.seq <= self.head_seq and event.seq != 0:
                 continue
             self.head_seq = event.seq
+            self.events += 1
             if len(event.rooms) == 1:
                 receivers: Iterable[Connection] = rooms.get(event.rooms[0], ())
             else:
@@ -370,6 +375,8 @@ class Hub:
                     del self.rooms[room]
 
     def _detach(self, conn: Connection) -> None:
+        if conn.closed == "slow":
+            self.slow_closed += 1
         self.connections.pop(conn.id, None)
         self.leave(conn, list(conn.rooms))
 

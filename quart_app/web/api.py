@@ -10,8 +10,9 @@ from quart import Blueprint, Response
 from quart_schema import document_request, document_response
 
 from ..auth import SCOPE_ADMIN, SCOPE_WRITE, AuthError
-from ..domain.ids import is_valid_id, parse_rooms, UnknownRoom
+from ..domain.ids import UnknownRoom, is_valid_id, parse_rooms
 from ..domain.models import (
+    PUBLISH_DATA_LIMIT,
     Around,
     DevToken,
     DevTokenIn,
@@ -22,7 +23,6 @@ from ..domain.models import (
     MatchProgressIn,
     MatchResultIn,
     MatchWithChanges,
-    PUBLISH_DATA_LIMIT,
     PlayerOut,
     Presence,
     Problem,

@@ -8,7 +8,9 @@ import json
 from quart import Blueprint, Response, current_app, send_from_directory
 from quart_schema import hide
 
-from .. import metrics
+import sqlalchemy as sa
+
+from ..store.tables import outbox
 from ..runtime import runtime
 
 ops = Blueprint("ops", __name__)
@@ -37,7 +39,14 @@ async def readyz() -> Response:
 @ops.get("/metrics")
 @hide
 async def prometheus() -> Response:
-    return Response(metrics.render(), content_type="text/plain; version=0.0.4")
+    rt = runtime()
+    extra: dict[str, float] = {}
+    try:
+        extra["rankpulse_outbox_pending"] = await rt.store.db.fetch_val(
+            sa.select(sa.func.count()).select_from(outbox))
+    except Exception:  # noqa: BLE001 - a scrape reports what it can; /readyz says why
+        pass
+    return Response(rt.metrics.render(extra), content_type="text/plain; version=0.0.4")
 
 
 @ops.get("/")

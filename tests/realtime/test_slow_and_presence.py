@@ -123,3 +123,21 @@ async def test_tokens_never_reach_the_logs(live_servers) -> None:  # type: ignor
     log = server.log()
     assert "/api/poll" in log  # the access log is on...
     assert token not in log and token[-20:] not in log  # ...and carries no token
+
+
+async def test_metrics_count_connections_events_and_deliveries(live_server: LiveServer) -> None:
+    def series(text: str) -> dict[str, float]:
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                if line and not line.startswith("#")}
+
+    admin = HttpApi(live_server.url, live_server.token("ops", "admin"))
+    async with SSEClient(live_server.url, "matches", live_server.token("viewer")) as sse:
+        await admin.announce("matches", {"n": 1})
+        await sse.wait_event("announcement")
+        async with httpx.AsyncClient(base_url=live_server.url) as client:
+            scraped = series((await client.get("/metrics")).text)
+    assert scraped["rankpulse_connections"] == 1
+    assert scraped["rankpulse_events_total"] >= 2  # player:online, the announcement
+    assert scraped["rankpulse_deliveries_total"] >= 1
+    assert scraped["rankpulse_outbox_pending"] == 0
+    assert scraped['rankpulse_http_requests_total{method="POST",status="202"}'] == 1
