@@ -62,9 +62,28 @@ class Redis:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="bench-redis-")
         self.process = subprocess.Popen(
-            pinned([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"], cpus),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            pinned(
+                [
+                    binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self.dir,
+                    "--loglevel",
+                    "warning",
+                ],
+                cpus,
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_until(lambda: _port_open(self.port), 10, f"redis-server on {self.port}")
 
     @property
@@ -80,12 +99,23 @@ class Server:
     """One `python -m quart_app serve` (Hypercorn + uvloop in this one process, so its pid
     is the process holding the connections), in its own session, pinned with taskset."""
 
-    def __init__(self, workdir: str, *, redis_url: str | None = None, cpus: str | None = "0",
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        redis_url: str | None = None,
+        cpus: str | None = "0",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.log_path = os.path.join(workdir, f"server-{self.port}.log")
-        environment = {**os.environ, "DATABASE_URL": f"sqlite:///{workdir}/bench.db",
-                       "JWT_SECRET": SECRET, "LOG_LEVEL": "warning", **(env or {})}
+        environment = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{workdir}/bench.db",
+            "JWT_SECRET": SECRET,
+            "LOG_LEVEL": "warning",
+            **(env or {}),
+        }
         environment.pop("PORT", None)
         environment.pop("REDIS_URL", None)
         if redis_url:
@@ -93,8 +123,12 @@ class Server:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 pinned([PYTHON, "-m", "quart_app", "serve", "--port", str(self.port)], cpus),
-                cwd=workdir, env=environment, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                cwd=workdir,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_until(self._healthy, 60, f"the server on port {self.port} ({self.log_path})")
 
     @property
@@ -171,8 +205,10 @@ class Client:
 
     def __init__(self, target: Target, token_value: str) -> None:
         self.target = target
-        self.headers = {"Authorization": f"Bearer {token_value}",
-                        "Content-Type": "application/json"}
+        self.headers = {
+            "Authorization": f"Bearer {token_value}",
+            "Content-Type": "application/json",
+        }
         self.protocol: _Http | None = None
 
     async def open(self) -> None:
@@ -183,8 +219,9 @@ class Client:
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
         assert self.protocol is not None and self.protocol.transport is not None
         self.protocol.waiter = asyncio.get_running_loop().create_future()
-        self.protocol.transport.write(request("POST", self.target, path, self.headers,
-                                              json.dumps(body).encode()))
+        self.protocol.transport.write(
+            request("POST", self.target, path, self.headers, json.dumps(body).encode())
+        )
         return await self.protocol.waiter
 
     def close(self) -> None:
@@ -218,8 +255,12 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     cells = [list(header)] + [[fmt(c) if not isinstance(c, str) else c for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for index, row in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=False))))
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=False))
+            )
+        )
         if index == 0:
             print("  ".join("-" * w for w in widths))
 
@@ -232,5 +273,8 @@ def write_json(path: str, data: Any) -> None:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -73,26 +73,59 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     for transport in args.transports:
         label = transport.upper()
         found += [
-            Scenario("a", transport, f"{args.idle:,} idle {label}, one instance", args.idle,
-                     hold=args.hold, processes=max(1, -(-args.idle // 15_000))),
-            Scenario("b", transport, f"burst {args.burst_events:,} events to 1,000 {label}",
-                     1_000, burst=args.burst_events),
-            Scenario("c1", transport, f"20 ev/s to 1,000 {label}, one instance", 1_000,
-                     rate=20, duration=args.duration),
-            Scenario("c2", transport, f"20 ev/s to 1,000 {label}, two instances + Redis",
-                     1_000, instances=2, rate=20, duration=args.duration),
-            Scenario("d", transport, f"1 ev/s to 10,000 {label}", 10_000, rate=1,
-                     duration=args.duration),
+            Scenario(
+                "a",
+                transport,
+                f"{args.idle:,} idle {label}, one instance",
+                args.idle,
+                hold=args.hold,
+                processes=max(1, -(-args.idle // 15_000)),
+            ),
+            Scenario(
+                "b",
+                transport,
+                f"burst {args.burst_events:,} events to 1,000 {label}",
+                1_000,
+                burst=args.burst_events,
+            ),
+            Scenario(
+                "c1",
+                transport,
+                f"20 ev/s to 1,000 {label}, one instance",
+                1_000,
+                rate=20,
+                duration=args.duration,
+            ),
+            Scenario(
+                "c2",
+                transport,
+                f"20 ev/s to 1,000 {label}, two instances + Redis",
+                1_000,
+                instances=2,
+                rate=20,
+                duration=args.duration,
+            ),
+            Scenario(
+                "d", transport, f"1 ev/s to 10,000 {label}", 10_000, rate=1, duration=args.duration
+            ),
         ]
         if args.max_idle:
-            found.append(Scenario("max", transport, f"{args.max_idle:,} idle {label}, one "
-                                  "instance (fd limit 20,000)", args.max_idle, hold=args.hold,
-                                  processes=max(2, -(-args.max_idle // 15_000))))
+            found.append(
+                Scenario(
+                    "max",
+                    transport,
+                    f"{args.max_idle:,} idle {label}, one instance (fd limit 20,000)",
+                    args.max_idle,
+                    hold=args.hold,
+                    processes=max(2, -(-args.max_idle // 15_000)),
+                )
+            )
     return [s for s in found if not args.only or s.key in args.only]
 
 
-def judge(scenario: Scenario, report: dict[str, Any],
-          targets: dict[str, float]) -> list[dict[str, Any]]:
+def judge(
+    scenario: Scenario, report: dict[str, Any], targets: dict[str, float]
+) -> list[dict[str, Any]]:
     """Rows of the final table: (metric, target, measured, PASS/FAIL)."""
     row = report["transports"][scenario.transport]
     clean = report["ok"]
@@ -102,25 +135,42 @@ def judge(scenario: Scenario, report: dict[str, Any],
     rows: list[dict[str, Any]] = []
 
     def add(metric: str, target: str, measured: Any, ok: bool) -> None:
-        rows.append({"scenario": scenario.name, "title": scenario.title, "metric": metric,
-                     "target": target, "measured": measured, "pass": ok and clean,
-                     "note": note})
+        rows.append(
+            {
+                "scenario": scenario.name,
+                "title": scenario.title,
+                "metric": metric,
+                "target": target,
+                "measured": measured,
+                "pass": ok and clean,
+                "note": note,
+            }
+        )
 
     if scenario.key in ("a", "max"):
         held = row.get("held_after_hold", row.get("held_end", row["connected"]))
         wanted = targets["idle_connections"] if scenario.key == "a" else scenario.subscribers
         add("connections held", f">= {wanted:,.0f}", held, held >= wanted)
         per = report["server"].get("rss_per_connection_kib")
-        add("server RSS per connection KiB", f"<= {targets['idle_rss_kib']:g}",
-            per, per is not None and per <= targets["idle_rss_kib"])
+        add(
+            "server RSS per connection KiB",
+            f"<= {targets['idle_rss_kib']:g}",
+            per,
+            per is not None and per <= targets["idle_rss_kib"],
+        )
     elif scenario.key == "b":
         rate = report["deliveries"].get("per_s")
-        add("deliveries/s", f">= {targets['burst_deliveries_per_s']:,.0f}", rate,
-            rate is not None and rate >= targets["burst_deliveries_per_s"])
+        add(
+            "deliveries/s",
+            f">= {targets['burst_deliveries_per_s']:,.0f}",
+            rate,
+            rate is not None and rate >= targets["burst_deliveries_per_s"],
+        )
     else:
         p99 = row.get("latency_ms", {}).get("p99")
-        limit = targets[{"c1": "steady_p99_ms", "c2": "cluster_p99_ms"}.get(
-            scenario.key, "tenk_p99_ms")]
+        limit = targets[
+            {"c1": "steady_p99_ms", "c2": "cluster_p99_ms"}.get(scenario.key, "tenk_p99_ms")
+        ]
         add("p99 ms", f"<= {limit:g}", p99, p99 is not None and p99 <= limit)
     return rows
 
@@ -131,17 +181,25 @@ async def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str
     servers: list[Server] = []
     try:
         for _ in range(scenario.instances):
-            servers.append(Server(workdir, redis_url=redis.url if redis else None,
-                                  cpus=args.server_cpu))
+            servers.append(
+                Server(workdir, redis_url=redis.url if redis else None, cpus=args.server_cpu)
+            )
         options = Options(
             urls=[server.url for server in servers],
             sse=scenario.subscribers if scenario.transport == "sse" else 0,
             ws=scenario.subscribers if scenario.transport == "ws" else 0,
-            burst=scenario.burst, rate=scenario.rate, duration=scenario.duration,
-            hold=scenario.hold, processes=max(scenario.processes, args.processes),
-            jwt_secret=SECRET, cpus=args.gen_cpus,
-            server_pids=[server.pid for server in servers], settle=2.0,
-            drain_timeout=args.drain_timeout, quiet=True, label=scenario.name,
+            burst=scenario.burst,
+            rate=scenario.rate,
+            duration=scenario.duration,
+            hold=scenario.hold,
+            processes=max(scenario.processes, args.processes),
+            jwt_secret=SECRET,
+            cpus=args.gen_cpus,
+            server_pids=[server.pid for server in servers],
+            settle=2.0,
+            drain_timeout=args.drain_timeout,
+            quiet=True,
+            label=scenario.name,
         )
         report = await run(options)
         if args.verbose:
@@ -166,12 +224,15 @@ def summary_line(scenario: Scenario, report: dict[str, Any]) -> str:
     if lat.get("p99") is not None:
         parts.append(f"p50/p99/max {lat['p50']:.1f}/{lat['p99']:.1f}/{lat['max']:.1f} ms")
     if report["server"].get("cpu_percent_during_delivery"):
-        parts.append("server CPU " + "/".join(
-            f"{v:.0f}%" for v in report["server"]["cpu_percent_during_delivery"].values()))
+        parts.append(
+            "server CPU "
+            + "/".join(
+                f"{v:.0f}%" for v in report["server"]["cpu_percent_during_delivery"].values()
+            )
+        )
     gen = report["generator"]["processes"]
     if gen and "cpu_percent_delivery" in gen[0]:
-        parts.append("generator CPU " + "/".join(f"{p['cpu_percent_delivery']:.0f}%"
-                                                 for p in gen))
+        parts.append("generator CPU " + "/".join(f"{p['cpu_percent_delivery']:.0f}%" for p in gen))
     parts.append("OK" if report["ok"] else "PROBLEMS: " + "; ".join(report["problems"])[:200])
     return ", ".join(parts)
 
@@ -192,48 +253,90 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             report = await run_scenario(scenario, args)
         except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the rest
             print(f"  failed: {type(exc).__name__}: {exc}", flush=True)
-            rows.append({"scenario": scenario.name, "title": scenario.title, "metric": "run",
-                         "target": "completes", "measured": f"{type(exc).__name__}",
-                         "pass": False, "note": str(exc)[:300]})
+            rows.append(
+                {
+                    "scenario": scenario.name,
+                    "title": scenario.title,
+                    "metric": "run",
+                    "target": "completes",
+                    "measured": f"{type(exc).__name__}",
+                    "pass": False,
+                    "note": str(exc)[:300],
+                }
+            )
             results.append({"scenario": scenario.name, "error": repr(exc)})
             continue
         print(f"  {summary_line(scenario, report)}", flush=True)
         results.append({"scenario": scenario.name, "title": scenario.title, "report": report})
         rows.extend(judge(scenario, report, targets))
     print()
-    print(f"fan-out targets: server on CPU {args.server_cpu}, generator on CPU(s) "
-          f"{','.join(map(str, sorted(args.gen_cpus)))}; steady runs {args.duration:g}s")
-    print_table(("scenario", "what", "metric", "target", "measured", "verdict"),
-                [(r["scenario"], r["title"], r["metric"], r["target"],
-                  fmt(r["measured"], 1), "PASS" if r["pass"] else "FAIL") for r in rows])
+    print(
+        f"fan-out targets: server on CPU {args.server_cpu}, generator on CPU(s) "
+        f"{','.join(map(str, sorted(args.gen_cpus)))}; steady runs {args.duration:g}s"
+    )
+    print_table(
+        ("scenario", "what", "metric", "target", "measured", "verdict"),
+        [
+            (
+                r["scenario"],
+                r["title"],
+                r["metric"],
+                r["target"],
+                fmt(r["measured"], 1),
+                "PASS" if r["pass"] else "FAIL",
+            )
+            for r in rows
+        ],
+    )
     for r in rows:
         if r["note"]:
             print(f"  {r['scenario']}: {r['note']}")
-    return {"benchmark": "fanout", "machine": machine(), "targets": targets,
-            "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items()},
-            "table": rows, "scenarios": results}
+    return {
+        "benchmark": "fanout",
+        "machine": machine(),
+        "targets": targets,
+        "args": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(args).items()},
+        "table": rows,
+        "scenarios": results,
+    }
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", type=lambda s: {k for k in s.split(",") if k}, default=set(),
-                        help="scenario keys: a,b,c1,c2,d,max")
-    parser.add_argument("--transports", type=lambda s: [t for t in s.split(",") if t],
-                        default=["sse", "ws"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only",
+        type=lambda s: {k for k in s.split(",") if k},
+        default=set(),
+        help="scenario keys: a,b,c1,c2,d,max",
+    )
+    parser.add_argument(
+        "--transports", type=lambda s: [t for t in s.split(",") if t], default=["sse", "ws"]
+    )
     parser.add_argument("--idle", type=int, default=10_000, help="subscribers of scenario a")
-    parser.add_argument("--max-idle", type=int, default=0,
-                        help="also try this many idle subscribers (e.g. 19000)")
-    parser.add_argument("--hold", type=float, default=20.0,
-                        help="seconds to hold idle connections (past one 15 s heartbeat)")
+    parser.add_argument(
+        "--max-idle", type=int, default=0, help="also try this many idle subscribers (e.g. 19000)"
+    )
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=20.0,
+        help="seconds to hold idle connections (past one 15 s heartbeat)",
+    )
     parser.add_argument("--burst-events", type=int, default=1_000)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of steady rate")
     parser.add_argument("--drain-timeout", type=float, default=30.0)
-    parser.add_argument("--engine", choices=("memory", "redis"), default="memory",
-                        help="engine of the one-instance scenarios")
+    parser.add_argument(
+        "--engine",
+        choices=("memory", "redis"),
+        default="memory",
+        help="engine of the one-instance scenarios",
+    )
     parser.add_argument("--server-cpu", default="0", help="taskset -c for servers and redis")
-    parser.add_argument("--gen-cpu", dest="gen_cpus", type=parse_cpu_list, default={1},
-                        help="CPUs of the generator")
+    parser.add_argument(
+        "--gen-cpu", dest="gen_cpus", type=parse_cpu_list, default={1}, help="CPUs of the generator"
+    )
     parser.add_argument("--processes", type=int, default=1, help="generator processes (min)")
     parser.add_argument("--target", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--verbose", action="store_true", help="print each run's full table")

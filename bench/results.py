@@ -38,8 +38,9 @@ from quart_app.loadtest.tracker import summarize
 CONFIGS = {"sqlite": "SQLite + memory engine", "redis": "SQLite + Redis engine"}
 
 
-async def _drive(url: str, concurrency: int, jobs: list[tuple[str, dict[str, Any]]],
-                 expect: set[int]) -> dict[str, Any]:
+async def _drive(
+    url: str, concurrency: int, jobs: list[tuple[str, dict[str, Any]]], expect: set[int]
+) -> dict[str, Any]:
     """Send the jobs over `concurrency` connections; time each answer."""
     writer = token("bench-game-server", "matches:write")
     clients = [Client(target(url), writer) for _ in range(concurrency)]
@@ -64,8 +65,13 @@ async def _drive(url: str, concurrency: int, jobs: list[tuple[str, dict[str, Any
     elapsed = time.perf_counter() - started
     for client in clients:
         client.close()
-    return {"requests": len(jobs), "seconds": elapsed, "per_s": len(jobs) / elapsed,
-            "latency_ms": summarize(latencies), "errors": errors}
+    return {
+        "requests": len(jobs),
+        "seconds": elapsed,
+        "per_s": len(jobs) / elapsed,
+        "latency_ms": summarize(latencies),
+        "errors": errors,
+    }
 
 
 async def one_run(config: str, args: argparse.Namespace, run: int) -> dict[str, Any]:
@@ -76,12 +82,18 @@ async def one_run(config: str, args: argparse.Namespace, run: int) -> dict[str, 
         rng = random.Random(run)
         players = [f"p{i}" for i in range(args.players)]
         pairs = [rng.sample(players, 2) for _ in range(args.matches)]
-        creates = [("/api/matches", {"match_id": f"m{run}-{i}", "player_ids": pair})
-                   for i, pair in enumerate(pairs)]
+        creates = [
+            ("/api/matches", {"match_id": f"m{run}-{i}", "player_ids": pair})
+            for i, pair in enumerate(pairs)
+        ]
         created = await _drive(server.url, args.concurrency, creates, {201})
-        results = [(f"/api/matches/m{run}-{i}/result",
-                    {"draw": True} if rng.random() < 0.1 else {"winner_id": rng.choice(pair)})
-                   for i, pair in enumerate(pairs)]
+        results = [
+            (
+                f"/api/matches/m{run}-{i}/result",
+                {"draw": True} if rng.random() < 0.1 else {"winner_id": rng.choice(pair)},
+            )
+            for i, pair in enumerate(pairs)
+        ]
         rng.shuffle(results)
         probe = ServerProbe([server.pid])
         cpu0, wall0 = probe.cpu_seconds() or {}, time.perf_counter()
@@ -89,8 +101,9 @@ async def one_run(config: str, args: argparse.Namespace, run: int) -> dict[str, 
         cpu1, wall1 = probe.cpu_seconds() or {}, time.perf_counter()
         if cpu0 and cpu1:
             # CPU-bound near 100%; well below, the time goes to waiting (SQLite fsync, Redis).
-            resulted["server_cpu_percent"] = 100 * (cpu1[server.pid] - cpu0[server.pid]) / (
-                wall1 - wall0)
+            resulted["server_cpu_percent"] = (
+                100 * (cpu1[server.pid] - cpu0[server.pid]) / (wall1 - wall0)
+            )
         return {"config": config, "run": run, "create": created, "result": resulted}
     finally:
         server.stop()
@@ -109,52 +122,91 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             print(f"run {run + 1}/{args.repeat}: {CONFIGS[config]} ...", flush=True)
             result = await one_run(config, args, run)
             r = result["result"]
-            print(f"  {r['per_s']:,.0f} results/s, p50 {r['latency_ms']['p50']:.2f} ms, "
-                  f"p99 {r['latency_ms']['p99']:.2f} ms, server CPU "
-                  f"{r.get('server_cpu_percent', 0):.0f}%", flush=True)
+            print(
+                f"  {r['per_s']:,.0f} results/s, p50 {r['latency_ms']['p50']:.2f} ms, "
+                f"p99 {r['latency_ms']['p99']:.2f} ms, server CPU "
+                f"{r.get('server_cpu_percent', 0):.0f}%",
+                flush=True,
+            )
             runs.append(result)
     summary = []
     for config in args.configs:
         mine = [r for r in runs if r["config"] == config]
-        summary.append({
-            "config": config,
-            "name": CONFIGS[config],
-            "results_per_s": median([r["result"]["per_s"] for r in mine]),
-            "result_p50_ms": median([r["result"]["latency_ms"]["p50"] for r in mine]),
-            "result_p99_ms": median([r["result"]["latency_ms"]["p99"] for r in mine]),
-            "creates_per_s": median([r["create"]["per_s"] for r in mine]),
-            "server_cpu_percent": median([r["result"].get("server_cpu_percent") for r in mine]),
-            "errors": sum(sum(r["result"]["errors"].values()) + sum(r["create"]["errors"].values())
-                          for r in mine),
-            "runs": [round(r["result"]["per_s"], 1) for r in mine],
-        })
+        summary.append(
+            {
+                "config": config,
+                "name": CONFIGS[config],
+                "results_per_s": median([r["result"]["per_s"] for r in mine]),
+                "result_p50_ms": median([r["result"]["latency_ms"]["p50"] for r in mine]),
+                "result_p99_ms": median([r["result"]["latency_ms"]["p99"] for r in mine]),
+                "creates_per_s": median([r["create"]["per_s"] for r in mine]),
+                "server_cpu_percent": median([r["result"].get("server_cpu_percent") for r in mine]),
+                "errors": sum(
+                    sum(r["result"]["errors"].values()) + sum(r["create"]["errors"].values())
+                    for r in mine
+                ),
+                "runs": [round(r["result"]["per_s"], 1) for r in mine],
+            }
+        )
     print()
-    print(f"match results: {args.matches} matches among {args.players} players, concurrency "
-          f"{args.concurrency}, median of {args.repeat}; server on CPU {args.server_cpu}, "
-          f"client on CPU {args.client_cpu}")
+    print(
+        f"match results: {args.matches} matches among {args.players} players, concurrency "
+        f"{args.concurrency}, median of {args.repeat}; server on CPU {args.server_cpu}, "
+        f"client on CPU {args.client_cpu}"
+    )
     print_table(
-        ("configuration", "results/s", "p50 ms", "p99 ms", "server CPU %", "creates/s", "errors",
-         "runs results/s"),
-        [(s["name"], s["results_per_s"], s["result_p50_ms"], s["result_p99_ms"],
-          s["server_cpu_percent"], s["creates_per_s"], s["errors"],
-          ", ".join(f"{v:,.0f}" for v in s["runs"]))
-         for s in summary])
+        (
+            "configuration",
+            "results/s",
+            "p50 ms",
+            "p99 ms",
+            "server CPU %",
+            "creates/s",
+            "errors",
+            "runs results/s",
+        ),
+        [
+            (
+                s["name"],
+                s["results_per_s"],
+                s["result_p50_ms"],
+                s["result_p99_ms"],
+                s["server_cpu_percent"],
+                s["creates_per_s"],
+                s["errors"],
+                ", ".join(f"{v:,.0f}" for v in s["runs"]),
+            )
+            for s in summary
+        ],
+    )
     if len(summary) == 2 and summary[0]["results_per_s"] and summary[1]["results_per_s"]:
-        print(f"ratio {summary[1]['name']} / {summary[0]['name']}: "
-              f"{summary[1]['results_per_s'] / summary[0]['results_per_s']:.2f}")
-    return {"benchmark": "results", "machine": machine(), "args": vars(args),
-            "summary": summary, "runs": runs}
+        print(
+            f"ratio {summary[1]['name']} / {summary[0]['name']}: "
+            f"{summary[1]['results_per_s'] / summary[0]['results_per_s']:.2f}"
+        )
+    return {
+        "benchmark": "results",
+        "machine": machine(),
+        "args": vars(args),
+        "summary": summary,
+        "runs": runs,
+    }
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--matches", type=int, default=2000)
     parser.add_argument("--players", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--configs", type=lambda s: [c for c in s.split(",") if c],
-                        default=list(CONFIGS), help="comma-separated: sqlite,redis")
+    parser.add_argument(
+        "--configs",
+        type=lambda s: [c for c in s.split(",") if c],
+        default=list(CONFIGS),
+        help="comma-separated: sqlite,redis",
+    )
     parser.add_argument("--server-cpu", default="0", help="taskset -c for the server (and redis)")
     parser.add_argument("--client-cpu", default="1", help="CPUs for this client")
     parser.add_argument("--json", default="bench/out/results.json")

@@ -62,8 +62,9 @@ def main() -> None:
     print(f"{'subscribers':>11}  {'one event to all, median ms':>27}  {'per send, us':>12}")
     for count in args.subscribers:
         median = statistics.median(measure(count, args.repeats))
-        rows.append({"subscribers": count, "median_ms": median * 1000,
-                     "per_send_us": median / count * 1e6})
+        rows.append(
+            {"subscribers": count, "median_ms": median * 1000, "per_send_us": median / count * 1e6}
+        )
         print(f"{count:>11,}  {median * 1000:>27.1f}  {median / count * 1e6:>12.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"frame_bytes": len(FRAME), "rows": rows}, indent=2))

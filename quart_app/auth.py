@@ -67,7 +67,10 @@ class Authenticator:
         else:
             self._key = None  # JWKS: fetched on first use, again when a kid is unknown
             self._jwks_fetched = 0.0
-        self._claims_options: dict[str, Any] = {"exp": {"essential": True}, "sub": {"essential": True}}
+        self._claims_options: dict[str, Any] = {
+            "exp": {"essential": True},
+            "sub": {"essential": True},
+        }
         if settings.jwt_audience:
             self._claims_options["aud"] = {"essential": True, "value": settings.jwt_audience}
         if settings.jwt_issuer:
@@ -84,7 +87,11 @@ class Authenticator:
 
     def verify(self, token: str) -> Identity:
         try:
-            key = self._jwks_key() if self.settings.jwt_jwks_url and not self.settings.jwt_public_key else self._key
+            key = (
+                self._jwks_key()
+                if self.settings.jwt_jwks_url and not self.settings.jwt_public_key
+                else self._key
+            )
             claims = self._jwt.decode(token, key, claims_options=self._claims_options)
             claims.validate(leeway=self.settings.jwt_leeway)
         except (JoseError, ValueError, TypeError, KeyError, OSError) as exc:

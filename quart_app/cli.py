@@ -92,8 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, help="default: $PORT, else 8000")
     serve.add_argument("--access-log", action="store_true", help="log each request")
-    serve.add_argument("--demo", action="store_true",
-                       help="also play demo matches against this instance (development mode)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="also play demo matches against this instance (development mode)",
+    )
     serve.add_argument("--demo-players", type=int, default=200)
     serve.set_defaults(run=_serve)
 

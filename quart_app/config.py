@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_scheme(cls, value: str) -> str:
-        if not value.startswith(("sqlite://", "postgresql://", "postgresql+asyncpg://", "postgres://")):
+        if not value.startswith(
+            ("sqlite://", "postgresql://", "postgresql+asyncpg://", "postgres://")
+        ):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         if value.startswith("postgres://"):
             value = "postgresql://" + value.removeprefix("postgres://")
@@ -108,7 +110,9 @@ class Settings(BaseSettings):
     def cors_origin_list(self) -> list[str] | None:
         if not self.cors_origins:
             return None
-        return [origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()]
+        return [
+            origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()
+        ]
 
 
 def load_settings(**overrides: object) -> Settings:

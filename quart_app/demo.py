@@ -13,9 +13,32 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_NAMES = ("ace", "blaze", "comet", "dash", "echo", "fury", "ghost", "hawk", "iris", "jinx",
-          "kite", "lynx", "moss", "nova", "onyx", "pike", "quill", "rune", "sage", "tide",
-          "vex", "wren", "yeti", "zest")
+_NAMES = (
+    "ace",
+    "blaze",
+    "comet",
+    "dash",
+    "echo",
+    "fury",
+    "ghost",
+    "hawk",
+    "iris",
+    "jinx",
+    "kite",
+    "lynx",
+    "moss",
+    "nova",
+    "onyx",
+    "pike",
+    "quill",
+    "rune",
+    "sage",
+    "tide",
+    "vex",
+    "wren",
+    "yeti",
+    "zest",
+)
 
 
 def player_ids(count: int) -> list[str]:
@@ -35,19 +58,28 @@ class DemoClient:
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                         headers=headers)
+        request = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers=headers
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
 
     def dev_token(self) -> str:
-        answer = self.call("POST", "/api/dev/token",
-                           {"sub": "demo-bot", "scope": "matches:write", "ttl_seconds": 7 * 86400})
+        answer = self.call(
+            "POST",
+            "/api/dev/token",
+            {"sub": "demo-bot", "scope": "matches:write", "ttl_seconds": 7 * 86400},
+        )
         return str(answer["access_token"])
 
 
-async def run_demo(base_url: str, token: str | None = None, players: int = 200,
-                   matches_per_second: float = 2.0, stop_after: int | None = None) -> int:
+async def run_demo(
+    base_url: str,
+    token: str | None = None,
+    players: int = 200,
+    matches_per_second: float = 2.0,
+    stop_after: int | None = None,
+) -> int:
     """Play matches until cancelled (or `stop_after` of them); returns how many were played.
 
     Skill is hidden per player, so the board converges toward a real order; some matches get

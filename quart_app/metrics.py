@@ -24,9 +24,12 @@ class Metrics:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {read():g}"]
         for name, value in (extra or {}).items():
             lines += [f"# TYPE {name} gauge", f"{name} {value:g}"]
-        lines += ["# HELP rankpulse_http_requests_total HTTP requests answered, by method and status",
-                  "# TYPE rankpulse_http_requests_total counter"]
+        lines += [
+            "# HELP rankpulse_http_requests_total HTTP requests answered, by method and status",
+            "# TYPE rankpulse_http_requests_total counter",
+        ]
         for (method, status), count in sorted(self.requests.items()):
             lines.append(
-                f'rankpulse_http_requests_total{{method="{method}",status="{status}"}} {count}')
+                f'rankpulse_http_requests_total{{method="{method}",status="{status}"}} {count}'
+            )
         return "\n".join(lines) + "\n"

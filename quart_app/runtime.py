@@ -34,12 +34,16 @@ class Runtime:
             backfill_interval=settings.backfill_interval,
             presence_ttl_seconds=settings.presence_ttl_seconds,
         )
-        self.hub = Hub(self.engine, queue_limit=settings.send_queue_max,
-                       heartbeat_seconds=settings.heartbeat_seconds)
+        self.hub = Hub(
+            self.engine,
+            queue_limit=settings.send_queue_max,
+            heartbeat_seconds=settings.heartbeat_seconds,
+        )
         self.relay = Relay(self.store, self.engine, settings.outbox_interval)
         self.auth = Authenticator(settings)
-        self.matches = MatchService(self.store, self.relay, self.engine, settings.elo_k,
-                                    settings.initial_rating)
+        self.matches = MatchService(
+            self.store, self.relay, self.engine, settings.elo_k, settings.initial_rating
+        )
         self.players = PlayerService(self.store, self.relay)
         self.leaderboard = LeaderboardService(self.engine)
         self._watch: asyncio.Task[None] | None = None
@@ -47,21 +51,35 @@ class Runtime:
 
     def _metrics(self) -> Metrics:
         hub, metrics = self.hub, Metrics()
-        metrics.gauge("rankpulse_connections", "open SSE, WebSocket and long-poll connections",
-                      lambda: len(hub.connections))
-        metrics.gauge("rankpulse_rooms", "rooms with at least one connection here",
-                      lambda: len(hub.rooms))
-        metrics.gauge("rankpulse_log_head", "sequence number of the newest event fanned out",
-                      lambda: hub.head_seq)
-        metrics.counter("rankpulse_events_total", "events fanned out by this instance",
-                        lambda: hub.events)
-        metrics.counter("rankpulse_deliveries_total", "events queued to connections",
-                        lambda: hub.deliveries)
-        metrics.counter("rankpulse_slow_disconnects_total",
-                        "connections ended for not keeping up", lambda: hub.slow_closed)
-        metrics.gauge("rankpulse_last_flush_seconds",
-                      "time the last write of pending events to all sockets took",
-                      lambda: hub.last_flush_seconds)
+        metrics.gauge(
+            "rankpulse_connections",
+            "open SSE, WebSocket and long-poll connections",
+            lambda: len(hub.connections),
+        )
+        metrics.gauge(
+            "rankpulse_rooms", "rooms with at least one connection here", lambda: len(hub.rooms)
+        )
+        metrics.gauge(
+            "rankpulse_log_head",
+            "sequence number of the newest event fanned out",
+            lambda: hub.head_seq,
+        )
+        metrics.counter(
+            "rankpulse_events_total", "events fanned out by this instance", lambda: hub.events
+        )
+        metrics.counter(
+            "rankpulse_deliveries_total", "events queued to connections", lambda: hub.deliveries
+        )
+        metrics.counter(
+            "rankpulse_slow_disconnects_total",
+            "connections ended for not keeping up",
+            lambda: hub.slow_closed,
+        )
+        metrics.gauge(
+            "rankpulse_last_flush_seconds",
+            "time the last write of pending events to all sockets took",
+            lambda: hub.last_flush_seconds,
+        )
         return metrics
 
     async def start(self) -> None:
@@ -105,8 +123,9 @@ class Runtime:
                 try:
                     count = await rebuild(self.store, self.engine, self.relay)
                 except Exception:  # noqa: BLE001 - the engine may still be down: next turn
-                    log.warning("board rebuild after an engine restart failed; retrying",
-                                exc_info=True)
+                    log.warning(
+                        "board rebuild after an engine restart failed; retrying", exc_info=True
+                    )
                     continue
                 self._epoch = self.engine.epoch
                 log.warning("engine lost its data; board rebuilt from SQL: %d players", count)

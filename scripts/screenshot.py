@@ -17,9 +17,15 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic",
-                 "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -33,10 +39,22 @@ def main() -> None:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="lrp-shot-")
     server = subprocess.Popen(
-        [sys.executable, "-m", "quart_app", "serve", "--port", str(port), "--demo",
-         "--demo-players", "60"],
-        cwd=workdir, env={**os.environ, "LOG_LEVEL": "warning"}, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "quart_app",
+            "serve",
+            "--port",
+            str(port),
+            "--demo",
+            "--demo-players",
+            "60",
+        ],
+        cwd=workdir,
+        env={**os.environ, "LOG_LEVEL": "warning"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -52,14 +70,18 @@ def main() -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"),
-                headless=True, args=CHROMIUM_ARGS)
+                headless=True,
+                args=CHROMIUM_ARGS,
+            )
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             page.goto(f"{url}/?player=ace-1&top=15")
             # Let the demo play long enough for a populated board and a busy feed.
             page.wait_for_function(
-                "document.querySelectorAll('[data-player-id]').length >= 15", timeout=60_000)
+                "document.querySelectorAll('[data-player-id]').length >= 15", timeout=60_000
+            )
             page.wait_for_function(
-                "document.querySelectorAll('#event-log li').length >= 60", timeout=60_000)
+                "document.querySelectorAll('#event-log li').length >= 60", timeout=60_000
+            )
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out), full_page=True)
             browser.close()

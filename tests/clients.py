@@ -17,8 +17,14 @@ Envelope = dict[str, Any]
 class SSEClient:
     """An EventSource: parses frames into envelopes as they arrive."""
 
-    def __init__(self, base_url: str, rooms: str, token: str | None = None,
-                 last_event_id: str | None = None, **params: str) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        rooms: str,
+        token: str | None = None,
+        last_event_id: str | None = None,
+        **params: str,
+    ) -> None:
         self.params = {"rooms": rooms, **params}
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         if last_event_id:
@@ -49,8 +55,9 @@ class SSEClient:
 
     async def _read(self) -> None:
         try:
-            async with self.client.stream("GET", "/api/events", params=self.params,
-                                          headers=self.headers) as response:
+            async with self.client.stream(
+                "GET", "/api/events", params=self.params, headers=self.headers
+            ) as response:
                 self.status = response.status_code
                 self.content_type = response.headers.get("content-type", "")
                 self.response_headers = response.headers
@@ -88,18 +95,22 @@ class SSEClient:
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_for(self, predicate: Callable[[list[Envelope]], bool], timeout: float = 5,
-                       what: str = "events") -> list[Envelope]:
+    async def wait_for(
+        self, predicate: Callable[[list[Envelope]], bool], timeout: float = 5, what: str = "events"
+    ) -> list[Envelope]:
         async def until() -> None:
             async with self._changed:
                 await self._changed.wait_for(lambda: predicate(self.events) or self.ended.is_set())
+
         await asyncio.wait_for(until(), timeout)
         if not predicate(self.events):
             raise AssertionError(f"stream ended before {what}: {names(self.events)}")
         return self.events
 
     async def wait_event(self, name: str, timeout: float = 5) -> Envelope:
-        events = await self.wait_for(lambda evs: any(e["event"] == name for e in evs), timeout, name)
+        events = await self.wait_for(
+            lambda evs: any(e["event"] == name for e in evs), timeout, name
+        )
         return next(e for e in events if e["event"] == name)
 
     def named(self, *event_names: str) -> list[Envelope]:
@@ -125,7 +136,8 @@ class WSClient:
 
     async def __aenter__(self) -> WSClient:
         self.socket = await websockets.connect(
-            self.url, origin=self.origin, max_size=None, open_timeout=10)  # type: ignore[arg-type]
+            self.url, origin=self.origin, max_size=None, open_timeout=10
+        )  # type: ignore[arg-type]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -153,28 +165,42 @@ class WSClient:
     def events(self) -> list[Envelope]:
         return [f for f in self.frames if "event" in f]
 
-    async def wait_for(self, predicate: Callable[[list[Envelope]], bool], timeout: float = 5
-                       ) -> list[Envelope]:
+    async def wait_for(
+        self, predicate: Callable[[list[Envelope]], bool], timeout: float = 5
+    ) -> list[Envelope]:
         async def until() -> None:
             while not predicate(self.events):
                 await self.recv(timeout)
+
         await asyncio.wait_for(until(), timeout)
         return self.events
 
 
-async def poll(base_url: str, rooms: str, token: str, cursor: str | None = None,
-               timeout: float = 5, **params: str) -> httpx.Response:
+async def poll(
+    base_url: str,
+    rooms: str,
+    token: str,
+    cursor: str | None = None,
+    timeout: float = 5,
+    **params: str,
+) -> httpx.Response:
     query = {"rooms": rooms, "timeout": str(timeout), **params}
     if cursor:
         query["cursor"] = cursor
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout + 10) as client:
-        return await client.get("/api/poll", params=query,
-                                headers={"Authorization": f"Bearer {token}"})
+        return await client.get(
+            "/api/poll", params=query, headers={"Authorization": f"Bearer {token}"}
+        )
 
 
-async def poll_until(base_url: str, rooms: str, token: str, cursor: str,
-                     predicate: Callable[[list[Envelope]], bool], timeout: float = 10
-                     ) -> tuple[list[Envelope], str]:
+async def poll_until(
+    base_url: str,
+    rooms: str,
+    token: str,
+    cursor: str,
+    predicate: Callable[[list[Envelope]], bool],
+    timeout: float = 10,
+) -> tuple[list[Envelope], str]:
     """Long-poll like a client does, gathering events until `predicate` holds."""
     events: list[Envelope] = []
 
@@ -195,8 +221,11 @@ def names(events: list[Envelope]) -> list[str]:
 
 def log_events(events: list[Envelope]) -> list[Envelope]:
     """The events that come from the log (not stream:open/reset or snapshots)."""
-    return [e for e in events if not e["event"].startswith("stream:")
-            and e["event"] != "leaderboard:initial"]
+    return [
+        e
+        for e in events
+        if not e["event"].startswith("stream:") and e["event"] != "leaderboard:initial"
+    ]
 
 
 class HttpApi:
@@ -206,8 +235,13 @@ class HttpApi:
         self.base_url = base_url
         self.headers = {"Authorization": f"Bearer {token}"}
 
-    async def request(self, method: str, path: str, body: Any = None,
-                      expect: int | tuple[int, ...] = (200, 201, 202)) -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        expect: int | tuple[int, ...] = (200, 201, 202),
+    ) -> Any:
         # A client per request: tests run each on its own event loop, and this is no hot path.
         async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
             response = await client.request(method, path, json=body, headers=self.headers)
@@ -215,8 +249,9 @@ class HttpApi:
         assert response.status_code in allowed, (response.status_code, response.text)
         return response.json()
 
-    async def play(self, a: str, b: str, winner: str | None, match_id: str | None = None
-                   ) -> dict[str, Any]:
+    async def play(
+        self, a: str, b: str, winner: str | None, match_id: str | None = None
+    ) -> dict[str, Any]:
         """Create, start and finish a match; returns the result body."""
         body: dict[str, Any] = {"player_ids": [a, b]}
         if match_id:
@@ -225,18 +260,22 @@ class HttpApi:
         await self.request("POST", f"/api/matches/{match['match_id']}/start")
         outcome = {"winner_id": winner} if winner else {"draw": True}
         result: dict[str, Any] = await self.request(
-            "POST", f"/api/matches/{match['match_id']}/result", outcome)
+            "POST", f"/api/matches/{match['match_id']}/result", outcome
+        )
         return result
 
     async def announce_many(self, room: str, datas: list[dict[str, Any]]) -> None:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
             for data in datas:
                 response = await client.post(
-                    "/api/publish", headers=self.headers,
-                    json={"room": room, "event": "announcement", "data": data})
+                    "/api/publish",
+                    headers=self.headers,
+                    json={"room": room, "event": "announcement", "data": data},
+                )
                 assert response.status_code == 202, response.text
 
     async def announce(self, room: str, data: dict[str, Any]) -> str:
-        answer = await self.request("POST", "/api/publish",
-                                    {"room": room, "event": "announcement", "data": data})
+        answer = await self.request(
+            "POST", "/api/publish", {"room": room, "event": "announcement", "data": data}
+        )
         return str(answer["id"])

@@ -140,8 +140,9 @@ def _live_servers(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     one SQLite file."""
     started: list[LiveServer] = []
 
-    def start(env: dict[str, str] | None = None, port: int | None = None,
-              args: tuple[str, ...] = ()) -> LiveServer:
+    def start(
+        env: dict[str, str] | None = None, port: int | None = None, args: tuple[str, ...] = ()
+    ) -> LiveServer:
         server = LiveServer(str(tmp_path), env, port, args).start()
         started.append(server)
         return server

@@ -73,9 +73,23 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(lambda: port_open(self.port), 10, f"redis-server on {self.port}")
 
@@ -118,13 +132,31 @@ class PostgresServer:
         if self._as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
         data = os.path.join(self.dir, "data")
-        subprocess.run([str(self.bin / "initdb"), "-D", data, "-U", "postgres",
-                        "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True, cwd=self.dir, **self._user())
+        subprocess.run(
+            [str(self.bin / "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            cwd=self.dir,
+            **self._user(),
+        )
         self.process = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", data, "-p", str(self.port),
-             "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir, **self._user(),
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                data,
+                "-p",
+                str(self.port),
+                "-k",
+                self.dir,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.dir,
+            **self._user(),
         )
         wait_until(lambda: port_open(self.port), 30, f"postgres on {self.port}")
 
@@ -139,8 +171,13 @@ class LiveServer:
     """One real instance: `python -m quart_app serve` (Hypercorn + uvloop) in its own
     process group, so a test can kill -9 it like a crash."""
 
-    def __init__(self, workdir: str, env: dict[str, str] | None = None,
-                 port: int | None = None, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.port = port or free_port()
         self.args = args
         self.workdir = workdir
@@ -162,7 +199,10 @@ class LiveServer:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "quart_app", "serve", "--port", str(self.port), *self.args],
-                cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         wait_until(self._healthy, 30, f"the server on port {self.port} ({self.log_path})")
@@ -197,8 +237,9 @@ class LiveServer:
 
             return Authenticator(load_settings(jwt_secret=secret)).issue(sub, scope, ttl)
         body = json.dumps({"sub": sub, "scope": scope, "ttl_seconds": ttl}).encode()
-        request = urllib.request.Request(self.url + "/api/dev/token", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + "/api/dev/token", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             return str(json.load(response)["access_token"])
 

@@ -197,11 +197,15 @@ async def test_concurrent_results_through_two_instances_equal_a_sequential_repla
     # and the log holds each result once
     names = [e["event"] for e in events]
     updates = [e["data"]["changes"] for e in events if e["event"] == "leaderboard:update"]
-    newcomers = [c["player_id"] for changes in updates for c in changes
-                 if c["previous_rank"] is None]
+    newcomers = [
+        c["player_id"] for changes in updates for c in changes if c["previous_rank"] is None
+    ]
     assert names.count("match:result") == 200
-    assert len(updates) - sum(1 for changes in updates
-                              if all(c["previous_rank"] is None for c in changes)) == 200
+    assert (
+        len(updates)
+        - sum(1 for changes in updates if all(c["previous_rank"] is None for c in changes))
+        == 200
+    )
     # and each player joined the board once, announced once
     assert sorted(newcomers) == sorted(expected)
 

@@ -107,8 +107,7 @@ def envelope_json(cursor: str, rooms_json: str, event: str, data_json: str, ts: 
     Built by concatenation because the Redis engine's Lua script builds the very same text.
     """
     return (
-        f'{{"id":"{cursor}","rooms":{rooms_json},"event":"{event}",'
-        f'"data":{data_json},"ts":{ts}}}'
+        f'{{"id":"{cursor}","rooms":{rooms_json},"event":"{event}","data":{data_json},"ts":{ts}}}'
     )
 
 
@@ -138,9 +137,7 @@ class Event:
         emits a raw newline), and cursor and name come from a safe alphabet, so user text
         cannot forge a frame."""
         if self._sse is None:
-            self._sse = (
-                f"id: {self.cursor}\nevent: {self.name}\ndata: {self.text}\n\n".encode()
-            )
+            self._sse = f"id: {self.cursor}\nevent: {self.name}\ndata: {self.text}\n\n".encode()
         return self._sse
 
     @property
@@ -257,7 +254,9 @@ class Engine(ABC):
         instance that holds the stream)."""
         self._call_handler = handler
 
-    async def call(self, instance_id: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def call(
+        self, instance_id: str, request: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
         """Ask instance `instance_id` to handle `request`. NoSuchInstance when no such
         instance runs, TimeoutError when it does not answer in time."""
         if instance_id != self.instance_id or self._call_handler is None:

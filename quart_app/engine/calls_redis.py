@@ -53,8 +53,9 @@ class InstanceCalls:
         for future in self._pending.values():
             future.cancel()
 
-    async def call(self, instance_id: str, request: dict[str, Any], timeout: float
-                   ) -> dict[str, Any]:
+    async def call(
+        self, instance_id: str, request: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
         call_id = secrets.token_hex(8)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
@@ -114,5 +115,6 @@ class InstanceCalls:
             log.exception("instance call failed")
             answer = {"status": 500, "detail": "the holding instance failed"}
         with contextlib.suppress(RedisError):
-            await self._client.publish(self._channel(message["from"]),
-                                       json.dumps({"id": message["id"], "answer": answer}))
+            await self._client.publish(
+                self._channel(message["from"]), json.dumps({"id": message["id"], "answer": answer})
+            )

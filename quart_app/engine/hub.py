@@ -72,13 +72,33 @@ class Connection:
     """
 
     __slots__ = (
-        "id", "sub", "rooms", "expires_at", "last_seq", "_queue", "_limit", "_waiter",
-        "_catching_up", "_hub", "closed", "writer", "presence", "sink", "_dirty",
+        "id",
+        "sub",
+        "rooms",
+        "expires_at",
+        "last_seq",
+        "_queue",
+        "_limit",
+        "_waiter",
+        "_catching_up",
+        "_hub",
+        "closed",
+        "writer",
+        "presence",
+        "sink",
+        "_dirty",
         "_seam",
     )
 
-    def __init__(self, hub: Hub, sub: str | None, rooms: Iterable[str], limit: int,
-                 expires_at: float | None, after_seq: int) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        sub: str | None,
+        rooms: Iterable[str],
+        limit: int,
+        expires_at: float | None,
+        after_seq: int,
+    ) -> None:
         self.id = f"{hub.instance_id}-{secrets.token_urlsafe(9)}"
         self.sub = sub
         # A tuple, not a set: a quarter of the memory, and a connection has few rooms.
@@ -129,8 +149,11 @@ class Connection:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        elif (reason == "slow" or self.sink is not None) and self.writer is not None \
-                and self.writer is not asyncio.current_task():
+        elif (
+            (reason == "slow" or self.sink is not None)
+            and self.writer is not None
+            and self.writer is not asyncio.current_task()
+        ):
             # Stuck on a full socket, or waiting on the client while the hub writes: only
             # cancelling gets the task to finish the response.
             self.writer.cancel()
@@ -237,7 +260,9 @@ class Connection:
 class Hub:
     """The rooms of one instance."""
 
-    def __init__(self, engine: Engine, *, queue_limit: int, heartbeat_seconds: float = 15.0) -> None:
+    def __init__(
+        self, engine: Engine, *, queue_limit: int, heartbeat_seconds: float = 15.0
+    ) -> None:
         self.engine = engine
         self.instance_id = engine.instance_id
         self.queue_limit = queue_limit
@@ -343,12 +368,23 @@ class Hub:
                 conn.push(snapshot)
 
     # connections ------------------------------------------------------------------------------
-    def open(self, sub: str | None, rooms: Iterable[str], expires_at: float | None,
-             after_seq: int | None = None) -> Connection:
+    def open(
+        self,
+        sub: str | None,
+        rooms: Iterable[str],
+        expires_at: float | None,
+        after_seq: int | None = None,
+    ) -> Connection:
         """Register a connection. With `after_seq`, it first catches up from the log
         (events after that position, of its rooms), then goes live with no gap or repeat."""
-        conn = Connection(self, sub, rooms, self.queue_limit, expires_at,
-                          self.head_seq if after_seq is None else after_seq)
+        conn = Connection(
+            self,
+            sub,
+            rooms,
+            self.queue_limit,
+            expires_at,
+            self.head_seq if after_seq is None else after_seq,
+        )
         self.connections[conn.id] = conn
         for room in conn.rooms:
             self.rooms.setdefault(room, set()).add(conn)
@@ -399,8 +435,10 @@ class Hub:
         `position`, the log position it reflects, so a client (or EventSource on its own) that
         resumes from it misses nothing. Seq 0: never skipped as already seen."""
         cursor = self.cursor(position)
-        text = json.dumps({"id": cursor, "rooms": [], "event": name, "data": data,
-                           "ts": int(time.time() * 1000)}, separators=(",", ":"))
+        text = json.dumps(
+            {"id": cursor, "rooms": [], "event": name, "data": data, "ts": int(time.time() * 1000)},
+            separators=(",", ":"),
+        )
         return Event(0, cursor, (), name, text)
 
     async def snapshot(self, top: int) -> Event:
@@ -414,8 +452,16 @@ class Hub:
             return cached
         ranked, total = await self.engine.board_page(0, top)
         data = {"entries": [entry.as_entry(rank) for rank, entry in ranked], "total": total}
-        text = json.dumps({"id": cursor, "rooms": [GLOBAL_BOARD], "event": "leaderboard:initial",
-                           "data": data, "ts": int(time.time() * 1000)}, separators=(",", ":"))
+        text = json.dumps(
+            {
+                "id": cursor,
+                "rooms": [GLOBAL_BOARD],
+                "event": "leaderboard:initial",
+                "data": data,
+                "ts": int(time.time() * 1000),
+            },
+            separators=(",", ":"),
+        )
         snapshot = Event(0, cursor, (GLOBAL_BOARD,), "leaderboard:initial", text)
         if self.cursor() == cursor:  # nothing happened while reading: still the truth
             self._snapshots[top] = snapshot

@@ -141,7 +141,9 @@ class MemoryEngine(Engine):
         else:
             self._online.discard(player_id)
         name = "player:online" if online else "player:offline"
-        await self.publish(Publication(events=(presence_draft(name, player_id, len(self._online)),)))
+        await self.publish(
+            Publication(events=(presence_draft(name, player_id, len(self._online)),))
+        )
 
     async def presence_enter(self, player_id: str) -> None:
         self._connections[player_id] = self._connections.get(player_id, 0) + 1

@@ -179,9 +179,7 @@ def _parse_message(message: str) -> tuple[str, list[Event]]:
     parts = rest.split("\n")
     events = []
     for i in range(0, 3 * int(count), 3):
-        events.append(
-            Event(seq, encode(epoch, seq), _rooms(parts[i + 1]), parts[i], parts[i + 2])
-        )
+        events.append(Event(seq, encode(epoch, seq), _rooms(parts[i + 1]), parts[i], parts[i + 2]))
         seq += 1
     return epoch, events
 
@@ -219,11 +217,20 @@ class RedisEngine(Engine):
         self._bus = p + "bus"
         self._k_log = [p + "meta", p + "log"]
         self._k_board = [p + "board", p + "players", p + "versions"]
-        self._k_next = [p + "board:rebuild", p + "board:next", p + "board:next:players",
-                        p + "board:next:versions"]
+        self._k_next = [
+            p + "board:rebuild",
+            p + "board:next",
+            p + "board:next:players",
+            p + "board:next:versions",
+        ]
         self._instance_id = self.instance_id  # (base) also names this instance's presence
-        self._k_presence = [*self._k_log, p + "presence:instances", p + "presence:polls",
-                            p + "presence:conns", p + "presence:online"]
+        self._k_presence = [
+            *self._k_log,
+            p + "presence:instances",
+            p + "presence:polls",
+            p + "presence:conns",
+            p + "presence:online",
+        ]
 
         # socket_timeout=None: with a socket timeout, redis-py sends every command through
         # asyncio.wait_for(), which on Python 3.11 swallows a cancellation arriving meanwhile
@@ -234,13 +241,22 @@ class RedisEngine(Engine):
         # connection that the server closed is replaced when taken from the pool; any other
         # failure is EngineUnavailable, and the caller (outbox, presence re-sync) retries.
         self._redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=None,
-            socket_keepalive=True, health_check_interval=10, retry=Retry(NoBackoff(), 0),
+            url,
+            decode_responses=True,
+            socket_connect_timeout=2.0,
+            socket_timeout=None,
+            socket_keepalive=True,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 0),
         )
         # The subscriber: errors surface at once, the loop below reconnects and backfills.
         self._sub = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=None,
-            socket_keepalive=True, health_check_interval=max(1, int(self._probe_idle)),
+            url,
+            decode_responses=True,
+            socket_connect_timeout=2.0,
+            socket_timeout=None,
+            socket_keepalive=True,
+            health_check_interval=max(1, int(self._probe_idle)),
             retry=Retry(NoBackoff(), 0),
         )
         self._scripts = {
@@ -361,8 +377,9 @@ class RedisEngine(Engine):
     def _saw_epoch(self, epoch: str) -> None:
         if epoch and epoch != self._epoch:
             if self._epoch:
-                log.warning("event log epoch changed %s -> %s: Redis lost its data",
-                            self._epoch, epoch)
+                log.warning(
+                    "event log epoch changed %s -> %s: Redis lost its data", self._epoch, epoch
+                )
             self._epoch = epoch
 
     def _offer(self, epoch: str, events: list[Event]) -> bool:
@@ -428,9 +445,7 @@ class RedisEngine(Engine):
         self._offer(epoch, events)
         return events
 
-    async def _read(
-        self, after: int | None, limit: int
-    ) -> tuple[str, int, int, int, list[Event]]:
+    async def _read(self, after: int | None, limit: int) -> tuple[str, int, int, int, list[Event]]:
         """(epoch, head, status, oldest retained seq when expired, events) - see read.lua."""
         args = [*self._log_args(), "" if after is None else str(after), str(limit)]
         reply = await self._run("read", self._k_log, args)
@@ -490,8 +505,9 @@ class RedisEngine(Engine):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - survive anything, reconnect
-                log.warning("event bus subscription lost (%s: %s); reconnecting",
-                            type(exc).__name__, exc)
+                log.warning(
+                    "event bus subscription lost (%s: %s); reconnecting", type(exc).__name__, exc
+                )
             finally:
                 self._subscribed.clear()
                 with contextlib.suppress(Exception):
@@ -537,8 +553,11 @@ class RedisEngine(Engine):
                 raise
             except Exception as exc:  # noqa: BLE001 - survive anything
                 failures += 1
-                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
-                        "event log catch-up failed: %s", exc)
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "event log catch-up failed: %s",
+                    exc,
+                )
                 await asyncio.sleep(min(_BACKOFF_MAX, _BACKOFF_MIN * 2**failures))
 
     async def _catch_up(self) -> None:
@@ -549,9 +568,7 @@ class RedisEngine(Engine):
                 epoch, head, *_ = await self._read(None, 0)
                 self._live_epoch, self._last_seq, self._bus_max_seq = epoch, head, 0
                 return
-            epoch, head, status, first, events = await self._read(
-                self._last_seq, _CATCH_UP_BATCH
-            )
+            epoch, head, status, first, events = await self._read(self._last_seq, _CATCH_UP_BATCH)
             if epoch != self._live_epoch:
                 log.warning("new event log epoch %s: delivering it from the start", epoch)
                 self._live_epoch, self._last_seq, self._bus_max_seq = epoch, 0, 0
@@ -559,13 +576,15 @@ class RedisEngine(Engine):
             if status == 1:
                 # Past the head within one epoch: the log went backwards without a new epoch
                 # (should not happen). Follow the log from where it is.
-                log.error("event log head %d is behind the delivered seq %d", head,
-                          self._last_seq)
+                log.error("event log head %d is behind the delivered seq %d", head, self._last_seq)
                 self._last_seq = head
                 return
             if status == 2:
-                log.error("listener fell behind the retained log: events %d..%d are lost",
-                          self._last_seq + 1, first - 1)
+                log.error(
+                    "listener fell behind the retained log: events %d..%d are lost",
+                    self._last_seq + 1,
+                    first - 1,
+                )
                 self._last_seq = max(self._last_seq, first - 1)
                 continue
             self._offer(epoch, events)
@@ -587,8 +606,9 @@ class RedisEngine(Engine):
             self._probe_token, self._probe_sent = token, now
 
     # calls between instances ------------------------------------------------------------------
-    async def call(self, instance_id: str, request: dict[str, Any], timeout: float
-                   ) -> dict[str, Any]:
+    async def call(
+        self, instance_id: str, request: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
         """Another instance's handler, through Redis pub/sub (calls_redis.InstanceCalls)."""
         if instance_id == self.instance_id:
             return await super().call(instance_id, request, timeout)
@@ -603,9 +623,7 @@ class RedisEngine(Engine):
     # the board --------------------------------------------------------------------------------
     @staticmethod
     def _rows(rows: Sequence[str | None], first_rank: int) -> list[Ranked]:
-        return [
-            (first_rank + i, BoardEntry.from_json(row)) for i, row in enumerate(rows) if row
-        ]
+        return [(first_rank + i, BoardEntry.from_json(row)) for i, row in enumerate(rows) if row]
 
     async def board_page(self, offset: int, limit: int) -> tuple[list[Ranked], int]:
         offset = max(0, offset)
@@ -633,9 +651,13 @@ class RedisEngine(Engine):
         await self._run("board_begin", marker, [token, _REBUILD_TTL_MS])
         for i in range(0, len(entries), _STAGE_BATCH):
             args: list[Any] = [token]
-            for entry in entries[i:i + _STAGE_BATCH]:
-                args += [entry.player_id, entry.version, repr(-float(entry.rating)),
-                         entry.to_json()]
+            for entry in entries[i : i + _STAGE_BATCH]:
+                args += [
+                    entry.player_id,
+                    entry.version,
+                    repr(-float(entry.rating)),
+                    entry.to_json(),
+                ]
             self._rebuild_status(await self._run("board_stage", marker, args))
         self._rebuild_status(
             await self._run("board_swap", [marker[0], *self._k_board, *marker[1:]], [token])
@@ -685,9 +707,7 @@ class RedisEngine(Engine):
 
     async def _drop_instance(self, instance_id: str, *, force: bool) -> None:
         args = [*self._log_args(), instance_id, "1" if force else "0"]
-        _status, message = await self._run(
-            "presence_drop", self._presence_keys(instance_id), args
-        )
+        _status, message = await self._run("presence_drop", self._presence_keys(instance_id), args)
         self._offer_message(message)
 
     async def _heartbeat(self) -> None:
@@ -734,8 +754,11 @@ class RedisEngine(Engine):
             except Exception as exc:  # noqa: BLE001 - survive anything
                 failures += 1
                 self._healthy_since = None
-                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
-                        "presence heartbeat/sweep failed: %s", exc)
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "presence heartbeat/sweep failed: %s",
+                    exc,
+                )
 
     async def presence_enter(self, player_id: str) -> None:
         """One more connection here. Never raises for a Redis outage (re-synced later)."""

@@ -51,12 +51,30 @@ class Sink:
 class Plan:
     """What every client needs to know about the run (shared, read-only)."""
 
-    __slots__ = ("target", "address", "room", "token", "pattern", "publishers", "top",
-                 "poll_timeout", "run")
+    __slots__ = (
+        "target",
+        "address",
+        "room",
+        "token",
+        "pattern",
+        "publishers",
+        "top",
+        "poll_timeout",
+        "run",
+    )
 
-    def __init__(self, target: Target, address: str, room: str, token: str | None,
-                 pattern: re.Pattern[bytes], publishers: int, top: int | None,
-                 poll_timeout: int, run: str) -> None:
+    def __init__(
+        self,
+        target: Target,
+        address: str,
+        room: str,
+        token: str | None,
+        pattern: re.Pattern[bytes],
+        publishers: int,
+        top: int | None,
+        poll_timeout: int,
+        run: str,
+    ) -> None:
         self.target = target
         self.address = address
         self.room = room
@@ -155,8 +173,8 @@ class Client(asyncio.Protocol):
             self.sink.samples.extend([now - int(t) for t, _ in matches[start::every]])
         else:
             self.sink.samples.extend(
-                [now - int(t) for (t, _), n in zip(matches, numbers, strict=True)
-                 if n % every == 0])
+                [now - int(t) for (t, _), n in zip(matches, numbers, strict=True) if n % every == 0]
+            )
 
 
 class SseClient(Client):
@@ -171,9 +189,14 @@ class SseClient(Client):
 
     def opened(self) -> None:
         assert self.transport is not None
-        self.transport.write(request(
-            "GET", self.plan.target, f"/api/events?{self.plan.query()}",
-            self.plan.headers(Accept="text/event-stream", **{"Cache-Control": "no-cache"})))
+        self.transport.write(
+            request(
+                "GET",
+                self.plan.target,
+                f"/api/events?{self.plan.query()}",
+                self.plan.headers(Accept="text/event-stream", **{"Cache-Control": "no-cache"}),
+            )
+        )
 
     def data_received(self, data: bytes) -> None:
         scanner = self._scanner
@@ -299,11 +322,18 @@ class WsClient(Client):
 
     def opened(self) -> None:
         assert self.transport is not None
-        self.transport.write(request(
-            "GET", self.plan.target, "/api/ws",
-            self.plan.headers(Upgrade="websocket", Connection="Upgrade",
-                              **{"Sec-WebSocket-Key": self._key,
-                                 "Sec-WebSocket-Version": "13"})))
+        self.transport.write(
+            request(
+                "GET",
+                self.plan.target,
+                "/api/ws",
+                self.plan.headers(
+                    Upgrade="websocket",
+                    Connection="Upgrade",
+                    **{"Sec-WebSocket-Key": self._key, "Sec-WebSocket-Version": "13"},
+                ),
+            )
+        )
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -354,7 +384,8 @@ class WsClient(Client):
         if matches:
             self.deliver(matches, now)
         announcements = text.count(b'"event":"announcement"') + text.count(
-            b'"event": "announcement"')
+            b'"event": "announcement"'
+        )
         if announcements != len(matches):
             self.other += announcements - len(matches)
         if b"stream:reset" in text:

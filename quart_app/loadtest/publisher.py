@@ -94,11 +94,20 @@ class _Connection(asyncio.Protocol):
             return
         target, token, room, run = payload_for
         now = time.time_ns()
-        body = json.dumps({"room": room, "event": "announcement",
-                           "data": marker_data(now, n, run)}, separators=(",", ":")).encode()
+        body = json.dumps(
+            {"room": room, "event": "announcement", "data": marker_data(now, n, run)},
+            separators=(",", ":"),
+        ).encode()
         assert self.transport is not None
-        self.transport.write(request("POST", target, "/api/publish", {
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json"}, body))
+        self.transport.write(
+            request(
+                "POST",
+                target,
+                "/api/publish",
+                {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                body,
+            )
+        )
         self.in_flight.append((n, now))
         self.drained.clear()
         result = self.result
@@ -108,9 +117,19 @@ class _Connection(asyncio.Protocol):
         result.last_ns = now
 
 
-async def publish(target: Target, address: str, token: str, room: str, run: str, *,
-                  events: int, rate: float | None, publishers: int = 1, window: int = 64,
-                  deadline: float | None = None) -> PublishResult:
+async def publish(
+    target: Target,
+    address: str,
+    token: str,
+    room: str,
+    run: str,
+    *,
+    events: int,
+    rate: float | None,
+    publishers: int = 1,
+    window: int = 64,
+    deadline: float | None = None,
+) -> PublishResult:
     """Publish events n = 0..events-1: as fast as the window allows (`rate` None) or on a
     schedule of `rate` per second. Stops early at `deadline` (time.monotonic())."""
     loop = asyncio.get_running_loop()

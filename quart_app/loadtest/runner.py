@@ -82,8 +82,12 @@ class _Workers:
         self.processes: list[Any] = []
         for config in configs:
             parent, child = context.Pipe()
-            process = context.Process(target=worker_main, args=(child, config), daemon=True,
-                                      name=f"loadtest-worker-{config.index}")
+            process = context.Process(
+                target=worker_main,
+                args=(child, config),
+                daemon=True,
+                name=f"loadtest-worker-{config.index}",
+            )
             process.start()
             child.close()
             self.conns.append(parent)
@@ -94,7 +98,8 @@ class _Workers:
         # A thread waits on each pipe (a loop reader would make the pipe non-blocking).
         try:
             answer: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(
-                None, conn.recv)
+                None, conn.recv
+            )
         except (EOFError, OSError) as exc:
             return {"dead": str(exc) or type(exc).__name__}
         return answer
@@ -106,7 +111,8 @@ class _Workers:
 
     async def collect(self, timeout: float | None = None) -> list[dict[str, Any]]:
         answers = await asyncio.wait_for(
-            asyncio.gather(*(self._receive(conn) for conn in self.conns)), timeout)
+            asyncio.gather(*(self._receive(conn) for conn in self.conns)), timeout
+        )
         for answer in answers:
             if "dead" in answer:
                 raise RuntimeError(f"a generator process died: {answer['dead']}")
@@ -131,10 +137,12 @@ def _specs(options: Options, targets: list[Target], tokens: Tokens) -> list[Clie
     for kind in KINDS:
         for index in range(getattr(options, kind)):
             target = counter % len(targets)
-            source = options.source_ips[counter % len(options.source_ips)] \
-                if options.source_ips else None
-            specs.append(ClientSpec(kind, index, target, tokens.subscriber(target, index),
-                                    source))
+            source = (
+                options.source_ips[counter % len(options.source_ips)]
+                if options.source_ips
+                else None
+            )
+            specs.append(ClientSpec(kind, index, target, tokens.subscriber(target, index), source))
             counter += 1
     return specs
 
@@ -142,8 +150,10 @@ def _specs(options: Options, targets: list[Target], tokens: Tokens) -> list[Clie
 def _sample_every(options: Options) -> dict[str, int]:
     """Keep at most about `sample_budget` latency samples per transport."""
     events = options.planned_events
-    return {kind: max(1, math.ceil(events * getattr(options, kind) / options.sample_budget))
-            for kind in KINDS}
+    return {
+        kind: max(1, math.ceil(events * getattr(options, kind) / options.sample_budget))
+        for kind in KINDS
+    }
 
 
 async def run(options: Options) -> dict[str, Any]:
@@ -158,45 +168,74 @@ async def run(options: Options) -> dict[str, Any]:
     run_id = secrets.token_hex(4)
     room = options.room or f"match:loadtest-{run_id}"
     events = options.planned_events
-    tokens = Tokens(targets, options.identities, token=options.token,
-                    publish_token=options.publish_token, secret=options.jwt_secret,
-                    algorithm=options.jwt_algorithm, audience=options.jwt_audience,
-                    issuer=options.jwt_issuer, anonymous=options.anonymous,
-                    publish_target=publish_target)
+    tokens = Tokens(
+        targets,
+        options.identities,
+        token=options.token,
+        publish_token=options.publish_token,
+        secret=options.jwt_secret,
+        algorithm=options.jwt_algorithm,
+        audience=options.jwt_audience,
+        issuer=options.jwt_issuer,
+        anonymous=options.anonymous,
+        publish_target=publish_target,
+    )
     if events and not tokens.publisher:
-        raise SystemExit("loadtest: publishing needs an admin token (--publish-token, "
-                         "--token with scope admin, or --jwt-secret)")
+        raise SystemExit(
+            "loadtest: publishing needs an admin token (--publish-token, "
+            "--token with scope admin, or --jwt-secret)"
+        )
     specs = _specs(options, targets, tokens)
     processes = max(1, min(options.processes, len(specs) or 1))
     per_worker = math.ceil(options.connect_concurrency / processes)
     configs = [
-        WorkerConfig(index=i, targets=targets, addresses=addresses, room=room, run=run_id,
-                     top=options.top, publishers=options.publishers,
-                     poll_timeout=options.poll_timeout, connect_concurrency=per_worker,
-                     connect_timeout=options.connect_timeout,
-                     connect_retries=options.connect_retries,
-                     sample_every=_sample_every(options), cpus=options.cpus,
-                     specs=specs[i::processes])
+        WorkerConfig(
+            index=i,
+            targets=targets,
+            addresses=addresses,
+            room=room,
+            run=run_id,
+            top=options.top,
+            publishers=options.publishers,
+            poll_timeout=options.poll_timeout,
+            connect_concurrency=per_worker,
+            connect_timeout=options.connect_timeout,
+            connect_retries=options.connect_retries,
+            sample_every=_sample_every(options),
+            cpus=options.cpus,
+            specs=specs[i::processes],
+        )
         for i in range(processes)
     ]
     probe = sysinfo.ServerProbe(options.server_pids)
     facts: dict[str, Any] = {
-        "run": run_id, "room": room, "urls": [t.url for t in targets],
-        "publish_url": publish_target.url, "nofile": nofile, "planned_events": events,
-        "sample_every": configs[0].sample_every, "processes": processes,
+        "run": run_id,
+        "room": room,
+        "urls": [t.url for t in targets],
+        "publish_url": publish_target.url,
+        "nofile": nofile,
+        "planned_events": events,
+        "sample_every": configs[0].sample_every,
+        "processes": processes,
     }
     workers = _Workers(configs)
     try:
         hello = await workers.collect(timeout=60)
         facts["workers"] = [{"pid": h["hello"], "nofile": h["nofile"]} for h in hello]
         facts["rss_before"] = probe.rss()
-        say(options, f"run {run_id}: room {room}, {len(specs)} subscribers in {processes} "
-                     f"process(es), {events} events planned")
+        say(
+            options,
+            f"run {run_id}: room {room}, {len(specs)} subscribers in {processes} "
+            f"process(es), {events} events planned",
+        )
         started = time.monotonic()
         facts["connected"] = await workers.ask("connect")
         facts["connect_wall_s"] = time.monotonic() - started
-        say(options, f"connected in {facts['connect_wall_s']:.2f}s: "
-                     f"{report.connected_summary(facts['connected'])}")
+        say(
+            options,
+            f"connected in {facts['connect_wall_s']:.2f}s: "
+            f"{report.connected_summary(facts['connected'])}",
+        )
         await asyncio.sleep(options.settle)
         facts["rss_connected"] = probe.rss()
         if options.hold > 0:
@@ -210,32 +249,49 @@ async def run(options: Options) -> dict[str, Any]:
             events = 0
         if events:
             await workers.ask("start")
-            server_cpu0, wall0, own_cpu0 = probe.cpu_seconds(), time.monotonic(), \
-                sysinfo.cpu_seconds()
-            say(options, f"publishing {events} events to {publish_target.url} "
-                         + (f"at {options.rate:g}/s" if options.burst is None
-                            else "as fast as possible"))
+            server_cpu0, wall0, own_cpu0 = (
+                probe.cpu_seconds(),
+                time.monotonic(),
+                sysinfo.cpu_seconds(),
+            )
+            say(
+                options,
+                f"publishing {events} events to {publish_target.url} "
+                + (f"at {options.rate:g}/s" if options.burst is None else "as fast as possible"),
+            )
             deadline = None
             if options.burst is None:
                 deadline = time.monotonic() + 2 * options.duration + 10
             result = await publish(
-                publish_target, addresses[targets.index(publish_target)]
-                if publish_target in targets else publish_target.resolve(),
-                tokens.publisher or "", room, run_id, events=events,
+                publish_target,
+                addresses[targets.index(publish_target)]
+                if publish_target in targets
+                else publish_target.resolve(),
+                tokens.publisher or "",
+                room,
+                run_id,
+                events=events,
                 rate=options.rate if options.burst is None else None,
-                publishers=options.publishers, window=options.window, deadline=deadline)
+                publishers=options.publishers,
+                window=options.window,
+                deadline=deadline,
+            )
             own_cpu1, wall_published = sysinfo.cpu_seconds(), time.monotonic()
             facts["publish"] = result
-            facts["publisher_cpu"] = {"wall_s": wall_published - wall0,
-                                      "cpu_s": own_cpu1 - own_cpu0}
+            facts["publisher_cpu"] = {
+                "wall_s": wall_published - wall0,
+                "cpu_s": own_cpu1 - own_cpu0,
+            }
             say(options, f"published {result.accepted}/{result.attempted} accepted; draining")
             facts["results"] = await workers.ask(
-                "drain", result.attempted, sorted(result.failed), options.drain_timeout)
+                "drain", result.attempted, sorted(result.failed), options.drain_timeout
+            )
             server_cpu1, wall1 = probe.cpu_seconds(), time.monotonic()
             if server_cpu0 and server_cpu1:
                 facts["server_cpu"] = {
                     str(pid): 100 * (server_cpu1[pid] - server_cpu0.get(pid, 0)) / (wall1 - wall0)
-                    for pid in server_cpu1}
+                    for pid in server_cpu1
+                }
             facts["rss_end"] = probe.rss()
         else:
             facts["publish"] = PublishResult()

@@ -89,7 +89,7 @@ def cpu_ticks(pid: int) -> int | None:
     """utime + stime of `pid`, in clock ticks."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         return int(fields[11]) + int(fields[12])
     except (OSError, ValueError, IndexError):
         return None

@@ -29,8 +29,19 @@ class Verdict:
 
 
 class Tracker:
-    __slots__ = ("publishers", "next_n", "high", "seen", "received", "duplicated",
-                 "out_of_order", "unexpected", "max_latency_ns", "last_ns", "first_ns")
+    __slots__ = (
+        "publishers",
+        "next_n",
+        "high",
+        "seen",
+        "received",
+        "duplicated",
+        "out_of_order",
+        "unexpected",
+        "max_latency_ns",
+        "last_ns",
+        "first_ns",
+    )
 
     def __init__(self, publishers: int = 1) -> None:
         self.publishers = publishers
@@ -54,8 +65,11 @@ class Tracker:
         self.received += count
         if self.seen is None and self.publishers == 1:
             first = self.next_n
-            if numbers[0] == first and numbers[-1] == first + count - 1 and (
-                    count <= 2 or numbers == list(range(first, first + count))):
+            if (
+                numbers[0] == first
+                and numbers[-1] == first + count - 1
+                and (count <= 2 or numbers == list(range(first, first + count)))
+            ):
                 self.next_n = first + count
                 return
             self._to_bitmap()
@@ -79,7 +93,7 @@ class Tracker:
         seen = bytearray(size)
         for p in range(step):
             below = range(p, self.high[p], step)
-            seen[p:self.high[p]:step] = b"\x01" * len(below)
+            seen[p : self.high[p] : step] = b"\x01" * len(below)
         self.seen = seen
 
     def _slow(self, numbers: list[int]) -> None:
@@ -112,11 +126,14 @@ class Tracker:
                 seen_count = min(self.next_n, published)
                 unexpected = self.next_n - seen_count
             else:
-                seen_count = sum(len(range(p, min(h, published), self.publishers))
-                                 for p, h in enumerate(self.high))
+                seen_count = sum(
+                    len(range(p, min(h, published), self.publishers))
+                    for p, h in enumerate(self.high)
+                )
                 unexpected = self.received - seen_count
-            return Verdict(self.received, published - seen_count, 0, 0,
-                           self.unexpected + unexpected)
+            return Verdict(
+                self.received, published - seen_count, 0, 0, self.unexpected + unexpected
+            )
         if self.seen is None:
             self._to_bitmap()
         seen = self.seen

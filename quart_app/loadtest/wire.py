@@ -65,8 +65,9 @@ def parse_target(url: str) -> Target:
     return Target(parts.scheme, parts.hostname, parts.port or 80, parts.path.rstrip("/"))
 
 
-def request(method: str, target: Target, path: str, headers: dict[str, str] | None = None,
-            body: bytes = b"") -> bytes:
+def request(
+    method: str, target: Target, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> bytes:
     """An HTTP/1.1 request, keep-alive, as bytes."""
     lines = [f"{method} {target.base_path}{path} HTTP/1.1", f"Host: {target.host_header}"]
     for name, value in (headers or {}).items():
@@ -123,7 +124,7 @@ def split_head(buffer: bytes) -> tuple[Head, bytes] | None:
         if len(buffer) > 64 * 1024:
             raise WireError("response head larger than 64 KiB")
         return None
-    return parse_head(buffer[:end]), buffer[end + 4:]
+    return parse_head(buffer[:end]), buffer[end + 4 :]
 
 
 class ResponseReader:
@@ -172,7 +173,7 @@ class ResponseReader:
                 if end < 0:
                     return None
                 size = int(self._buffer[:end].split(b";", 1)[0], 16)
-                self._buffer = self._buffer[end + 2:]
+                self._buffer = self._buffer[end + 2 :]
                 if size == 0:
                     # No trailers from this service: the last chunk is followed by CRLF.
                     if len(self._buffer) < 2:
@@ -186,7 +187,7 @@ class ResponseReader:
             if len(self._buffer) < self._chunk_left + 2:
                 return None
             self._chunks.append(self._buffer[: self._chunk_left])
-            self._buffer = self._buffer[self._chunk_left + 2:]
+            self._buffer = self._buffer[self._chunk_left + 2 :]
             self._chunk_left = -1
 
 
@@ -269,7 +270,8 @@ def ws_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
     if payload:
         repeated = (mask * (length // 4 + 1))[:length]
         masked = (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
-            length, "big")
+            length, "big"
+        )
     else:
         masked = b""
     return head + mask + masked
@@ -311,12 +313,12 @@ class WsParser:
             if length == 126:
                 if size - pos < 4:
                     break
-                length = int.from_bytes(buffer[pos + 2:pos + 4], "big")
+                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
                 header = 4
             elif length == 127:
                 if size - pos < 10:
                     break
-                length = int.from_bytes(buffer[pos + 2:pos + 10], "big")
+                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
                 header = 10
             if buffer[pos + 1] & 0x80:
                 raise WireError("the server sent a masked frame")
@@ -327,7 +329,7 @@ class WsParser:
             if opcode >= 8 or not b0 & 0x80 or opcode == 0 or self._fragments is not None:
                 # Off the fast path: flush the run of plain frames so far.
                 pieces.append(buffer[start:pos])
-                payload = buffer[pos + header:end]
+                payload = buffer[pos + header : end]
                 if opcode >= 8:
                     control.append((opcode, payload))
                 elif opcode == 0 and self._fragments is not None:

@@ -119,9 +119,17 @@ class _Worker:
     # connect -------------------------------------------------------------------------------
     def _plan(self, spec: ClientSpec) -> Plan:
         config = self.config
-        return Plan(config.targets[spec.target], config.addresses[spec.target], config.room,
-                    spec.token, self.pattern, config.publishers, config.top,
-                    config.poll_timeout, config.run)
+        return Plan(
+            config.targets[spec.target],
+            config.addresses[spec.target],
+            config.room,
+            spec.token,
+            self.pattern,
+            config.publishers,
+            config.top,
+            config.poll_timeout,
+            config.run,
+        )
 
     async def connect_all(self) -> dict[str, Any]:
         config = self.config
@@ -202,11 +210,24 @@ class _Worker:
         kinds: dict[str, dict[str, Any]] = {}
         for kind in KINDS:
             kinds[kind] = {
-                "clients": 0, "held": 0, "delivered": 0, "missing": 0, "duplicated": 0,
-                "out_of_order": 0, "unexpected": 0, "clients_missing": 0,
-                "clients_duplicated": 0, "clients_out_of_order": 0, "worst": None,
-                "max_latency_ns": 0, "first_ns": 0, "last_ns": 0, "other": 0,
-                "protocol_errors": 0, "ended": Counter(), "resets": Counter(),
+                "clients": 0,
+                "held": 0,
+                "delivered": 0,
+                "missing": 0,
+                "duplicated": 0,
+                "out_of_order": 0,
+                "unexpected": 0,
+                "clients_missing": 0,
+                "clients_duplicated": 0,
+                "clients_out_of_order": 0,
+                "worst": None,
+                "max_latency_ns": 0,
+                "first_ns": 0,
+                "last_ns": 0,
+                "other": 0,
+                "protocol_errors": 0,
+                "ended": Counter(),
+                "resets": Counter(),
                 "samples": self.sinks[kind].samples if self.sinks else [],
             }
         for spec, client in self.clients:
@@ -225,16 +246,21 @@ class _Worker:
             row["clients_missing"] += verdict.missing > 0
             row["clients_duplicated"] += verdict.duplicated > 0
             row["clients_out_of_order"] += verdict.out_of_order > 0
-            badness = (verdict.missing + verdict.duplicated + verdict.out_of_order
-                       + verdict.unexpected)
+            badness = (
+                verdict.missing + verdict.duplicated + verdict.out_of_order + verdict.unexpected
+            )
             if badness and (row["worst"] is None or badness > row["worst"]["badness"]):
-                row["worst"] = {"client": f"{client.kind}#{spec.index}",
-                                "badness": badness, "missing": verdict.missing,
-                                "duplicated": verdict.duplicated,
-                                "out_of_order": verdict.out_of_order,
-                                "unexpected": verdict.unexpected,
-                                "received": verdict.received,
-                                "ended": client.ended, "resets": client.resets}
+                row["worst"] = {
+                    "client": f"{client.kind}#{spec.index}",
+                    "badness": badness,
+                    "missing": verdict.missing,
+                    "duplicated": verdict.duplicated,
+                    "out_of_order": verdict.out_of_order,
+                    "unexpected": verdict.unexpected,
+                    "received": verdict.received,
+                    "ended": client.ended,
+                    "resets": client.resets,
+                }
             tracker = client.tracker
             row["max_latency_ns"] = max(row["max_latency_ns"], tracker.max_latency_ns)
             if tracker.first_ns and (not row["first_ns"] or tracker.first_ns < row["first_ns"]):
@@ -248,4 +274,3 @@ class _Worker:
             row["ended"] = dict(row["ended"])
             row["resets"] = dict(row["resets"])
         return {"kinds": kinds, "cpu": self.cpu_between("start", "end")}
-

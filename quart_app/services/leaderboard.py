@@ -29,8 +29,11 @@ class LeaderboardService:
         if found is None:
             raise NotFound(f"no player {player_id!r}")
         rank, entry = found
-        return {**entry.as_entry(rank), "games": entry.games,
-                "online": await self.engine.is_online(player_id)}
+        return {
+            **entry.as_entry(rank),
+            "games": entry.games,
+            "online": await self.engine.is_online(player_id),
+        }
 
     async def around(self, player_id: str, radius: int) -> dict[str, Any]:
         ranked = await self.engine.board_around(player_id, radius)

@@ -64,10 +64,12 @@ async def ranks_of(conn: Connection, standings: list[tuple[float, str]]) -> list
     """1-based ranks of (rating, player id) pairs, in one scan: rating descending, then player
     id ascending (the documented tie order)."""
     counts = [
-        sa.func.count().filter(sa.or_(
-            players.c.rating > rating,
-            sa.and_(players.c.rating == rating, players.c.player_id < player_id),
-        ))
+        sa.func.count().filter(
+            sa.or_(
+                players.c.rating > rating,
+                sa.and_(players.c.rating == rating, players.c.player_id < player_id),
+            )
+        )
         for rating, player_id in standings
     ]
     row = await conn.fetch_one(sa.select(*counts).select_from(players))
@@ -76,8 +78,9 @@ async def ranks_of(conn: Connection, standings: list[tuple[float, str]]) -> list
 
 
 class MatchService:
-    def __init__(self, store: Store, relay: outbox.Relay, engine: Engine, k: float,
-                 initial_rating: float) -> None:
+    def __init__(
+        self, store: Store, relay: outbox.Relay, engine: Engine, k: float, initial_rating: float
+    ) -> None:
         self.store = store
         self.relay = relay
         self.engine = engine
@@ -93,10 +96,11 @@ class MatchService:
             raise NotFound(f"no match {match_id!r}")
         return row
 
-
     # use cases -----------------------------------------------------------------------------
     async def get(self, match_id: str) -> dict[str, Any]:
-        row = await self.store.db.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+        row = await self.store.db.fetch_one(
+            sa.select(matches).where(matches.c.match_id == match_id)
+        )
         if row is None:
             raise NotFound(f"no match {match_id!r}")
         return result_json(row) if row.status == "completed" else match_json(row)
@@ -105,37 +109,66 @@ class MatchService:
         """201 and the new match, or 200 and the stored one when the same id and players
         were created before (a retried create)."""
         async with self.store.write() as conn:
-            existing = await conn.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+            existing = await conn.fetch_one(
+                sa.select(matches).where(matches.c.match_id == match_id)
+            )
             if existing is not None:
                 if sorted([existing.player_a, existing.player_b]) != sorted(body.player_ids):
                     raise Conflict(f"match {match_id!r} exists with other players")
                 return 200, match_json(existing)
             created = now_iso()
             known = {
-                r.player_id for r in await conn.fetch_all(
-                    sa.select(players.c.player_id).where(players.c.player_id.in_(body.player_ids)))
+                r.player_id
+                for r in await conn.fetch_all(
+                    sa.select(players.c.player_id).where(players.c.player_id.in_(body.player_ids))
+                )
             }
             new_players = [
-                BoardEntry(player_id=pid, name=pid, rating=self.initial_rating, wins=0, losses=0,
-                           draws=0, games=0, version=1)
-                for pid in body.player_ids if pid not in known
+                BoardEntry(
+                    player_id=pid,
+                    name=pid,
+                    rating=self.initial_rating,
+                    wins=0,
+                    losses=0,
+                    draws=0,
+                    games=0,
+                    version=1,
+                )
+                for pid in body.player_ids
+                if pid not in known
             ]
             # In id order, as result() locks them: two creates naming the same new players in
             # opposite orders would otherwise deadlock on each other's uncommitted rows.
             for entry in sorted(new_players, key=lambda e: e.player_id):
                 # A concurrent create may add the same player first (PostgreSQL): then it is
                 # that create's newcomer, not this one's.
-                if await conn.fetch_one(self.store.insert_ignore(players).values(
-                    player_id=entry.player_id, name=entry.name, rating=entry.rating,
-                    version=entry.version, created_at=created,
-                ).returning(players.c.player_id)) is None:
+                if (
+                    await conn.fetch_one(
+                        self.store.insert_ignore(players)
+                        .values(
+                            player_id=entry.player_id,
+                            name=entry.name,
+                            rating=entry.rating,
+                            version=entry.version,
+                            created_at=created,
+                        )
+                        .returning(players.c.player_id)
+                    )
+                    is None
+                ):
                     new_players.remove(entry)
             inserted = await conn.fetch_one(
-                self.store.insert_ignore(matches).values(
-                    match_id=match_id, player_a=body.player_ids[0], player_b=body.player_ids[1],
-                    status="scheduled", draw=False, created_at=created,
+                self.store.insert_ignore(matches)
+                .values(
+                    match_id=match_id,
+                    player_a=body.player_ids[0],
+                    player_b=body.player_ids[1],
+                    status="scheduled",
+                    draw=False,
+                    created_at=created,
                     scheduled_at=iso(body.scheduled_at),
-                ).returning(matches.c.match_id)
+                )
+                .returning(matches.c.match_id)
             )
             row = await conn.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
             if inserted is None:
@@ -149,18 +182,27 @@ class MatchService:
                 # Newcomers join the board (and push down everyone below the initial rating):
                 # the board's watchers hear of it like of any other change.
                 ranks = await ranks_of(conn, [(e.rating, e.player_id) for e in new_players])
-                changes = [{**entry.as_entry(rank), "previous_rank": None, "delta": 0.0}
-                           for entry, rank in zip(new_players, ranks, strict=True)]
-                events.append(Draft((GLOBAL_BOARD,), "leaderboard:update",
-                                    {"match_id": match_id, "changes": changes}))
+                changes = [
+                    {**entry.as_entry(rank), "previous_rank": None, "delta": 0.0}
+                    for entry, rank in zip(new_players, ranks, strict=True)
+                ]
+                events.append(
+                    Draft(
+                        (GLOBAL_BOARD,),
+                        "leaderboard:update",
+                        {"match_id": match_id, "changes": changes},
+                    )
+                )
             publication = Publication(
-                key=outbox.new_key(), board=tuple(new_players), events=tuple(events))
+                key=outbox.new_key(), board=tuple(new_players), events=tuple(events)
+            )
             await outbox.add(conn, publication)
         await self.relay.publish(publication)
         return 201, match_json(row)
 
-    async def _transition(self, match_id: str, target: str, allowed_from: set[str],
-                          event: str, stamp: str | None) -> dict[str, Any]:
+    async def _transition(
+        self, match_id: str, target: str, allowed_from: set[str], event: str, stamp: str | None
+    ) -> dict[str, Any]:
         async with self.store.write() as conn:
             row = await self._locked_match(conn, match_id)
             if row.status == target:
@@ -170,7 +212,9 @@ class MatchService:
             values: dict[str, Any] = {"status": target}
             if stamp:
                 values[stamp] = now_iso()
-            await conn.execute(matches.update().where(matches.c.match_id == match_id).values(**values))
+            await conn.execute(
+                matches.update().where(matches.c.match_id == match_id).values(**values)
+            )
             row = await conn.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
             publication = Publication(
                 key=outbox.new_key(), events=(Draft(match_rooms(row), event, match_json(row)),)
@@ -180,7 +224,9 @@ class MatchService:
         return match_json(row)
 
     async def start(self, match_id: str) -> dict[str, Any]:
-        return await self._transition(match_id, "live", {"scheduled"}, "match:started", "started_at")
+        return await self._transition(
+            match_id, "live", {"scheduled"}, "match:started", "started_at"
+        )
 
     async def cancel(self, match_id: str) -> dict[str, Any]:
         return await self._transition(
@@ -189,7 +235,9 @@ class MatchService:
 
     async def progress(self, match_id: str, body: MatchProgressIn) -> str:
         """Publish live progress (not stored beyond the log); returns the event's cursor."""
-        row = await self.store.db.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+        row = await self.store.db.fetch_one(
+            sa.select(matches).where(matches.c.match_id == match_id)
+        )
         if row is None:
             raise NotFound(f"no match {match_id!r}")
         if row.status != "live":
@@ -222,10 +270,13 @@ class MatchService:
             # Lock both players in id order, so two results sharing a player cannot deadlock.
             locked = {
                 p.player_id: p
-                for p in await conn.fetch_all(self.store.for_update(
-                    sa.select(players).where(players.c.player_id.in_(sorted(ids)))
-                    .order_by(players.c.player_id)
-                ))
+                for p in await conn.fetch_all(
+                    self.store.for_update(
+                        sa.select(players)
+                        .where(players.c.player_id.in_(sorted(ids)))
+                        .order_by(players.c.player_id)
+                    )
+                )
             }
             a, b = locked[row.player_a], locked[row.player_b]
             score_a = 0.5 if body.draw else (1.0 if body.winner_id == a.player_id else 0.0)
@@ -238,16 +289,28 @@ class MatchService:
             ]
             for entry in updated:
                 await conn.execute(
-                    players.update().where(players.c.player_id == entry.player_id).values(
-                        rating=entry.rating, wins=entry.wins, losses=entry.losses,
-                        draws=entry.draws, games=entry.games, version=entry.version,
+                    players.update()
+                    .where(players.c.player_id == entry.player_id)
+                    .values(
+                        rating=entry.rating,
+                        wins=entry.wins,
+                        losses=entry.losses,
+                        draws=entry.draws,
+                        games=entry.games,
+                        version=entry.version,
                     )
                 )
-            finished = {"status": "completed", "winner_id": body.winner_id, "draw": body.draw,
-                        "rating_change_a": delta, "rating_change_b": -delta,
-                        "completed_at": now_iso()}
+            finished = {
+                "status": "completed",
+                "winner_id": body.winner_id,
+                "draw": body.draw,
+                "rating_change_a": delta,
+                "rating_change_b": -delta,
+                "completed_at": now_iso(),
+            }
             await conn.execute(
-                matches.update().where(matches.c.match_id == match_id).values(**finished))
+                matches.update().where(matches.c.match_id == match_id).values(**finished)
+            )
             row = SimpleNamespace(**{**row._mapping, **finished})
             after = await ranks_of(conn, [(e.rating, e.player_id) for e in updated])
             publication = self._result_publication(row, updated, before, after, delta)
@@ -256,35 +319,68 @@ class MatchService:
         return result_json(row)
 
     @staticmethod
-    def _result_publication(match: Any, updated: list[BoardEntry], before: list[int],
-                            after: list[int], delta: float) -> Publication:
+    def _result_publication(
+        match: Any, updated: list[BoardEntry], before: list[int], after: list[int], delta: float
+    ) -> Publication:
         body = result_json(match)
         events = [Draft((*match_rooms(match), GLOBAL_BOARD), "match:result", body)]
         changes, personal = [], []
-        for entry, previous, rank, change in zip(updated, before, after, (delta, -delta),
-                                                 strict=True):
+        for entry, previous, rank, change in zip(
+            updated, before, after, (delta, -delta), strict=True
+        ):
             pid = entry.player_id
             changes.append({**entry.as_entry(rank), "previous_rank": previous, "delta": change})
-            personal.append(Draft((player_room(pid),), "leaderboard:player_rank", {
-                "player_id": pid, "rank": rank, "previous_rank": previous,
-                "rating": entry.rating, "delta": change,
-            }))
-            personal.append(Draft((player_room(pid),), "player:stats_update", {
-                "player_id": pid, "rating": entry.rating, "rank": rank, "wins": entry.wins,
-                "losses": entry.losses, "draws": entry.draws, "games": entry.games,
-            }))
-        events.append(Draft((GLOBAL_BOARD,), "leaderboard:update",
-                            {"match_id": match.match_id, "changes": changes}))
-        return Publication(key=outbox.new_key(), board=tuple(updated),
-                           events=tuple(events + personal))
+            personal.append(
+                Draft(
+                    (player_room(pid),),
+                    "leaderboard:player_rank",
+                    {
+                        "player_id": pid,
+                        "rank": rank,
+                        "previous_rank": previous,
+                        "rating": entry.rating,
+                        "delta": change,
+                    },
+                )
+            )
+            personal.append(
+                Draft(
+                    (player_room(pid),),
+                    "player:stats_update",
+                    {
+                        "player_id": pid,
+                        "rating": entry.rating,
+                        "rank": rank,
+                        "wins": entry.wins,
+                        "losses": entry.losses,
+                        "draws": entry.draws,
+                        "games": entry.games,
+                    },
+                )
+            )
+        events.append(
+            Draft(
+                (GLOBAL_BOARD,),
+                "leaderboard:update",
+                {"match_id": match.match_id, "changes": changes},
+            )
+        )
+        return Publication(
+            key=outbox.new_key(), board=tuple(updated), events=tuple(events + personal)
+        )
 
 
 def _played(row: Any, rating: float, score: float) -> BoardEntry:
     """A player's row after one more game with `score` (1 win, 0.5 draw, 0 loss)."""
     return BoardEntry(
-        player_id=row.player_id, name=row.name, rating=rating,
-        wins=row.wins + (score == 1.0), losses=row.losses + (score == 0.0),
-        draws=row.draws + (score == 0.5), games=row.games + 1, version=row.version + 1,
+        player_id=row.player_id,
+        name=row.name,
+        rating=rating,
+        wins=row.wins + (score == 1.0),
+        losses=row.losses + (score == 0.0),
+        draws=row.draws + (score == 0.5),
+        games=row.games + 1,
+        version=row.version + 1,
     )
 
 
@@ -295,12 +391,16 @@ class PlayerService:
 
     async def rename(self, player_id: str, name: str) -> BoardEntry:
         async with self.store.write() as conn:
-            row = await conn.fetch_one(self.store.for_update(
-                sa.select(players).where(players.c.player_id == player_id)))
+            row = await conn.fetch_one(
+                self.store.for_update(sa.select(players).where(players.c.player_id == player_id))
+            )
             if row is None:
                 raise NotFound(f"no player {player_id!r}")
-            await conn.execute(players.update().where(players.c.player_id == player_id)
-                               .values(name=name, version=players.c.version + 1))
+            await conn.execute(
+                players.update()
+                .where(players.c.player_id == player_id)
+                .values(name=name, version=players.c.version + 1)
+            )
             row = await conn.fetch_one(sa.select(players).where(players.c.player_id == player_id))
             entry = board_entry(row)
             publication = Publication(key=outbox.new_key(), board=(entry,))

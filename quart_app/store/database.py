@@ -22,7 +22,9 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         # A busy SQLite file (another instance writing) waits up to 10 s instead of failing.
-        self.db = Database(url, timeout=10) if self.is_sqlite else Database(url, min_size=1, max_size=10)
+        self.db = (
+            Database(url, timeout=10) if self.is_sqlite else Database(url, min_size=1, max_size=10)
+        )
         # SQLite allows one writer: queueing writers of this process here keeps them from
         # contending on the file lock; BEGIN IMMEDIATE orders them with other processes.
         self._sqlite_writer = asyncio.Lock()

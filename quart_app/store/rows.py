@@ -9,6 +9,12 @@ from ..engine.base import BoardEntry
 
 def board_entry(row: Any) -> BoardEntry:
     return BoardEntry(
-        player_id=row.player_id, name=row.name, rating=row.rating, wins=row.wins,
-        losses=row.losses, draws=row.draws, games=row.games, version=row.version,
+        player_id=row.player_id,
+        name=row.name,
+        rating=row.rating,
+        wins=row.wins,
+        losses=row.losses,
+        draws=row.draws,
+        games=row.games,
+        version=row.version,
     )

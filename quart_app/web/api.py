@@ -142,7 +142,9 @@ async def rename_player(player_id: str) -> Response:
 async def around(player_id: str) -> Response:
     identify()
     radius = query_int("radius", 5, 0, 100)
-    return json_response(await runtime().leaderboard.around(checked_id(player_id, "player"), radius))
+    return json_response(
+        await runtime().leaderboard.around(checked_id(player_id, "player"), radius)
+    )
 
 
 @api.get("/presence")
@@ -177,8 +179,12 @@ async def _change_rooms(action: str) -> Response:
         raise AuthError("anonymous streams cannot be changed: send the stream's token")
     body = await read_body(SubscribeIn)
     rooms = authorized_rooms(identity, body.rooms)
-    request = {"action": action, "connection_id": body.connection_id, "sub": identity.sub,
-               "rooms": rooms}
+    request = {
+        "action": action,
+        "connection_id": body.connection_id,
+        "sub": identity.sub,
+        "rooms": rooms,
+    }
     instance = body.connection_id.partition("-")[0]
     try:
         if instance == rt.hub.instance_id:

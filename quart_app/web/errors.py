@@ -19,15 +19,27 @@ log = logging.getLogger(__name__)
 class BadRequestBody(Exception):
     """A request body or query the service cannot accept, with its status."""
 
-    def __init__(self, status: int, title: str, detail: str,
-                 errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.errors = status, title, detail, errors
 
 
-def problem(status: int, title: str, detail: str, *, errors: list[dict[str, Any]] | None = None,
-            headers: dict[str, str] | None = None) -> Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if errors is not None:
         body["errors"] = errors
     response = Response(json.dumps(body), status=status, content_type="application/problem+json")
@@ -57,8 +69,12 @@ def install(app: Quart) -> None:
 
     @app.errorhandler(EngineUnavailable)
     async def _engine(exc: EngineUnavailable) -> Response:
-        return problem(503, "Service Unavailable", "the realtime engine is unavailable; retry",
-                       headers={"Retry-After": "1"})
+        return problem(
+            503,
+            "Service Unavailable",
+            "the realtime engine is unavailable; retry",
+            headers={"Retry-After": "1"},
+        )
 
     @app.errorhandler(HTTPException)
     async def _http(exc: HTTPException) -> Response:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
+import sqlalchemy as sa
 from quart import Blueprint, Response, current_app, send_from_directory
 from quart_schema import hide
 
-import sqlalchemy as sa
-
-from ..store.tables import outbox
 from ..runtime import runtime
+from ..store.tables import outbox
 
 ops = Blueprint("ops", __name__)
 
@@ -29,8 +28,9 @@ async def readyz() -> Response:
     database, engine = await asyncio.gather(rt.store.ping(), rt.engine.ping())
     ready = database and engine
     body = {"status": "ready" if ready else "unavailable", "database": database, "engine": engine}
-    response = Response(json.dumps(body), status=200 if ready else 503,
-                        content_type="application/json")
+    response = Response(
+        json.dumps(body), status=200 if ready else 503, content_type="application/json"
+    )
     if not ready:
         response.headers["Retry-After"] = "1"
     return response
@@ -43,7 +43,8 @@ async def prometheus() -> Response:
     extra: dict[str, float] = {}
     try:
         extra["rankpulse_outbox_pending"] = await rt.store.db.fetch_val(
-            sa.select(sa.func.count()).select_from(outbox))
+            sa.select(sa.func.count()).select_from(outbox)
+        )
     except Exception:  # noqa: BLE001 - a scrape reports what it can; /readyz says why
         pass
     return Response(rt.metrics.render(extra), content_type="text/plain; version=0.0.4")

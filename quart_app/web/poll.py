@@ -68,7 +68,9 @@ async def long_poll() -> Response:
         try:
             batch = [e for e in await conn.next_batch(timeout) if e is not HEARTBEAT]
         except Reset as reset:
-            return _answer(await reset_events(rt, conn, reset.reason, top), rt.hub.cursor(conn.last_seq))
+            return _answer(
+                await reset_events(rt, conn, reset.reason, top), rt.hub.cursor(conn.last_seq)
+            )
         except Closed:
             # Too slow to take a burst (or shutting down): come back from where you were.
             return _answer([], rt.hub.cursor(conn.last_seq))

@@ -58,7 +58,8 @@ class ChunkedSink:
             self.transport.write(PING_CHUNK if event is HEARTBEAT else event.sse_chunk)
         else:
             self.transport.write(
-                b"".join(PING_CHUNK if event is HEARTBEAT else event.sse_chunk for event in batch))
+                b"".join(PING_CHUNK if event is HEARTBEAT else event.sse_chunk for event in batch)
+            )
 
     def write_bytes(self, data: bytes) -> None:
         self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))

@@ -46,8 +46,9 @@ async def read_body(model: type[M]) -> M:
             {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
             for err in exc.errors(include_url=False, include_context=False, include_input=False)
         ]
-        raise BadRequestBody(422, "Unprocessable Content", "the body does not match the schema",
-                             errors) from None
+        raise BadRequestBody(
+            422, "Unprocessable Content", "the body does not match the schema", errors
+        ) from None
 
 
 def query_int(name: str, default: int, low: int, high: int) -> int:

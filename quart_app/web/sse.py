@@ -54,8 +54,9 @@ def _cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
-async def _problem(send: Any, status: int, title: str, detail: str,
-                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _problem(
+    send: Any, status: int, title: str, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
     headers = [(b"content-type", b"application/problem+json"), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -135,17 +136,30 @@ class EventStream:
         return query.get("access_token") or _cookie(scope, "access_token")
 
     async def _begin(self, send: Any, conn: Connection, start: str, initial: list[Any]) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),
-        ]})
-        opened = self.rt.hub.stream_event("stream:open", {
-            "connection_id": conn.id, "rooms": sorted(conn.rooms), "cursor": start},
-            conn.last_seq)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
+        opened = self.rt.hub.stream_event(
+            "stream:open",
+            {"connection_id": conn.id, "rooms": sorted(conn.rooms), "cursor": start},
+            conn.last_seq,
+        )
         retry = f"retry: {self.rt.settings.sse_retry_ms}\n\n".encode()
-        await send({"type": "http.response.body", "more_body": True,
-                    "body": retry + sse_frames([opened, *initial])})
+        await send(
+            {
+                "type": "http.response.body",
+                "more_body": True,
+                "body": retry + sse_frames([opened, *initial]),
+            }
+        )
 
     async def _catch_up(self, conn: Connection, top: int) -> list[Any]:
         try:

@@ -55,8 +55,9 @@ async def reset_events(rt: Runtime, conn: Connection, reason: str, top: int) -> 
     return events
 
 
-async def open_connection(rt: Runtime, identity: Identity, rooms: list[str],
-                          cursor: str | None, top: int) -> tuple[Connection, str, list[Event]]:
+async def open_connection(
+    rt: Runtime, identity: Identity, rooms: list[str], cursor: str | None, top: int
+) -> tuple[Connection, str, list[Event]]:
     """Register a connection: resuming after `cursor`, or live from the head with a snapshot.
 
     Returns the connection, the cursor it starts from, and the events to send first.
@@ -64,8 +65,9 @@ async def open_connection(rt: Runtime, identity: Identity, rooms: list[str],
     hub = rt.hub
     if cursor:
         try:
-            conn = hub.open(identity.sub, rooms, identity.expires_at,
-                            after_seq=hub.resume_position(cursor))
+            conn = hub.open(
+                identity.sub, rooms, identity.expires_at, after_seq=hub.resume_position(cursor)
+            )
             return conn, cursor, []
         except LogGap as gap:
             conn = hub.open(identity.sub, rooms, identity.expires_at)

@@ -34,8 +34,11 @@ from .streams import (
 
 PATH = "/api/ws"
 MAX_FRAME = 64 * 1024
-CLOSE_CODES = {"slow": (4008, "slow"), "expired": (4001, "token expired"),
-               "shutdown": (1001, "server shutting down")}
+CLOSE_CODES = {
+    "slow": (4008, "slow"),
+    "expired": (4001, "token expired"),
+    "shutdown": (1001, "server shutting down"),
+}
 CLOSE_BAD_FRAME, CLOSE_TOO_BIG = 1003, 1009
 Scope = dict[str, Any]
 
@@ -135,8 +138,9 @@ class Session:
             else:
                 raise BadRequestBody(400, "Bad Request", f"unknown frame type {frame.type!r}")
         except ValidationError:
-            await self.send_json({"type": "error", "status": 422,
-                                  "title": "the frame does not match the schema"})
+            await self.send_json(
+                {"type": "error", "status": 422, "title": "the frame does not match the schema"}
+            )
         except (BadRequestBody, ServiceError) as exc:
             await self.send_json({"type": "error", "status": exc.status, "title": exc.detail})
         return True
@@ -153,7 +157,8 @@ class Session:
             return
         # The first subscribe may resume from a cursor; later ones join from now on.
         conn, _, initial = await open_connection(
-            self.rt, self.identity, rooms, frame.cursor, self.top)
+            self.rt, self.identity, rooms, frame.cursor, self.top
+        )
         self.conn = conn
         conn.writer = asyncio.current_task()
         await self.send_json({"type": "subscribed", "rooms": self.rooms()})
@@ -191,8 +196,9 @@ class WebSocketEndpoint:
         if (await receive())["type"] != "websocket.connect":
             return
         headers = _headers(scope)
-        if not origin_allowed(headers.get("origin"), self.rt.settings.cors_origin_list,
-                              headers.get("host")):
+        if not origin_allowed(
+            headers.get("origin"), self.rt.settings.cors_origin_list, headers.get("host")
+        ):
             await _refuse(send, 403, "Forbidden", "this Origin may not open a WebSocket")
             return
         query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}

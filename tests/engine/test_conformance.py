@@ -48,8 +48,11 @@ async def test_publish_returns_consecutive_events_with_envelopes(engine: Engine)
     start = await engine.head()
     drafts = (
         Draft(("matches", "match:m1"), "match:created", {"match_id": "m1", "n": 1}),
-        Draft(("leaderboard:global",), "leaderboard:update",
-              {"match_id": "m1", "changes": [], "note": "é \"quoted\" \n\u2028 </script>"}),
+        Draft(
+            ("leaderboard:global",),
+            "leaderboard:update",
+            {"match_id": "m1", "changes": [], "note": 'é "quoted" \n\u2028 </script>'},
+        ),
         Draft((), "announcement", {}),
     )
     publication = Publication(key="p-1", events=drafts, ts=1795693643053)
@@ -66,8 +69,13 @@ async def test_publish_returns_consecutive_events_with_envelopes(engine: Engine)
         assert event.text == build_event(engine.epoch, event.seq, source, publication.ts).text
         envelope = json.loads(event.text)
         assert list(envelope) == ["id", "rooms", "event", "data", "ts"]
-        assert envelope == {"id": event.cursor, "rooms": list(source.rooms),
-                            "event": source.event, "data": source.data, "ts": 1795693643053}
+        assert envelope == {
+            "id": event.cursor,
+            "rooms": list(source.rooms),
+            "event": source.event,
+            "data": source.data,
+            "ts": 1795693643053,
+        }
         assert "\n" not in event.text
         assert event.sse == (
             f"id: {event.cursor}\nevent: {event.name}\ndata: {event.text}\n\n".encode()
@@ -77,14 +85,16 @@ async def test_publish_returns_consecutive_events_with_envelopes(engine: Engine)
 
 
 async def test_same_key_twice_is_a_no_op(engine: Engine) -> None:
-    first = Publication(key="match:m1:result", board=(row("a", 1300.0, 2),),
-                        events=(draft(1),))
+    first = Publication(key="match:m1:result", board=(row("a", 1300.0, 2),), events=(draft(1),))
     assert len(await engine.publish(first)) == 1
     head = await engine.head()
     board = await engine.board_page(0, 10)
 
-    replay = Publication(key="match:m1:result", board=(row("a", 999.0, 7), row("b", 1.0)),
-                         events=(draft(2), draft(3)))
+    replay = Publication(
+        key="match:m1:result",
+        board=(row("a", 999.0, 7), row("b", 1.0)),
+        events=(draft(2), draft(3)),
+    )
     assert await engine.publish(replay) == []
     assert await engine.publish(first) == []
     assert await engine.head() == head
@@ -108,22 +118,37 @@ async def test_board_rows_are_versioned(engine: Engine) -> None:
 
 
 async def test_ranks_ties_pages_and_neighbours(engine: Engine) -> None:
-    await put(engine, row("zed", 1500.0), row("carl", 1200.0), row("anna", 1200.0),
-              row("bob", 1200.0), row("dora", 1000.0), row("eve", -5.5))
+    await put(
+        engine,
+        row("zed", 1500.0),
+        row("carl", 1200.0),
+        row("anna", 1200.0),
+        row("bob", 1200.0),
+        row("dora", 1000.0),
+        row("eve", -5.5),
+    )
     order = ["zed", "anna", "bob", "carl", "dora", "eve"]
     assert await board_ids(engine) == order
 
     page, total = await engine.board_page(1, 3)
     assert total == 6
-    assert [(rank, entry.player_id) for rank, entry in page] == [(2, "anna"), (3, "bob"),
-                                                                 (4, "carl")]
+    assert [(rank, entry.player_id) for rank, entry in page] == [
+        (2, "anna"),
+        (3, "bob"),
+        (4, "carl"),
+    ]
     assert await engine.board_page(6, 10) == ([], 6)
     assert await engine.board_page(10, 10) == ([], 6)
     page, _ = await engine.board_page(4, 100)
     assert [(rank, entry.player_id) for rank, entry in page] == [(5, "dora"), (6, "eve")]
     assert page[0][1].as_entry(page[0][0]) == {
-        "rank": 5, "player_id": "dora", "name": "DORA", "rating": 1000.0,
-        "wins": 0, "losses": 0, "draws": 0,
+        "rank": 5,
+        "player_id": "dora",
+        "name": "DORA",
+        "rating": 1000.0,
+        "wins": 0,
+        "losses": 0,
+        "draws": 0,
     }
 
     for rank, player_id in enumerate(order, start=1):
@@ -194,8 +219,12 @@ async def test_read_after(engine: Engine) -> None:
 
     got = await engine.read_after(start, 100)
     assert [e.text for e in got] == [e.text for e in events]
-    assert [e.seq for e in await engine.read_after(start + 3, 4)] == [start + 4, start + 5,
-                                                                      start + 6, start + 7]
+    assert [e.seq for e in await engine.read_after(start + 3, 4)] == [
+        start + 4,
+        start + 5,
+        start + 6,
+        start + 7,
+    ]
     assert [(e.seq, e.cursor, e.rooms, e.name) for e in await engine.read_after(head - 1, 5)] == [
         (events[-1].seq, events[-1].cursor, events[-1].rooms, events[-1].name)
     ]
@@ -235,10 +264,12 @@ async def test_read_after_expired_when_trimmed(make_engine: EngineFactory) -> No
 async def test_listen_delivers_every_event_once_in_order(engine: Engine) -> None:
     collector = Collector(engine)
     start = await engine.head()
-    results = await asyncio.gather(*(
-        engine.publish(Publication(events=tuple(draft(i * 10 + j) for j in range(i % 3 + 1))))
-        for i in range(40)
-    ))
+    results = await asyncio.gather(
+        *(
+            engine.publish(Publication(events=tuple(draft(i * 10 + j) for j in range(i % 3 + 1))))
+            for i in range(40)
+        )
+    )
     published = sorted((e for events in results for e in events), key=lambda e: e.seq)
     assert [e.seq for e in published] == list(range(start + 1, start + 1 + len(published)))
     marker = await collector.flush(engine)
@@ -256,8 +287,9 @@ async def test_presence_transitions_once(engine: Engine) -> None:
     collector = Collector(engine)
 
     def presence() -> list[tuple[str, dict[str, object]]]:
-        return [(e.name, json.loads(e.text)["data"]) for e in collector.events
-                if "presence" in e.rooms]
+        return [
+            (e.name, json.loads(e.text)["data"]) for e in collector.events if "presence" in e.rooms
+        ]
 
     assert await engine.online_count() == 0
     assert not await engine.is_online("alice")
@@ -289,8 +321,9 @@ async def test_presence_transitions_once(engine: Engine) -> None:
     for event in [e for e in collector.events if "presence" in e.rooms]:
         envelope = json.loads(event.text)
         assert envelope["rooms"] == ["presence"]
-        source = presence_draft(event.name, envelope["data"]["player_id"],
-                                envelope["data"]["online_count"])
+        source = presence_draft(
+            event.name, envelope["data"]["player_id"], envelope["data"]["online_count"]
+        )
         assert event.text == build_event(engine.epoch, event.seq, source, envelope["ts"]).text
         [logged] = await engine.read_after(event.seq - 1, 1)
         assert logged.text == event.text
@@ -303,9 +336,15 @@ async def test_presence_of_odd_player_ids(engine: Engine) -> None:
     await collector.flush(engine)
     [online] = collector.named("player:online")
     assert json.loads(online.text)["data"] == {"player_id": odd, "online_count": 1}
-    assert online.text == build_event(engine.epoch, online.seq,
-                                      presence_draft("player:online", odd, 1),
-                                      json.loads(online.text)["ts"]).text
+    assert (
+        online.text
+        == build_event(
+            engine.epoch,
+            online.seq,
+            presence_draft("player:online", odd, 1),
+            json.loads(online.text)["ts"],
+        ).text
+    )
     assert await engine.is_online(odd)
     await engine.presence_leave(odd)
     await collector.flush(engine)
@@ -322,13 +361,15 @@ async def test_poll_presence(engine: Engine, monkeypatch: pytest.MonkeyPatch) ->
     # a connection during the poll window: no event for it, and none when the poll expires
     await engine.presence_enter("dave")
     await engine.presence_poll("dave")
-    await collector.wait_for(lambda ev: any(e.name == "player:offline" for e in ev), 5.0,
-                             "the poll presence to expire")
+    await collector.wait_for(
+        lambda ev: any(e.name == "player:offline" for e in ev), 5.0, "the poll presence to expire"
+    )
     await collector.flush(engine)
-    assert [(e.name, json.loads(e.text)["data"]["player_id"]) for e in collector.events
-            if "presence" in e.rooms] == [("player:online", "carol"),
-                                          ("player:online", "dave"),
-                                          ("player:offline", "carol")]
+    assert [
+        (e.name, json.loads(e.text)["data"]["player_id"])
+        for e in collector.events
+        if "presence" in e.rooms
+    ] == [("player:online", "carol"), ("player:online", "dave"), ("player:offline", "carol")]
     assert not await engine.is_online("carol") and await engine.is_online("dave")
     assert await engine.online_count() == 1
 
@@ -338,28 +379,37 @@ async def test_a_call_to_this_instance(engine: Engine) -> None:
         return {"status": 200, "got": request}
 
     engine.on_call(handler)
-    assert await engine.call(engine.instance_id, {"a": 1}, 1.0) == {"status": 200,
-                                                                     "got": {"a": 1}}
+    assert await engine.call(engine.instance_id, {"a": 1}, 1.0) == {"status": 200, "got": {"a": 1}}
     with pytest.raises(NoSuchInstance):
         await engine.call("0000ffff", {}, 1.0)
 
 
 # a property: the board order is the documented sort ------------------------------------------
-ratings = st.one_of(st.sampled_from([1200.0, 1200.0, 1000.5, 0.0, -0.0, -3.25]),
-                    st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False))
+ratings = st.one_of(
+    st.sampled_from([1200.0, 1200.0, 1000.5, 0.0, -0.0, -3.25]),
+    st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False),
+)
 puts = st.lists(
-    st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "ab", "B", "é", "a b"]),
-                       ratings, st.integers(1, 4)),
-             min_size=1, max_size=4),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d", "e", "ab", "B", "é", "a b"]),
+            ratings,
+            st.integers(1, 4),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
     max_size=12,
 )
 
 
-@settings(max_examples=50, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batches=puts)
-async def test_board_order_property(backend: str | None,
-                                    batches: list[list[tuple[str, float, int]]]) -> None:
+async def test_board_order_property(
+    backend: str | None, batches: list[list[tuple[str, float, int]]]
+) -> None:
     engine: Engine
     if backend is None:
         engine = MemoryEngine()

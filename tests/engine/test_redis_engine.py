@@ -77,8 +77,11 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float, w
 
 
 def presence_of(events: list[Event]) -> list[tuple[str, str]]:
-    return [(e.name, json.loads(e.text)["data"]["player_id"]) for e in events
-            if e.name.startswith("player:")]
+    return [
+        (e.name, json.loads(e.text)["data"]["player_id"])
+        for e in events
+        if e.name.startswith("player:")
+    ]
 
 
 # several instances ----------------------------------------------------------------------------
@@ -94,9 +97,9 @@ async def test_events_of_one_instance_reach_the_others_once_in_order(
             Publication(events=tuple(draft(i * 10 + j) for j in range(i % 4 + 1)))
         )
     # and concurrently, from all three
-    results = await asyncio.gather(*(
-        (a, b, c)[i % 3].publish(Publication(events=(draft(1000 + i),))) for i in range(30)
-    ))
+    results = await asyncio.gather(
+        *((a, b, c)[i % 3].publish(Publication(events=(draft(1000 + i),))) for i in range(30))
+    )
     published += [e for events in results for e in events]
     published.sort(key=lambda e: e.seq)
     assert seqs(published) == list(range(1, len(published) + 1))
@@ -116,12 +119,16 @@ async def test_texts_are_byte_identical_to_build_event_on_every_path(
 ) -> None:
     a, b = await make_redis(), await make_redis()
     on_b = Collector(b)
-    drafts = (draft(1, rooms=("matches", "match:x"), text='ü "q" \\ \u2028'),
-              draft(2, rooms=("player:é",)))
+    drafts = (
+        draft(1, rooms=("matches", "match:x"), text='ü "q" \\ \u2028'),
+        draft(2, rooms=("player:é",)),
+    )
     publication = Publication(key="k", events=drafts, ts=1234567890123)
     events = await a.publish(publication)
-    expected = [build_event(a.epoch, e.seq, d, publication.ts).text
-                for e, d in zip(events, drafts, strict=True)]
+    expected = [
+        build_event(a.epoch, e.seq, d, publication.ts).text
+        for e, d in zip(events, drafts, strict=True)
+    ]
     assert [e.text for e in events] == expected  # built in Python
     assert [e.text for e in await b.read_after(0, 10)] == expected  # built in Lua
     await on_b.wait_count(2)
@@ -203,8 +210,10 @@ class FreezingProxy:
                     dst.write(data)
                     await dst.drain()
 
-        for task in (asyncio.create_task(pump(reader, up_writer)),
-                     asyncio.create_task(pump(up_reader, writer))):
+        for task in (
+            asyncio.create_task(pump(reader, up_writer)),
+            asyncio.create_task(pump(up_reader, writer)),
+        ):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -220,7 +229,9 @@ class FreezingProxy:
 
 
 async def test_a_silently_dead_subscription_is_replaced(
-    make_redis: MakeRedis, redis_url: str, redis_server: RedisServer,
+    make_redis: MakeRedis,
+    redis_url: str,
+    redis_server: RedisServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     proxy = FreezingProxy(redis_server.port)
@@ -336,10 +347,14 @@ async def test_board_rows_published_during_a_replace_are_kept(make_redis: MakeRe
     replace = asyncio.create_task(b.board_replace(entries))
     await begun.wait()
     # a match result lands while the new board is being built: newer row, and a new player
-    await a.publish(Publication(board=(
-        BoardEntry("p0005", "P5", 3000.0, 1, 0, 0, 1, 2),
-        BoardEntry("newbie", "N", 1.0, 0, 1, 0, 1, 1),
-    )))
+    await a.publish(
+        Publication(
+            board=(
+                BoardEntry("p0005", "P5", 3000.0, 1, 0, 0, 1, 2),
+                BoardEntry("newbie", "N", 1.0, 0, 1, 0, 1, 1),
+            )
+        )
+    )
     go_on.set()
     await replace
     page, total = await a.board_page(0, 2)
@@ -357,8 +372,11 @@ async def test_calls_reach_the_instance_named(make_redis: MakeRedis) -> None:
 
     b.on_call(b_answers)
     answer = await a.call(b.instance_id, {"action": "subscribe", "rooms": ["x"]}, 2.0)
-    assert answer == {"status": 200, "by": b.instance_id,
-                      "echo": {"action": "subscribe", "rooms": ["x"]}}
+    assert answer == {
+        "status": 200,
+        "by": b.instance_id,
+        "echo": {"action": "subscribe", "rooms": ["x"]},
+    }
     assert (await b.call(b.instance_id, {"n": 1}, 2.0))["by"] == b.instance_id  # local
     with pytest.raises(NoSuchInstance):
         await a.call("deadbeef", {}, 2.0)
@@ -397,9 +415,11 @@ async def test_a_stopped_instance_takes_its_players_offline(make_redis: MakeRedi
     await b.presence_enter("on-both")
     await a.stop()
     await on_b.flush(b)
-    assert presence_of(on_b.events) == [("player:online", "only-on-a"),
-                                        ("player:online", "on-both"),
-                                        ("player:offline", "only-on-a")]
+    assert presence_of(on_b.events) == [
+        ("player:online", "only-on-a"),
+        ("player:online", "on-both"),
+        ("player:offline", "only-on-a"),
+    ]
     assert await b.online_count() == 1
 
 
@@ -420,8 +440,11 @@ async def test_a_crashed_instance_takes_its_players_offline_once(
 
     await crash(a)
     crashed_at = time.monotonic()
-    await on_b.wait_for(lambda ev: ("player:offline", "only-on-a") in presence_of(ev),
-                        timeout=ttl + 1, what="the offline event")
+    await on_b.wait_for(
+        lambda ev: ("player:offline", "only-on-a") in presence_of(ev),
+        timeout=ttl + 1,
+        what="the offline event",
+    )
     assert time.monotonic() - crashed_at < ttl
     # more sweeps, by both survivors, find nothing more to do
     for _ in range(3):
@@ -461,10 +484,14 @@ async def test_a_stalled_instance_comes_back_online(make_redis: MakeRedis) -> No
     on_b = Collector(b)
     await a.presence_enter("zoe")
     await b._drop_instance(a._instance_id, force=True)  # as a sweep would
-    await on_b.wait_for(lambda ev: presence_of(ev) == [("player:online", "zoe"),
-                                                       ("player:offline", "zoe"),
-                                                       ("player:online", "zoe")],
-                        timeout=3, what="zoe back online")
+    await on_b.wait_for(
+        lambda ev: (
+            presence_of(ev)
+            == [("player:online", "zoe"), ("player:offline", "zoe"), ("player:online", "zoe")]
+        ),
+        timeout=3,
+        what="zoe back online",
+    )
     await a.presence_leave("zoe")
     await on_b.wait_for(lambda ev: presence_of(ev)[-1] == ("player:offline", "zoe"), 3)
     assert await b.online_count() == 0
@@ -488,8 +515,14 @@ async def test_redis_down_then_back(own_redis: RedisServer) -> None:
         assert not await a.ping()
         with pytest.raises(EngineUnavailable):
             await a.publish(Publication(key="k", events=(draft(2),)))
-        for call in (a.head(), a.read_after(0, 10), a.board_page(0, 10),
-                     a.board_player("x"), a.online_count(), a.presence_poll("x")):
+        for call in (
+            a.head(),
+            a.read_after(0, 10),
+            a.board_page(0, 10),
+            a.board_player("x"),
+            a.online_count(),
+            a.presence_poll("x"),
+        ):
             with pytest.raises(EngineUnavailable):
                 await call
         await a.presence_enter("quinn")  # recorded locally, synced when Redis is back
@@ -502,8 +535,13 @@ async def test_redis_down_then_back(own_redis: RedisServer) -> None:
         assert a.epoch != old_epoch
         await on_b.wait_for(lambda ev: any(e.text == after.text for e in ev), 5, "B live again")
         # the presence of A's players was re-synced into the new Redis
-        await on_b.wait_for(lambda ev: {("player:online", "pat"), ("player:online", "quinn")}
-                            <= set(presence_of(ev[2:])), 5, "presence re-synced")
+        await on_b.wait_for(
+            lambda ev: (
+                {("player:online", "pat"), ("player:online", "quinn")} <= set(presence_of(ev[2:]))
+            ),
+            5,
+            "presence re-synced",
+        )
         assert await b.online_count() == 2
         marker = await on_b.flush(a)
         new = on_b.events[2:]
@@ -528,9 +566,13 @@ async def test_start_while_redis_is_down(own_redis: RedisServer) -> None:
         b = RedisEngine(own_redis.url)
         await b.start()
         try:
+
             async def a_is_live() -> bool:
-                return a._live_epoch is not None and a._subscribed is not None \
+                return (
+                    a._live_epoch is not None
+                    and a._subscribed is not None
                     and a._subscribed.is_set()
+                )
 
             await wait_until(a_is_live, 5, "A live")
             [event] = await b.publish(Publication(events=(draft(1),)))

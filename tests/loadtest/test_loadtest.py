@@ -19,9 +19,22 @@ from ..services import LiveServer
 
 def run_generator(out: Path, *args: str, timeout: float = 90) -> tuple[int, dict[str, Any], str]:
     process = subprocess.run(
-        [sys.executable, "-m", "quart_app.loadtest", "--json", str(out), "--settle", "0.2",
-         "--drain-timeout", "5", *args],
-        capture_output=True, text=True, timeout=timeout)
+        [
+            sys.executable,
+            "-m",
+            "quart_app.loadtest",
+            "--json",
+            str(out),
+            "--settle",
+            "0.2",
+            "--drain-timeout",
+            "5",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     report = json.loads(out.read_text()) if out.exists() else {}
     return process.returncode, report, process.stdout + process.stderr
 
@@ -36,7 +49,11 @@ def assert_complete(report: dict[str, Any], wanted: dict[str, int], events: int)
         assert row["expected"] == count * events
         assert row["delivered"] == count * events, kind
         assert (row["missing"], row["duplicated"], row["out_of_order"], row["unexpected"]) == (
-            0, 0, 0, 0), (kind, row["worst_client"])
+            0,
+            0,
+            0,
+            0,
+        ), (kind, row["worst_client"])
         assert row["latency_ms"]["p99"] is not None and row["latency_ms"]["p99"] >= 0
     assert report["deliveries"]["delivered"] == sum(wanted.values()) * events
 
@@ -45,9 +62,22 @@ def test_burst_over_sse_poll_and_ws(live_server: LiveServer, tmp_path: Path) -> 
     """Development mode (tokens from POST /api/dev/token), two generator processes."""
     assert live_server.process is not None
     code, report, output = run_generator(
-        tmp_path / "burst.json", "--url", live_server.url, "--sse", "20", "--poll", "5",
-        "--ws", "5", "--burst", "50", "--processes", "2",
-        "--server-pid", str(live_server.process.pid))
+        tmp_path / "burst.json",
+        "--url",
+        live_server.url,
+        "--sse",
+        "20",
+        "--poll",
+        "5",
+        "--ws",
+        "5",
+        "--burst",
+        "50",
+        "--processes",
+        "2",
+        "--server-pid",
+        str(live_server.process.pid),
+    )
     assert code == 0, output
     assert_complete(report, {"sse": 20, "poll": 5, "ws": 5}, 50)
     assert report["processes"] == 2
@@ -56,24 +86,51 @@ def test_burst_over_sse_poll_and_ws(live_server: LiveServer, tmp_path: Path) -> 
 
 
 def test_rate_with_minted_tokens_and_two_publishers(
-        live_servers: Callable[..., LiveServer], tmp_path: Path) -> None:
+    live_servers: Callable[..., LiveServer], tmp_path: Path
+) -> None:
     server = live_servers(env={"JWT_SECRET": SECRET})
     code, report, output = run_generator(
-        tmp_path / "rate.json", "--url", server.url, "--jwt-secret", SECRET, "--sse", "10",
-        "--ws", "3", "--poll", "2", "--rate", "60", "--duration", "1", "--publishers", "2",
-        "--room", "leaderboard:global")
+        tmp_path / "rate.json",
+        "--url",
+        server.url,
+        "--jwt-secret",
+        SECRET,
+        "--sse",
+        "10",
+        "--ws",
+        "3",
+        "--poll",
+        "2",
+        "--rate",
+        "60",
+        "--duration",
+        "1",
+        "--publishers",
+        "2",
+        "--room",
+        "leaderboard:global",
+    )
     assert code == 0, output
     assert_complete(report, {"sse": 10, "ws": 3, "poll": 2}, 60)
     assert report["room"] == "leaderboard:global"
     assert report["publish"]["rate_achieved"] > 30
 
 
-def test_refused_subscribers_are_reported(live_servers: Callable[..., LiveServer],
-                                          tmp_path: Path) -> None:
+def test_refused_subscribers_are_reported(
+    live_servers: Callable[..., LiveServer], tmp_path: Path
+) -> None:
     server = live_servers(env={"JWT_SECRET": SECRET})
     code, report, _ = run_generator(
-        tmp_path / "refused.json", "--url", server.url, "--token", "not-a-token", "--sse", "3",
-        "--connect-timeout", "5")
+        tmp_path / "refused.json",
+        "--url",
+        server.url,
+        "--token",
+        "not-a-token",
+        "--sse",
+        "3",
+        "--connect-timeout",
+        "5",
+    )
     assert code == 1
     assert report["transports"]["sse"]["connected"] == 0
     assert report["transports"]["sse"]["connect_failures"] == {"HTTP 401": 3}
@@ -109,8 +166,10 @@ class LossyServer:
                 await writer.wait_closed()
 
     async def stream(self, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         self.send(writer, b"retry: 1000\n\n: ping\n\nid: x.0\nevent: stream:open\ndata: {}\n\n")
         self.streams.append(writer)
         with contextlib.suppress(ConnectionError):
@@ -122,8 +181,15 @@ class LossyServer:
 
     async def publish(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         self.seq += 1
-        envelope = json.dumps({"id": f"x.{self.seq}", "rooms": [body["room"]],
-                               "event": "announcement", "data": body["data"], "ts": 1})
+        envelope = json.dumps(
+            {
+                "id": f"x.{self.seq}",
+                "rooms": [body["room"]],
+                "event": "announcement",
+                "data": body["data"],
+                "ts": 1,
+            }
+        )
         frame = f"id: x.{self.seq}\nevent: announcement\ndata: {envelope}\n\n".encode()
         n = body["data"]["n"]
         for index, stream in enumerate(self.streams):
@@ -131,8 +197,10 @@ class LossyServer:
                 continue
             self.send(stream, frame * 2 if index == 0 and n == 5 else frame)
         answer = json.dumps({"id": f"x.{self.seq}"}).encode()
-        writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+        writer.write(
+            b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+        )
 
 
 async def test_losses_and_repeats_are_reported(tmp_path: Path) -> None:
@@ -142,10 +210,28 @@ async def test_losses_and_repeats_are_reported(tmp_path: Path) -> None:
     out = tmp_path / "lossy.json"
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "quart_app.loadtest", "--url", f"http://127.0.0.1:{port}",
-            "--token", "t", "--sse", "4", "--burst", "10", "--json", str(out), "--settle", "0",
-            "--drain-timeout", "1", "--connect-concurrency", "1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            sys.executable,
+            "-m",
+            "quart_app.loadtest",
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--token",
+            "t",
+            "--sse",
+            "4",
+            "--burst",
+            "10",
+            "--json",
+            str(out),
+            "--settle",
+            "0",
+            "--drain-timeout",
+            "1",
+            "--connect-concurrency",
+            "1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         output, _ = await asyncio.wait_for(process.communicate(), 60)
     finally:
         for stream in lossy.streams:

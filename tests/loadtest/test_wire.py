@@ -32,9 +32,10 @@ RUN = "r1"
 
 def sse_frame(n: int, run: str = RUN, spaced: bool = False) -> bytes:
     data = marker_data(1_000 + n, n, run)
-    text = json.dumps({"id": f"e.{n}", "rooms": ["matches"], "event": "announcement",
-                       "data": data, "ts": 1},
-                      separators=(", ", ": ") if spaced else (",", ":"))
+    text = json.dumps(
+        {"id": f"e.{n}", "rooms": ["matches"], "event": "announcement", "data": data, "ts": 1},
+        separators=(", ", ": ") if spaced else (",", ":"),
+    )
     return f"id: e.{n}\nevent: announcement\ndata: {text}\n\n".encode()
 
 
@@ -48,8 +49,10 @@ def numbers(frames: bytes) -> list[int]:
 
 # --- HTTP ------------------------------------------------------------------------------------
 def test_parse_head_lowercases_and_joins_headers() -> None:
-    head = parse_head(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                      b"Transfer-Encoding: chunked\r\nX-A: 1\r\nx-a: 2")
+    head = parse_head(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\nX-A: 1\r\nx-a: 2"
+    )
     assert head.status == 200 and head.chunked
     assert head.headers["content-type"] == "text/event-stream"
     assert head.headers["x-a"] == "1, 2"
@@ -69,25 +72,33 @@ def test_split_head_waits_for_the_blank_line() -> None:
 def test_request_bytes() -> None:
     target = parse_target("http://localhost:8000/base/")
     raw = request("POST", target, "/api/publish", {"A": "b"}, b"{}")
-    assert raw == (b"POST /base/api/publish HTTP/1.1\r\nHost: localhost:8000\r\nA: b\r\n"
-                   b"Content-Length: 2\r\n\r\n{}")
+    assert raw == (
+        b"POST /base/api/publish HTTP/1.1\r\nHost: localhost:8000\r\nA: b\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    )
     assert parse_target("127.0.0.1:80").host_header == "127.0.0.1"
     with pytest.raises(ValueError):
         parse_target("https://example.org")
 
 
 def test_response_reader_pipelined_content_length_and_chunked() -> None:
-    stream = (b"HTTP/1.1 202 Accepted\r\nContent-Length: 8\r\n\r\n{\"id\":1}"
-              b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"ab", b"cde")
-              + b"0\r\n\r\n"
-              b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+    stream = (
+        b'HTTP/1.1 202 Accepted\r\nContent-Length: 8\r\n\r\n{"id":1}'
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunked(b"ab", b"cde")
+        + b"0\r\n\r\n"
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"
+    )
     for size in (1, 3, 7, len(stream)):
         reader = ResponseReader()
         answers = []
         for i in range(0, len(stream), size):
-            answers.extend(reader.feed(stream[i:i + size]))
+            answers.extend(reader.feed(stream[i : i + size]))
         assert [(h.status, b) for h, b in answers] == [
-            (202, b'{"id":1}'), (200, b"abcde"), (403, b"no")], size
+            (202, b'{"id":1}'),
+            (200, b"abcde"),
+            (403, b"no"),
+        ], size
 
 
 # --- SSE -------------------------------------------------------------------------------------
@@ -144,9 +155,16 @@ def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
 
 
 def envelope(n: int) -> bytes:
-    return json.dumps({"id": f"e.{n}", "rooms": ["m"], "event": "announcement",
-                       "data": marker_data(5, n, RUN), "ts": 1},
-                      separators=(",", ":")).encode() + b" " * (n * 37 % 300)
+    return json.dumps(
+        {
+            "id": f"e.{n}",
+            "rooms": ["m"],
+            "event": "announcement",
+            "data": marker_data(5, n, RUN),
+            "ts": 1,
+        },
+        separators=(",", ":"),
+    ).encode() + b" " * (n * 37 % 300)
 
 
 def test_ws_parser_any_split_with_control_and_fragments() -> None:
@@ -183,8 +201,8 @@ def test_ws_client_frame_is_masked_correctly() -> None:
         assert frame[0] == 0x81 and frame[1] & 0x80
         length = frame[1] & 0x7F
         offset = 2 if length < 126 else (4 if length == 126 else 10)
-        assert frame[offset:offset + 4] == mask
-        body = frame[offset + 4:]
+        assert frame[offset : offset + 4] == mask
+        body = frame[offset + 4 :]
         assert bytes(b ^ mask[i % 4] for i, b in enumerate(body)) == payload
 
 
@@ -201,7 +219,11 @@ def test_tracker_in_order_is_complete() -> None:
     assert tracker.seen is None  # never left the fast path
     verdict = tracker.verdict(10)
     assert (verdict.received, verdict.missing, verdict.duplicated, verdict.out_of_order) == (
-        10, 0, 0, 0)
+        10,
+        0,
+        0,
+        0,
+    )
     assert tracker.verdict(12).missing == 2  # the last two never came
 
 
@@ -213,7 +235,11 @@ def test_tracker_missing_duplicated_out_of_order() -> None:
     tracker.feed([6, 7])  # 5 missing
     verdict = tracker.verdict(9)  # 8 never came
     assert (verdict.missing, verdict.duplicated, verdict.out_of_order, verdict.unexpected) == (
-        2, 1, 1, 0)
+        2,
+        1,
+        1,
+        0,
+    )
     assert verdict.received == 8
 
 
@@ -254,7 +280,7 @@ def test_tracker_large_random_agrees_with_a_set() -> None:
         position = 0
         while position < len(arrivals):
             step = rng.randint(1, 20)
-            tracker.feed(arrivals[position:position + step])
+            tracker.feed(arrivals[position : position + step])
             position += step
         verdict = tracker.verdict(published)
         assert verdict.missing == published - len(set(arrivals))
@@ -276,4 +302,8 @@ def test_cpu_list_and_source_ips() -> None:
     with pytest.raises(ValueError):
         parse_cpu_list("3-1")
     assert _source_ips("127.0.0.2-127.0.0.4,127.0.0.9") == [
-        "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.9"]
+        "127.0.0.2",
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.9",
+    ]

@@ -17,11 +17,13 @@ SECRET = "cluster-test-secret-0123456789"
 
 
 @pytest.fixture(name="cluster")
-def _cluster(live_servers: Callable[..., LiveServer], redis_url: str
-             ) -> Callable[..., list[LiveServer]]:
+def _cluster(
+    live_servers: Callable[..., LiveServer], redis_url: str
+) -> Callable[..., list[LiveServer]]:
     def start(count: int = 2, **env: str) -> list[LiveServer]:
         shared = {"REDIS_URL": redis_url, "JWT_SECRET": SECRET, **env}
         return [live_servers(env=shared) for _ in range(count)]
+
     return start
 
 
@@ -49,12 +51,19 @@ async def test_results_on_b_reach_every_transport_on_a_once_in_order(cluster) ->
         via_sse, via_ws = log_events(sse.events), log_events(ws.events)
         assert len(via_sse) == len(via_ws) == len(polled) == want
         assert [e["id"] for e in via_sse] == [e["id"] for e in via_ws] == [e["id"] for e in polled]
-        assert names(via_sse[:5]) == ["match:created", "leaderboard:update", "match:started",
-                                      "match:result", "leaderboard:update"]
+        assert names(via_sse[:5]) == [
+            "match:created",
+            "leaderboard:update",
+            "match:started",
+            "match:result",
+            "leaderboard:update",
+        ]
         assert len({e["id"] for e in via_sse}) == want
     # The board agrees on both instances.
-    async with SSEClient(b.url, "leaderboard:global", token) as board_b, \
-            SSEClient(a.url, "leaderboard:global", token) as board_a:
+    async with (
+        SSEClient(b.url, "leaderboard:global", token) as board_b,
+        SSEClient(a.url, "leaderboard:global", token) as board_a,
+    ):
         initial_a = await board_a.wait_event("leaderboard:initial")
         initial_b = await board_b.wait_event("leaderboard:initial")
         assert initial_a["data"] == initial_b["data"]
@@ -86,14 +95,16 @@ async def test_resume_on_the_other_instance_and_transport(cluster, transport: st
 
 
 async def test_pubsub_connection_killed_mid_stream_loses_nothing(
-        cluster, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    cluster, redis_server: RedisServer
+) -> None:  # type: ignore[no-untyped-def]
     a, b = cluster()
     token = a.token("viewer")
     admin = HttpApi(b.url, b.token("ops", "admin"))
     async with SSEClient(a.url, "matches", token) as sse:
         await sse.wait_event("stream:open")
         publisher = asyncio.create_task(
-            admin.announce_many("matches", [{"n": n} for n in range(300)]))
+            admin.announce_many("matches", [{"n": n} for n in range(300)])
+        )
         await sse.wait_for(lambda evs: len(_ns(evs)) >= 50, timeout=10)
         killed = redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")
         await publisher
@@ -109,34 +120,47 @@ async def test_subscribe_is_routed_to_the_instance_holding_the_stream(cluster) -
     admin = HttpApi(b.url, b.token("ops", "admin"))
     async with SSEClient(a.url, "presence", token) as sse:
         await sse.wait_event("stream:open")
-        answer = await via_b.request("POST", "/api/subscribe",
-                                     {"connection_id": sse.connection_id, "rooms": ["matches"]})
+        answer = await via_b.request(
+            "POST", "/api/subscribe", {"connection_id": sse.connection_id, "rooms": ["matches"]}
+        )
         assert answer == {"rooms": ["matches", "presence"]}
         await admin.announce("matches", {"n": 1})
         await sse.wait_for(lambda evs: _ns(evs) == [1])
-        answer = await via_b.request("POST", "/api/unsubscribe",
-                                     {"connection_id": sse.connection_id, "rooms": ["matches"]})
+        answer = await via_b.request(
+            "POST", "/api/unsubscribe", {"connection_id": sse.connection_id, "rooms": ["matches"]}
+        )
         assert answer == {"rooms": ["presence"]}
         await HttpApi(b.url, b.token("bob")).request(
-            "POST", "/api/subscribe", {"connection_id": sse.connection_id, "rooms": ["matches"]},
-            expect=403)
+            "POST",
+            "/api/subscribe",
+            {"connection_id": sse.connection_id, "rooms": ["matches"]},
+            expect=403,
+        )
         # The holding instance frozen: 503 with Retry-After after about 2 s.
         assert a.process is not None
         os.kill(a.process.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
             import httpx
+
             async with httpx.AsyncClient(base_url=b.url, timeout=10) as client:
-                frozen = await client.post("/api/subscribe", headers=via_b.headers, json={
-                    "connection_id": sse.connection_id, "rooms": ["matches"]})
+                frozen = await client.post(
+                    "/api/subscribe",
+                    headers=via_b.headers,
+                    json={"connection_id": sse.connection_id, "rooms": ["matches"]},
+                )
             assert frozen.status_code == 503
             assert frozen.headers["retry-after"]
             assert 1.5 < time.monotonic() - started < 5
         finally:
             os.kill(a.process.pid, signal.SIGCONT)
     a.kill()
-    await via_b.request("POST", "/api/subscribe",
-                        {"connection_id": sse.connection_id, "rooms": ["matches"]}, expect=404)
+    await via_b.request(
+        "POST",
+        "/api/subscribe",
+        {"connection_id": sse.connection_id, "rooms": ["matches"]},
+        expect=404,
+    )
 
 
 async def test_presence_two_tabs_on_two_instances_and_a_crash(cluster) -> None:  # type: ignore[no-untyped-def]
@@ -154,8 +178,9 @@ async def test_presence_two_tabs_on_two_instances_and_a_crash(cluster) -> None: 
         await tab2.close()
         started = time.monotonic()
         a.kill()  # tab1's instance crashes: no cleanup at all
-        offline = await watch.wait_for(lambda evs: ann_events(evs, "player:offline") == 1,
-                                       timeout=16)
+        offline = await watch.wait_for(
+            lambda evs: ann_events(evs, "player:offline") == 1, timeout=16
+        )
         assert time.monotonic() - started < 15.5
         await tab1.close()
         # Exactly one online and one offline for ann, whatever the number of tabs and instances.
@@ -167,7 +192,8 @@ async def test_presence_two_tabs_on_two_instances_and_a_crash(cluster) -> None: 
 
 
 async def test_redis_losing_its_data_resets_streams_and_rebuilds_the_board(
-        cluster, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    cluster, redis_server: RedisServer
+) -> None:  # type: ignore[no-untyped-def]
     a, b = cluster()
     token = a.token("viewer")
     writer = HttpApi(b.url, b.token("game", "matches:write"))
@@ -178,6 +204,7 @@ async def test_redis_losing_its_data_resets_streams_and_rebuilds_the_board(
         await writer.play("cy", "dee", "cy")  # the first write after the loss starts a new log
         await sse.wait_for(lambda evs: len(sse.named("leaderboard:initial")) == 2, timeout=10)
         assert sse.named("stream:reset")[0]["data"] == {"reason": "unknown"}
+
     # The board comes back from SQL: all four players, with their ratings, on both instances.
     async def board(server: LiveServer) -> dict[str, float]:
         page = await HttpApi(server.url, token).request("GET", "/api/leaderboard")
@@ -188,4 +215,5 @@ async def test_redis_losing_its_data_resets_streams_and_rebuilds_the_board(
     async def rebuilt() -> None:
         while await board(a) != want or await board(b) != want:
             await asyncio.sleep(0.05)
+
     await asyncio.wait_for(rebuilt(), 10)

@@ -25,8 +25,10 @@ def _stalled_reader(server: LiveServer, token: str) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.port))
-    sock.sendall(f"GET /api/events?rooms=matches&access_token={token} HTTP/1.1\r\n"
-                 f"Host: 127.0.0.1\r\n\r\n".encode())
+    sock.sendall(
+        f"GET /api/events?rooms=matches&access_token={token} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\n\r\n".encode()
+    )
     return sock
 
 
@@ -78,12 +80,17 @@ async def test_presence_counts_players_not_tabs(live_server: LiveServer) -> None
         assert offline["data"] == {"player_id": "ann", "online_count": 1}
         assert await _online_count(live_server, watcher_token) == 1
         async with httpx.AsyncClient(base_url=live_server.url) as client:
-            player = await client.get("/api/players/ann", headers={"Authorization": f"Bearer {ann}"})
+            player = await client.get(
+                "/api/players/ann", headers={"Authorization": f"Bearer {ann}"}
+            )
         assert player.status_code == 404  # ann has never played: no board entry
         # Long-polling counts as being online.
         await poll(live_server.url, "matches", live_server.token("carl"), timeout=0)
-        online = await watcher.wait_for(lambda evs: any(
-            e["event"] == "player:online" and e["data"]["player_id"] == "carl" for e in evs))
+        online = await watcher.wait_for(
+            lambda evs: any(
+                e["event"] == "player:online" and e["data"]["player_id"] == "carl" for e in evs
+            )
+        )
         assert sum(1 for e in online if e["data"].get("player_id") == "carl") == 1
 
 
@@ -127,8 +134,11 @@ async def test_tokens_never_reach_the_logs(live_servers) -> None:  # type: ignor
 
 async def test_metrics_count_connections_events_and_deliveries(live_server: LiveServer) -> None:
     def series(text: str) -> dict[str, float]:
-        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-                if line and not line.startswith("#")}
+        return {
+            line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
 
     admin = HttpApi(live_server.url, live_server.token("ops", "admin"))
     async with SSEClient(live_server.url, "matches", live_server.token("viewer")) as sse:

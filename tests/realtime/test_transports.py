@@ -15,8 +15,9 @@ def _admin(live_server: LiveServer) -> HttpApi:
     return HttpApi(live_server.url, live_server.token("ops", "matches:write admin"))
 
 
-async def test_sse_stream_opens_with_retry_open_and_snapshot(live_server: LiveServer,
-                                                              admin: HttpApi) -> None:
+async def test_sse_stream_opens_with_retry_open_and_snapshot(
+    live_server: LiveServer, admin: HttpApi
+) -> None:
     await admin.play("ann", "bob", "ann")
     token = live_server.token("viewer")
     async with SSEClient(live_server.url, "leaderboard:global", token, top="1") as sse:
@@ -35,21 +36,32 @@ async def test_sse_stream_opens_with_retry_open_and_snapshot(live_server: LiveSe
         assert initial["id"] == opened["data"]["cursor"]
 
 
-async def test_a_result_reaches_every_transport_once_and_in_order(live_server: LiveServer,
-                                                                   admin: HttpApi) -> None:
+async def test_a_result_reaches_every_transport_once_and_in_order(
+    live_server: LiveServer, admin: HttpApi
+) -> None:
     token = live_server.token("viewer")
     start = (await poll(live_server.url, "matches", token)).json()["cursor"]
-    async with SSEClient(live_server.url, "matches,leaderboard:global", token) as sse, \
-            WSClient(live_server.url, token) as ws:
+    async with (
+        SSEClient(live_server.url, "matches,leaderboard:global", token) as sse,
+        WSClient(live_server.url, token) as ws,
+    ):
         assert (await ws.subscribe(["matches", "leaderboard:global"]))["rooms"] == [
-            "leaderboard:global", "matches"]
+            "leaderboard:global",
+            "matches",
+        ]
         result = await admin.play("ann", "bob", "bob", match_id="m-1")
-        expected = ["match:created", "leaderboard:update", "match:started", "match:result",
-                    "leaderboard:update"]
+        expected = [
+            "match:created",
+            "leaderboard:update",
+            "match:started",
+            "match:result",
+            "leaderboard:update",
+        ]
         await sse.wait_for(lambda evs: len(log_events(evs)) >= 5)
         await ws.wait_for(lambda evs: len(log_events(evs)) >= 5)
-        polled, _ = await poll_until(live_server.url, "matches,leaderboard:global", token, start,
-                                     lambda evs: len(evs) >= 5)
+        polled, _ = await poll_until(
+            live_server.url, "matches,leaderboard:global", token, start, lambda evs: len(evs) >= 5
+        )
         for events in (log_events(sse.events), log_events(ws.events), polled):
             assert names(events) == expected
             ids = [e["id"] for e in events]
@@ -58,16 +70,22 @@ async def test_a_result_reaches_every_transport_once_and_in_order(live_server: L
         assert log_events(sse.events) == log_events(ws.events) == polled
         newcomers = log_events(sse.events)[1]["data"]
         assert newcomers["match_id"] == "m-1"
-        assert [(c["player_id"], c["rank"], c["previous_rank"], c["delta"])
-                for c in newcomers["changes"]] == [("ann", 1, None, 0.0), ("bob", 2, None, 0.0)]
+        assert [
+            (c["player_id"], c["rank"], c["previous_rank"], c["delta"])
+            for c in newcomers["changes"]
+        ] == [("ann", 1, None, 0.0), ("bob", 2, None, 0.0)]
         final = log_events(sse.events)[3]
         assert final["data"]["rating_changes"] == result["rating_changes"]
         assert sorted(final["rooms"]) == sorted(
-            ["matches", "match:m-1", "leaderboard:global", "player:ann", "player:bob"])
+            ["matches", "match:m-1", "leaderboard:global", "player:ann", "player:bob"]
+        )
         update = log_events(sse.events)[4]["data"]
         assert update["match_id"] == "m-1"
         assert {c["player_id"]: c["rank"] for c in update["changes"]} == {"bob": 1, "ann": 2}
-        assert {c["player_id"]: c["previous_rank"] for c in update["changes"]} == {"ann": 1, "bob": 2}
+        assert {c["player_id"]: c["previous_rank"] for c in update["changes"]} == {
+            "ann": 1,
+            "bob": 2,
+        }
 
 
 async def test_player_room_carries_personal_events(live_server: LiveServer, admin: HttpApi) -> None:
@@ -75,16 +93,29 @@ async def test_player_room_carries_personal_events(live_server: LiveServer, admi
         await admin.play("ann", "bob", "bob")
         await sse.wait_for(lambda evs: "player:stats_update" in names(evs))
         personal = names(log_events(sse.events))
-        assert personal == ["match:created", "match:started", "match:result",
-                            "leaderboard:player_rank", "player:stats_update"]
+        assert personal == [
+            "match:created",
+            "match:started",
+            "match:result",
+            "leaderboard:player_rank",
+            "player:stats_update",
+        ]
         stats = sse.named("player:stats_update")[0]["data"]
-        assert stats == {"player_id": "bob", "rating": 1216.0, "rank": 1, "wins": 1,
-                         "losses": 0, "draws": 0, "games": 1}
+        assert stats == {
+            "player_id": "bob",
+            "rating": 1216.0,
+            "rank": 1,
+            "wins": 1,
+            "losses": 0,
+            "draws": 0,
+            "games": 1,
+        }
 
 
 @pytest.mark.parametrize("transport", ["sse", "poll", "ws"])
-async def test_resume_replays_exactly_the_missed_events(live_server: LiveServer, admin: HttpApi,
-                                                        transport: str) -> None:
+async def test_resume_replays_exactly_the_missed_events(
+    live_server: LiveServer, admin: HttpApi, transport: str
+) -> None:
     token = live_server.token("viewer")
     async with SSEClient(live_server.url, "matches", token) as first:
         await admin.announce("matches", {"n": 0})
@@ -100,8 +131,9 @@ async def test_resume_replays_exactly_the_missed_events(live_server: LiveServer,
             assert sse.events[0]["data"]["cursor"] == cursor
             got = log_events(sse.events)
     elif transport == "poll":
-        got, _ = await poll_until(live_server.url, "matches", token, cursor,
-                                  lambda evs: len(evs) >= 3)
+        got, _ = await poll_until(
+            live_server.url, "matches", token, cursor, lambda evs: len(evs) >= 3
+        )
     else:
         async with WSClient(live_server.url, token) as ws:
             await ws.subscribe(["matches"], cursor=cursor)
@@ -116,8 +148,9 @@ async def test_resume_replays_exactly_the_missed_events(live_server: LiveServer,
 
 
 @pytest.mark.parametrize("cursor", ["garbage", "deadbeef.5", "x" * 500])
-async def test_bad_cursor_gives_reset_and_a_fresh_snapshot(live_server: LiveServer,
-                                                            cursor: str) -> None:
+async def test_bad_cursor_gives_reset_and_a_fresh_snapshot(
+    live_server: LiveServer, cursor: str
+) -> None:
     token = live_server.token("viewer")
     async with SSEClient(live_server.url, "leaderboard:global", token, last_event_id=cursor) as sse:
         await sse.wait_event("leaderboard:initial")
@@ -147,7 +180,8 @@ async def test_expired_cursor_gives_reset_expired(live_servers) -> None:  # type
 
 
 async def test_unknown_and_private_rooms_are_refused_on_every_transport(
-        live_server: LiveServer) -> None:
+    live_server: LiveServer,
+) -> None:
     token = live_server.token("ann")
     for rooms, status in (("nope", 400), ("player:bob", 403), ("match:", 400), ("", 400)):
         async with SSEClient(live_server.url, rooms, token) as sse:
@@ -183,34 +217,45 @@ async def test_missing_or_bad_token_is_401(live_server: LiveServer) -> None:
             assert sse.response_headers["www-authenticate"] == "Bearer"
 
 
-async def test_subscribe_and_unsubscribe_an_open_stream(live_server: LiveServer,
-                                                        admin: HttpApi) -> None:
+async def test_subscribe_and_unsubscribe_an_open_stream(
+    live_server: LiveServer, admin: HttpApi
+) -> None:
     token = live_server.token("ann")
     mine = HttpApi(live_server.url, token)
     async with SSEClient(live_server.url, "presence", token) as sse:
         await sse.wait_event("stream:open")
-        answer = await mine.request("POST", "/api/subscribe",
-                                    {"connection_id": sse.connection_id, "rooms": ["matches"]})
+        answer = await mine.request(
+            "POST", "/api/subscribe", {"connection_id": sse.connection_id, "rooms": ["matches"]}
+        )
         assert answer == {"rooms": ["matches", "presence"]}
         await admin.announce("matches", {"n": 1})
         await sse.wait_for(lambda evs: any(e["event"] == "announcement" for e in evs))
-        answer = await mine.request("POST", "/api/unsubscribe",
-                                    {"connection_id": sse.connection_id, "rooms": ["matches"]})
+        answer = await mine.request(
+            "POST", "/api/unsubscribe", {"connection_id": sse.connection_id, "rooms": ["matches"]}
+        )
         assert answer == {"rooms": ["presence"]}
         await admin.announce("matches", {"n": 2})
         await admin.announce("presence", {"n": 3})
         await sse.wait_for(lambda evs: any(e["data"].get("n") == 3 for e in evs))
         assert [e["data"]["n"] for e in sse.named("announcement")] == [1, 3]
         # Joining the board brings its snapshot.
-        await mine.request("POST", "/api/subscribe",
-                           {"connection_id": sse.connection_id, "rooms": ["leaderboard:global"]})
+        await mine.request(
+            "POST",
+            "/api/subscribe",
+            {"connection_id": sse.connection_id, "rooms": ["leaderboard:global"]},
+        )
         await sse.wait_event("leaderboard:initial")
         # Someone else cannot touch the stream; an unknown one is 404.
         other = HttpApi(live_server.url, live_server.token("bob"))
-        await other.request("POST", "/api/subscribe",
-                            {"connection_id": sse.connection_id, "rooms": ["matches"]}, expect=403)
-        await mine.request("POST", "/api/subscribe",
-                           {"connection_id": "nope-1", "rooms": ["matches"]}, expect=404)
+        await other.request(
+            "POST",
+            "/api/subscribe",
+            {"connection_id": sse.connection_id, "rooms": ["matches"]},
+            expect=403,
+        )
+        await mine.request(
+            "POST", "/api/subscribe", {"connection_id": "nope-1", "rooms": ["matches"]}, expect=404
+        )
 
 
 async def test_websocket_frames_errors_and_ping(live_server: LiveServer) -> None:
@@ -257,8 +302,9 @@ async def test_websocket_origin_check(live_servers) -> None:  # type: ignore[no-
     assert refused.value.response.status_code == 403
 
 
-async def test_stream_events_carry_the_position_they_reflect(live_server: LiveServer,
-                                                            admin: HttpApi) -> None:
+async def test_stream_events_carry_the_position_they_reflect(
+    live_server: LiveServer, admin: HttpApi
+) -> None:
     """An EventSource that reconnects on its own right after stream:open (or a reset) sends
     that event's id as Last-Event-ID: it must lose nothing."""
     token = live_server.token("viewer")

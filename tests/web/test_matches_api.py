@@ -50,13 +50,37 @@ async def test_match_lifecycle(
             created,
         )
         # both are new: they join the board, announced to its watchers
-        assert (newcomers["event"], newcomers["rooms"]) == ("leaderboard:update",
-                                                            ["leaderboard:global"])
-        assert newcomers["data"] == {"match_id": "m1", "changes": [
-            {"rank": 1, "player_id": "alice", "name": "alice", "rating": 1200.0, "wins": 0,
-             "losses": 0, "draws": 0, "previous_rank": None, "delta": 0.0},
-            {"rank": 2, "player_id": "bob", "name": "bob", "rating": 1200.0, "wins": 0,
-             "losses": 0, "draws": 0, "previous_rank": None, "delta": 0.0}]}
+        assert (newcomers["event"], newcomers["rooms"]) == (
+            "leaderboard:update",
+            ["leaderboard:global"],
+        )
+        assert newcomers["data"] == {
+            "match_id": "m1",
+            "changes": [
+                {
+                    "rank": 1,
+                    "player_id": "alice",
+                    "name": "alice",
+                    "rating": 1200.0,
+                    "wins": 0,
+                    "losses": 0,
+                    "draws": 0,
+                    "previous_rank": None,
+                    "delta": 0.0,
+                },
+                {
+                    "rank": 2,
+                    "player_id": "bob",
+                    "name": "bob",
+                    "rating": 1200.0,
+                    "wins": 0,
+                    "losses": 0,
+                    "draws": 0,
+                    "previous_rank": None,
+                    "delta": 0.0,
+                },
+            ],
+        }
 
         # the same id and players again (in either order): 200 with the stored match, no event
         head = await engine.head()
