@@ -41,9 +41,9 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         import uvloop
 
-        uvloop.run(serve(app.asgi_app, config))  # type: ignore[arg-type]
+        uvloop.run(serve(app.asgi_app, config))
     except ImportError:
-        asyncio.run(serve(app.asgi_app, config))  # type: ignore[arg-type]
+        asyncio.run(serve(app.asgi_app, config))
 
 
 def _display_host(host: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def expected_score(rating: float, opponent: float) -> float:
     """Probability that a player rated `rating` beats one rated `opponent`."""
-    return 1.0 / (1.0 + 10.0 ** ((opponent - rating) / 400.0))
+    odds: float = 10.0 ** ((opponent - rating) / 400.0)
+    return 1.0 / (1.0 + odds)
 
 
 def rating_delta(rating_a: float, rating_b: float, score_a: float, k: float) -> float:

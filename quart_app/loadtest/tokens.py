@@ -31,7 +31,7 @@ def mint(
     with warnings.catch_warnings():
         # authlib.jose announces its move to joserfc on import; the API used is supported.
         warnings.simplefilter("ignore")
-        from authlib.jose import JsonWebToken  # type: ignore[import-untyped]
+        from authlib.jose import JsonWebToken
     now = int(time.time())
     payload: dict[str, object] = {"sub": sub, "scope": scope, "iat": now, "exp": now + ttl_seconds}
     if audience:

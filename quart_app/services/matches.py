@@ -98,7 +98,7 @@ class MatchService:
 
     # use cases -----------------------------------------------------------------------------
     async def get(self, match_id: str) -> dict[str, Any]:
-        row = await self.store.db.fetch_one(
+        row: Any = await self.store.db.fetch_one(
             sa.select(matches).where(matches.c.match_id == match_id)
         )
         if row is None:
@@ -109,7 +109,7 @@ class MatchService:
         """201 and the new match, or 200 and the stored one when the same id and players
         were created before (a retried create)."""
         async with self.store.write() as conn:
-            existing = await conn.fetch_one(
+            existing: Any = await conn.fetch_one(
                 sa.select(matches).where(matches.c.match_id == match_id)
             )
             if existing is not None:
@@ -117,12 +117,10 @@ class MatchService:
                     raise Conflict(f"match {match_id!r} exists with other players")
                 return 200, match_json(existing)
             created = now_iso()
-            known = {
-                r.player_id
-                for r in await conn.fetch_all(
-                    sa.select(players.c.player_id).where(players.c.player_id.in_(body.player_ids))
-                )
-            }
+            known_rows: list[Any] = await conn.fetch_all(
+                sa.select(players.c.player_id).where(players.c.player_id.in_(body.player_ids))
+            )
+            known = {r.player_id for r in known_rows}
             new_players = [
                 BoardEntry(
                     player_id=pid,
@@ -170,7 +168,9 @@ class MatchService:
                 )
                 .returning(matches.c.match_id)
             )
-            row = await conn.fetch_one(sa.select(matches).where(matches.c.match_id == match_id))
+            row: Any = await conn.fetch_one(
+                sa.select(matches).where(matches.c.match_id == match_id)
+            )
             if inserted is None:
                 # PostgreSQL: a concurrent create of this id committed while the insert waited
                 # for it (SQLite's single writer cannot get here): answer as for a retry.
@@ -235,7 +235,7 @@ class MatchService:
 
     async def progress(self, match_id: str, body: MatchProgressIn) -> str:
         """Publish live progress (not stored beyond the log); returns the event's cursor."""
-        row = await self.store.db.fetch_one(
+        row: Any = await self.store.db.fetch_one(
             sa.select(matches).where(matches.c.match_id == match_id)
         )
         if row is None:
@@ -268,16 +268,14 @@ class MatchService:
                 raise Conflict(f"match {match_id!r} is cancelled")
 
             # Lock both players in id order, so two results sharing a player cannot deadlock.
-            locked = {
-                p.player_id: p
-                for p in await conn.fetch_all(
-                    self.store.for_update(
-                        sa.select(players)
-                        .where(players.c.player_id.in_(sorted(ids)))
-                        .order_by(players.c.player_id)
-                    )
+            player_rows: list[Any] = await conn.fetch_all(
+                self.store.for_update(
+                    sa.select(players)
+                    .where(players.c.player_id.in_(sorted(ids)))
+                    .order_by(players.c.player_id)
                 )
-            }
+            )
+            locked = {p.player_id: p for p in player_rows}
             a, b = locked[row.player_a], locked[row.player_b]
             score_a = 0.5 if body.draw else (1.0 if body.winner_id == a.player_id else 0.0)
             new_a, new_b, delta = elo.apply_result(a.rating, b.rating, score_a, self.k)

@@ -41,9 +41,9 @@ class Store:
     async def create_schema(self) -> None:
         async with self.db.connection() as conn:
             for table in metadata.sorted_tables:
-                await conn.execute(CreateTable(table, if_not_exists=True))  # type: ignore[arg-type]
+                await conn.execute(CreateTable(table, if_not_exists=True))
                 for index in table.indexes:
-                    await conn.execute(CreateIndex(index, if_not_exists=True))  # type: ignore[arg-type]
+                    await conn.execute(CreateIndex(index, if_not_exists=True))
 
     async def ping(self) -> bool:
         try:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from databases.core import Connection
@@ -102,7 +103,7 @@ class Relay:
             raise
 
     async def _publish_pending(self, grace: float) -> int:
-        rows = await self.store.db.fetch_all(
+        rows: list[Any] = await self.store.db.fetch_all(
             sa.select(outbox.c.payload)
             .where(outbox.c.created_at <= time.time() - grace)
             .order_by(outbox.c.id)

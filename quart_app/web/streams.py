@@ -35,11 +35,11 @@ def authorized_rooms(identity: Identity, raw: str | list[str] | None) -> list[st
     return rooms
 
 
-def parse_top(raw: object) -> int:
+def parse_top(raw: str | int | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_TOP
     try:
-        top = int(raw)  # type: ignore[call-overload]
+        top = int(raw)
     except (TypeError, ValueError):
         raise BadRequestBody(400, "Bad Request", "top must be an integer") from None
     if not 1 <= top <= MAX_TOP:
