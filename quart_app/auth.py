@@ -30,6 +30,8 @@ from .config import Settings
 log = logging.getLogger(__name__)
 
 SCOPE_WRITE = "matches:write"
+# The least time between two JWKS fetches triggered by unknown key ids.
+JWKS_REFETCH_SECONDS = 60.0
 SCOPE_ADMIN = "admin"
 
 
@@ -66,7 +68,7 @@ class Authenticator:
             self._key = JsonWebKey.import_key(settings.jwt_public_key)
         else:
             self._key = None  # JWKS: fetched on first use, again when a kid is unknown
-            self._jwks_fetched = 0.0
+        self._jwks_fetched = 0.0
         self._claims_options: dict[str, Any] = {
             "exp": {"essential": True},
             "sub": {"essential": True},
@@ -76,23 +78,26 @@ class Authenticator:
         if settings.jwt_issuer:
             self._claims_options["iss"] = {"essential": True, "value": settings.jwt_issuer}
 
-    def _jwks_key(self) -> Any:
-        # Refetch at most once a minute: an unknown kid must not let callers hammer the IdP.
-        if self._key is None or time.monotonic() - self._jwks_fetched > 60:
-            assert self.settings.jwt_jwks_url
-            with urllib.request.urlopen(self.settings.jwt_jwks_url, timeout=5) as response:
-                self._key = JsonWebKey.import_key_set(json.load(response))
-            self._jwks_fetched = time.monotonic()
-        return self._key
+    def _fetch_jwks(self) -> None:
+        assert self.settings.jwt_jwks_url
+        with urllib.request.urlopen(self.settings.jwt_jwks_url, timeout=5) as response:
+            self._key = JsonWebKey.import_key_set(json.load(response))
+        self._jwks_fetched = time.monotonic()
 
     def verify(self, token: str) -> Identity:
+        jwks = bool(self.settings.jwt_jwks_url and not self.settings.jwt_public_key)
         try:
-            key = (
-                self._jwks_key()
-                if self.settings.jwt_jwks_url and not self.settings.jwt_public_key
-                else self._key
-            )
-            claims = self._jwt.decode(token, key, claims_options=self._claims_options)
+            if jwks and self._key is None:
+                self._fetch_jwks()
+            try:
+                claims = self._jwt.decode(token, self._key, claims_options=self._claims_options)
+            except ValueError:
+                # A kid the cached set lacks: the keys may have rotated. Refetch, but at most
+                # once per JWKS_REFETCH_SECONDS, so junk kids cannot make us hammer the IdP.
+                if not jwks or time.monotonic() - self._jwks_fetched < JWKS_REFETCH_SECONDS:
+                    raise
+                self._fetch_jwks()
+                claims = self._jwt.decode(token, self._key, claims_options=self._claims_options)
             claims.validate(leeway=self.settings.jwt_leeway)
         except (JoseError, ValueError, TypeError, KeyError, OSError) as exc:
             raise AuthError(f"invalid token: {type(exc).__name__}") from None

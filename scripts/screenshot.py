@@ -73,7 +73,9 @@ def main() -> None:
                 headless=True,
                 args=CHROMIUM_ARGS,
             )
-            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            # Reduced motion: the rows settle at once instead of being caught mid-animation.
+            page = browser.new_page(viewport={"width": 1280, "height": 860},
+                                    reduced_motion="reduce")
             page.goto(f"{url}/?player=ace-1&top=15")
             # Let the demo play long enough for a populated board and a busy feed.
             page.wait_for_function(

@@ -13,6 +13,7 @@ from ..auth import AuthError, Identity
 from ..runtime import runtime
 from ..services.errors import Forbidden
 from .errors import BadRequestBody
+from .tokens import token_from
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,18 +66,13 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
 
 
 def bearer_token(*, allow_query: bool = False) -> str | None:
-    """The token of this request. Query and cookie only for EventSource, WebSocket and
-    long-poll GETs, which cannot always set headers (never for a POST: no CSRF by cookie)."""
     incoming = websocket if has_websocket_context() else request
-    header = incoming.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    if header:
-        raise AuthError("the Authorization header must be 'Bearer <token>'")
-    if allow_query:
-        return incoming.args.get("access_token") or incoming.cookies.get("access_token") or None
-    return None
+    return token_from(
+        incoming.headers.get("Authorization"),
+        incoming.args.get("access_token"),
+        incoming.headers.get("Cookie"),
+        allow_query=allow_query,
+    )
 
 
 def identify(*, allow_query: bool = False) -> Identity:

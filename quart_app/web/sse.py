@@ -29,6 +29,7 @@ from .streams import (
     parse_top,
     reset_events,
 )
+from .tokens import token_from
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
             return str(value.decode("latin-1"))
-    return None
-
-
-def _cookie(scope: Scope, name: str) -> str | None:
-    raw = _header(scope, b"cookie")
-    if not raw:
-        return None
-    for part in raw.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name:
-            return value
     return None
 
 
@@ -119,21 +109,19 @@ class EventStream:
         if scope["method"] not in ("GET", "HEAD"):
             raise BadRequestBody(405, "Method Not Allowed", "use GET")
         query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
-        identity = self.rt.auth.identify(self._token(scope, query))
+        identity = self.rt.auth.identify(
+            token_from(
+                _header(scope, b"authorization"),
+                query.get("access_token"),
+                _header(scope, b"cookie"),
+                allow_query=True,
+            )
+        )
         rooms = authorized_rooms(identity, query.get("rooms"))
         if not rooms:
             raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
         cursor = _header(scope, b"last-event-id") or query.get("last_event_id")
         return identity, rooms, cursor, parse_top(query.get("top"))
-
-    def _token(self, scope: Scope, query: dict[str, str]) -> str | None:
-        header = _header(scope, b"authorization") or ""
-        kind, _, token = header.partition(" ")
-        if kind.lower() == "bearer" and token.strip():
-            return token.strip()
-        if header:
-            raise AuthError("the Authorization header must be 'Bearer <token>'")
-        return query.get("access_token") or _cookie(scope, "access_token")
 
     async def _begin(self, send: Any, conn: Connection, start: str, initial: list[Any]) -> None:
         await send(

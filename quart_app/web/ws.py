@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,6 +30,7 @@ from .streams import (
     parse_top,
     reset_events,
 )
+from .tokens import token_from
 
 PATH = "/api/ws"
 MAX_FRAME = 64 * 1024
@@ -63,18 +63,6 @@ def origin_allowed(origin: str | None, allowed: list[str] | None, host: str | No
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-def _token(headers: dict[str, str], query: dict[str, str]) -> str | None:
-    kind, _, token = headers.get("authorization", "").partition(" ")
-    if kind.lower() == "bearer" and token.strip():
-        return token.strip()
-    if headers.get("authorization"):
-        raise AuthError("the Authorization header must be 'Bearer <token>'")
-    if query.get("access_token"):
-        return query["access_token"]
-    cookie = SimpleCookie(headers.get("cookie", ""))
-    return cookie["access_token"].value if "access_token" in cookie else None
 
 
 async def _refuse(send: Any, status: int, title: str, detail: str) -> None:
@@ -203,7 +191,14 @@ class WebSocketEndpoint:
             return
         query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
         try:
-            identity = self.rt.auth.identify(_token(headers, query))
+            identity = self.rt.auth.identify(
+                token_from(
+                    headers.get("authorization"),
+                    query.get("access_token"),
+                    headers.get("cookie"),
+                    allow_query=True,
+                )
+            )
         except AuthError as exc:
             await _refuse(send, 401, "Unauthorized", str(exc))
             return
