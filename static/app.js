@@ -31,8 +31,6 @@ const REQUESTED_PLAYER = ID_RE.test(params.get('player') || '') ? /** @type {str
 /** How long a row shows its last movement (▲/▼), ms. */
 const CHANGE_VISIBLE_MS = 15000;
 const FEED_MAX = 50;
-/** The service's default initial rating (INITIAL_RATING); only decides when to re-read the board. */
-const INITIAL_RATING = 1200;
 const reducedMotion = matchMedia('(prefers-reduced-motion: reduce)');
 
 // ---------------------------------------------------------------- utilities
@@ -92,20 +90,6 @@ function srOnly(text) {
 function signed(x) {
   const v = Math.round(x * 10) / 10;
   return `${v > 0 ? '+' : v < 0 ? '−' : '±'}${Math.abs(v).toFixed(1)}`;
-}
-
-/**
- * @param {Function} fn
- * @param {number} ms
- * @returns {() => void}
- */
-function debounce(fn, ms) {
-  /** @type {ReturnType<typeof setTimeout>|undefined} */
-  let t;
-  return () => {
-    clearTimeout(t);
-    t = setTimeout(fn, ms);
-  };
 }
 
 /** @param {number} ms */
@@ -261,91 +245,210 @@ function askForToken() {
  * @property {{places: number|null, delta: number, at: number}} [change] last movement shown
  */
 
+/**
+ * @typedef {Entry & {previous_rank: number|null, delta: number}} Change
+ * @typedef {{rating: number, player_id: string}} Key
+ */
+
+/** Rows kept beyond `top` (players who climbed into the known part of the board). */
+const SLACK = 20;
+/** Least time between two re-reads of the board, ms. */
+const REREAD_GAP_MS = 250;
+/** How far reads may lag behind events (PROTOCOL: within 1 s), with a margin, ms. */
+const READ_LAG_MS = 2000;
+
+/**
+ * The page's picture of the board is a *prefix* of it: every player ordered
+ * at or before `bound` (null: every player there is), with their current row.
+ * Ranks are not stored but counted: the board's order is rating descending,
+ * then player id ascending (byte order; ids are ASCII), so a known prefix
+ * sorted that way gives each row its rank. A change is then applied by
+ * putting the player's new row in or out of the prefix, which is the same
+ * whether or not the picture already had it: events that a snapshot (the
+ * stream's `leaderboard:initial` or an HTTP re-read) already reflects, and
+ * that still arrive after it, do no harm.
+ */
 const board = {
-  /** @type {Map<string, Entry>} the top of the board, by player id */
+  /** @type {Map<string, Entry>} the known prefix of the board, by player id */
   entries: new Map(),
+  /** @type {Entry[]} the same rows in board order, ranks set */
+  order: [],
+  /** @type {Key|null} the last player of the known prefix; null when it holds every player */
+  bound: null,
   total: 0,
   ready: false,
+  /** Bumped when the stream replaces or drops the board: a re-read started before is stale. */
+  epoch: 0,
 };
 /** @type {Map<string, HTMLTableRowElement>} */
 const rowEls = new Map();
 
-/** @param {{entries: Entry[], total: number}} data */
-function onInitial(data) {
-  const old = board.entries;
-  board.entries = new Map();
-  for (const e of data.entries || []) {
-    if (e.rank > TOP) continue;
-    board.entries.set(e.player_id, { ...e, change: old.get(e.player_id)?.change });
+/**
+ * Whether `a` comes before `b` on the board.
+ * @param {Key} a
+ * @param {Key} b
+ */
+function precedes(a, b) {
+  return a.rating > b.rating || (a.rating === b.rating && a.player_id < b.player_id);
+}
+
+/** @param {Key} a @param {Key} b */
+function byBoardOrder(a, b) {
+  return precedes(a, b) ? -1 : precedes(b, a) ? 1 : 0;
+}
+
+/** @param {Key} k whether the player with this rating belongs to the known prefix */
+function inKnownPart(k) {
+  return board.bound === null || !precedes(board.bound, k);
+}
+
+/** Whether the page knows fewer rows than it must show. */
+function incomplete() {
+  return board.ready && board.entries.size < Math.min(TOP, board.total);
+}
+
+/** Sort the known rows, count their ranks, and keep at most TOP + SLACK of them. */
+function settle() {
+  const order = [...board.entries.values()].sort(byBoardOrder);
+  if (order.length > TOP + SLACK) {
+    for (const e of order.splice(TOP + SLACK)) board.entries.delete(e.player_id);
+    const last = order[order.length - 1];
+    board.bound = { rating: last.rating, player_id: last.player_id };
   }
-  board.total = data.total ?? board.entries.size;
-  board.ready = true;
-  renderBoard(new Set());
+  order.forEach((e, i) => {
+    e.rank = i + 1;
+  });
+  board.order = order;
 }
 
 /**
- * Apply `leaderboard:update`. Only the players whose rating changed are in
- * `changes`; everybody they passed moved too. Unchanged players keep their
- * order, so each one's new rank is the k-th rank not taken by a changed player,
- * k being its position among the unchanged players before the match.
- * @param {{match_id: string, changes: (Entry & {previous_rank: number|null, delta: number})[]}} data
+ * Replace the picture by a snapshot of the top of the board.
+ * @param {Entry[]} entries the first rows of the board, asked for `TOP` of them
+ * @param {number} total
+ */
+function loadSnapshot(entries, total) {
+  const old = board.entries;
+  board.entries = new Map();
+  for (const e of entries) board.entries.set(e.player_id, { ...e, change: old.get(e.player_id)?.change });
+  const order = [...board.entries.values()].sort(byBoardOrder);
+  const everyone = order.length < TOP || order.length >= total;
+  board.total = everyone ? order.length : total;
+  const last = order[order.length - 1];
+  board.bound = everyone || !last ? null : { rating: last.rating, player_id: last.player_id };
+  board.ready = true;
+}
+
+/**
+ * Put changed rows in (or out of) the known prefix.
+ * @param {Change[]} changes
+ * @param {number} at when they arrived (for the movement markers)
+ * @param {boolean} overSnapshot replayed over a re-read that may or may not reflect them
+ */
+function applyChanges(changes, at, overSnapshot) {
+  for (const c of changes) {
+    const { previous_rank: prev, delta, ...row } = c;
+    const had = board.entries.delete(c.player_id);
+    const known = inKnownPart(row);
+    if (known) {
+      board.entries.set(c.player_id, {
+        ...row,
+        change: { places: typeof prev === 'number' ? prev - c.rank : null, delta, at },
+      });
+    }
+    // A newcomer is one more player, unless the picture had them already (a
+    // snapshot that counted them). Over a re-read, one outside the known part
+    // is taken as counted: the re-read is the later word on the total.
+    if ((prev === null || prev === undefined) && !had && (known || !overSnapshot)) board.total++;
+  }
+}
+
+/** @param {{entries: Entry[], total: number}} data */
+function onInitial(data) {
+  board.epoch++;
+  loadSnapshot(data.entries || [], data.total ?? (data.entries || []).length);
+  settle();
+  renderBoard(new Set());
+  syncMeFromBoard();
+  if (incomplete()) reconcile();
+}
+
+/**
+ * Apply `leaderboard:update`: only the players whose rating changed are in
+ * `changes`; everybody they passed moves too, which the counted ranks show.
+ * When a player leaves the known prefix the row after the last known one is
+ * unknown: then the top is read again.
+ * @param {{match_id: string, changes: Change[]}} data
  */
 function onUpdate(data) {
   if (!board.ready) return;
   const changes = data.changes || [];
-  const changed = new Set(changes.map((c) => c.player_id));
-  const before = changes.map((c) => c.previous_rank).filter((r) => typeof r === 'number').sort((a, b) => a - b);
-  const after = changes.map((c) => c.rank).sort((a, b) => a - b);
-  for (const [id, e] of board.entries) {
-    if (changed.has(id)) continue;
-    let rank = e.rank - before.filter((p) => p < e.rank).length;
-    for (const taken of after) if (taken <= rank) rank++;
-    e.rank = rank;
-  }
-  const now = Date.now();
-  for (const c of changes) {
-    const { previous_rank: prev, delta, ...entry } = c;
-    board.entries.set(c.player_id, {
-      ...entry,
-      change: { places: typeof prev === 'number' ? prev - c.rank : null, delta, at: now },
-    });
-    if (prev === null || prev === undefined) board.total++;
-  }
-  for (const [id, e] of board.entries) if (e.rank > TOP) board.entries.delete(id);
-  renderBoard(changed);
-  // Someone fell out of the top and an unknown player took the last place: fetch it.
-  if (board.entries.size < Math.min(TOP, board.total)) reconcileSoon();
+  const at = Date.now();
+  reread.recent.push({ changes, at });
+  if (!reread.running) while (reread.recent.length && reread.recent[0].at < at - READ_LAG_MS) reread.recent.shift();
+  applyChanges(changes, at, false);
+  settle();
+  renderBoard(new Set(changes.map((c) => c.player_id)));
+  if (incomplete()) reconcile();
 }
 
+/** The re-read of the board: one at a time, again if asked meanwhile. */
+const reread = {
+  running: false,
+  again: false,
+  last: 0,
+  failures: 0,
+  /**
+   * @type {{changes: Change[], at: number}[]} the updates of the last READ_LAG_MS, and all
+   * of them while a re-read is under way
+   */
+  recent: [],
+};
+
 /**
- * Re-read the top of the board over HTTP. Needed where the board changes
- * without a `leaderboard:update`: players appear (at the initial rating) when
- * their first match is created, and renames.
+ * Re-read the top of the board over HTTP (`GET /api/leaderboard?limit=top`),
+ * when the page's picture cannot be complete: a player left the top and the
+ * next one is not known here. The answer may be older or newer than the
+ * events delivered meanwhile, or shortly before (a read may lag events by up
+ * to a second): those are applied again over it, in order (a no-op for the
+ * ones it reflects), and the ones it reflects that are still to come change
+ * nothing either.
+ * @returns {Promise<void>}
  */
 async function reconcile() {
   if (!client) return;
-  try {
-    const page = await client.request(`/api/leaderboard?offset=0&limit=${TOP}`);
-    onInitial({ entries: page.entries, total: page.total });
-  } catch (err) {
-    console.warn('leaderboard refresh failed', err);
+  if (reread.running) {
+    reread.again = true;
+    return;
   }
-}
-const reconcileSoon = debounce(reconcile, 1500 + Math.random() * 1000);
-
-/**
- * New players join the board (at the initial rating, 1200 by default) when
- * their first match is created, without a `leaderboard:update`. Worth a re-read
- * only where such a player can show up in our top: a board not full yet, or
- * one that reaches down to the initial rating.
- * @param {string[]} playerIds
- */
-function mayHaveNewPlayers(playerIds) {
-  if (!playerIds.some((p) => !board.entries.has(p))) return false;
-  if (board.entries.size < Math.min(TOP, board.total + playerIds.length)) return true;
-  let lowest = Infinity;
-  for (const e of board.entries.values()) lowest = Math.min(lowest, e.rating);
-  return lowest <= INITIAL_RATING;
+  reread.running = true;
+  try {
+    do {
+      reread.again = false;
+      const wait = reread.last + REREAD_GAP_MS - Date.now();
+      if (wait > 0) await sleep(wait);
+      const sent = (reread.last = Date.now());
+      const epoch = board.epoch;
+      let page;
+      try {
+        page = await client.request(`/api/leaderboard?offset=0&limit=${TOP}`);
+        reread.failures = 0;
+      } catch (err) {
+        console.warn('leaderboard refresh failed', err);
+        reread.failures++;
+        await sleep(Math.min(10000, 250 * 2 ** reread.failures));
+        continue;
+      }
+      // A snapshot of the stream came meanwhile (or a reset): it is the newer word.
+      if (epoch !== board.epoch || !board.ready) continue;
+      loadSnapshot(page.entries || [], page.total ?? 0);
+      for (const u of reread.recent) if (u.at >= sent - READ_LAG_MS) applyChanges(u.changes, u.at, true);
+      settle();
+      renderBoard(new Set());
+      syncMeFromBoard();
+    } while (reread.again || incomplete());
+  } finally {
+    reread.running = false;
+  }
 }
 
 /**
@@ -355,9 +458,7 @@ function mayHaveNewPlayers(playerIds) {
  */
 function renderBoard(changed) {
   const tbody = $('board-body');
-  const sorted = [...board.entries.values()].sort(
-    (a, b) => a.rank - b.rank || (a.player_id < b.player_id ? -1 : 1),
-  );
+  const sorted = board.order.slice(0, TOP);
   /** @type {Map<string, number>} */
   const first = new Map();
   for (const [id, tr] of rowEls) {
@@ -401,7 +502,7 @@ function renderBoard(changed) {
     void tr.offsetWidth; // restart the highlight animation
     tr.classList.add('flash');
   }
-  const shown = board.entries.size;
+  const shown = sorted.length;
   $('board-status').textContent = shown
     ? `Top ${shown} of ${board.total} players.`
     : 'No ranked players yet: play a match.';
@@ -469,34 +570,152 @@ setInterval(() => {
 
 // ---------------------------------------------------------------- "you" panel
 
+/** Neighbours shown on each side of the signed-in player. */
+const ME_RADIUS = 3;
+/** Least time between two reads of GET .../around, ms. */
+const ME_READ_GAP_MS = 100;
+
+/**
+ * The signed-in player's own row (from their events, the board, or the last
+ * `/around`) and the rows around it (from the last `/around`).
+ */
+const mine = {
+  /** @type {Entry|null} */
+  entry: null,
+  /** @type {Entry[]} */
+  around: [],
+  /** Whether the read has answered at least once (until then: "Loading…"). */
+  read: false,
+  running: false,
+  again: false,
+  /** Bumped by every event about the player's own row: an /around read older than it is stale. */
+  heard: 0,
+  misses: 0,
+  last: 0,
+};
+
+/**
+ * Read `GET /api/players/{me}/around` now: one read at a time, again at once
+ * when something relevant happened meanwhile. A 404 after an event said the
+ * player is on the board is a read that has not caught up yet: read again
+ * shortly rather than show "no rank yet".
+ * @returns {Promise<void>}
+ */
 async function refreshMe() {
   if (!client || !auth.sub) return;
+  if (mine.running) {
+    mine.again = true;
+    return;
+  }
+  mine.running = true;
   const me = auth.sub;
   try {
-    const body = await client.request(`/api/players/${encodeURIComponent(me)}/around?radius=3`);
-    renderMe(body.entries || []);
-  } catch (err) {
-    if (err instanceof PulseHttpError && err.status === 404) {
-      $('me-status').textContent = `${me}: no rank yet. Play a match to get one.`;
-      $('me-table').hidden = true;
-    } else {
-      console.warn('around failed', err);
-    }
+    do {
+      mine.again = false;
+      const wait = mine.last + ME_READ_GAP_MS - Date.now();
+      if (wait > 0) await sleep(wait);
+      mine.last = Date.now();
+      const heard = mine.heard;
+      try {
+        const body = await client.request(`/api/players/${encodeURIComponent(me)}/around?radius=${ME_RADIUS}`);
+        mine.misses = 0;
+        mine.read = true;
+        const entries = body.entries || [];
+        const own = entries.find((/** @type {Entry} */ e) => e.player_id === me);
+        // An event about our own row that came meanwhile is newer than this answer.
+        if (heard !== mine.heard) {
+          mine.again = true;
+          continue;
+        }
+        mine.around = entries;
+        if (own) mine.entry = { ...own };
+      } catch (err) {
+        const notFound = err instanceof PulseHttpError && err.status === 404;
+        if (!notFound) console.warn('around failed', err);
+        if (notFound && !mine.entry) {
+          mine.read = true;
+          mine.around = [];
+        } else if (mine.misses++ < 20) {
+          await sleep(notFound ? 200 : Math.min(10000, 500 * 2 ** mine.misses));
+          mine.again = true;
+        }
+      }
+      renderMe();
+    } while (mine.again);
+  } finally {
+    mine.running = false;
   }
 }
-const refreshMeSoon = debounce(refreshMe, 300);
 
-/** @param {Entry[]} entries */
-function renderMe(entries) {
-  const me = entries.find((e) => e.player_id === auth.sub);
+/**
+ * The player's own row as an event gives it.
+ * @param {Partial<Entry> & {player_id: string}} data
+ */
+function heardOfMe(data) {
+  const base = mine.entry || { rank: 0, player_id: data.player_id, name: data.player_id, rating: 0, wins: 0, losses: 0, draws: 0 };
+  /** @type {Entry} */
+  const entry = { ...base };
+  for (const k of /** @type {(keyof Entry)[]} */ (['rank', 'name', 'rating', 'wins', 'losses', 'draws'])) {
+    if (data[k] !== undefined && data[k] !== null) /** @type {any} */ (entry)[k] = data[k];
+  }
+  mine.entry = entry;
+  mine.heard++;
+}
+
+/** Our row as the page's board shows it, when it shows it (the same rank in both places). */
+function syncMeFromBoard() {
+  if (!auth.sub) return;
+  const e = board.entries.get(auth.sub);
+  if (!e || e.rank > TOP) return;
+  const { change, ...row } = e;
+  mine.entry = { ...row };
+  renderMe();
+}
+
+/**
+ * A `leaderboard:update`: our own row when we are in it, and a new read of
+ * our neighbourhood when a change reaches into it (someone passing us, or a
+ * newcomer ranked above us).
+ * @param {{changes: Change[]}} data
+ */
+function meOnUpdate(data) {
+  if (!auth.sub) return;
+  const changes = data.changes || [];
+  const own = changes.find((c) => c.player_id === auth.sub);
+  if (own) {
+    const { previous_rank: _p, delta: _d, ...row } = own;
+    heardOfMe(row);
+  }
+  syncMeFromBoard();
+  const reach = mine.entry ? mine.entry.rank + ME_RADIUS + 1 : 0;
+  const relevant =
+    own || changes.some((c) => c.rank <= reach || (typeof c.previous_rank === 'number' && c.previous_rank <= reach));
+  renderMe();
+  if (relevant) refreshMe();
+}
+
+/** @param {any} data `leaderboard:player_rank` or `player:stats_update` of our room */
+function onMyStats(data) {
+  if (!auth.sub || data?.player_id !== auth.sub) return;
+  heardOfMe(data);
+  syncMeFromBoard();
+  renderMe();
+  refreshMe();
+}
+
+function renderMe() {
   const status = $('me-status');
+  const me = mine.entry;
   if (me) {
     status.textContent = `${me.name || me.player_id}: rank ${me.rank}${board.total ? ` of ${board.total}` : ''}, rating ${me.rating.toFixed(1)} (${me.wins}–${me.losses}–${me.draws}).`;
     status.dataset.rank = String(me.rank);
+  } else if (mine.read) {
+    status.textContent = `${auth.sub}: no rank yet. Play a match to get one.`;
+    delete status.dataset.rank;
   }
   const tbody = $('me-body');
   tbody.replaceChildren(
-    ...entries.map((e) => {
+    ...mine.around.map((e) => {
       const isMe = e.player_id === auth.sub;
       return h(
         'tr',
@@ -507,7 +726,7 @@ function renderMe(entries) {
       );
     }),
   );
-  $('me-table').hidden = entries.length === 0;
+  $('me-table').hidden = mine.around.length === 0;
 }
 
 // ------------------------------------------------------------------ presence
@@ -792,7 +1011,7 @@ async function main() {
     showConnection(s);
     if (s.state === 'open' && s.previousState !== 'open') {
       loadPresence();
-      refreshMeSoon();
+      refreshMe();
     }
   });
   client.on('error', (/** @type {any} */ err) => {
@@ -808,26 +1027,27 @@ async function main() {
   client.on('reset', (/** @type {any} */ r) => {
     if (r.resume) return; // "slow": we resume from our cursor, our state stays right
     board.ready = false;
+    board.epoch++;
     $('board-status').textContent = `Stream reset (${r.reason}): reloading…`;
     presenceEvents++;
     loadPresence();
-    refreshMeSoon();
+    refreshMe();
   });
   client.on('leaderboard:initial', onInitial);
   client.on('leaderboard:update', (/** @type {any} */ d) => {
     onUpdate(d);
-    refreshMeSoon();
+    meOnUpdate(d);
   });
-  client.on('leaderboard:player_rank', refreshMeSoon);
-  client.on('player:stats_update', refreshMeSoon);
+  client.on('leaderboard:player_rank', onMyStats);
+  client.on('player:stats_update', onMyStats);
   client.on('player:online', onPresence);
   client.on('player:offline', onPresence);
   for (const name of ['match:created', 'match:started', 'match:progress', 'match:result', 'match:cancelled']) {
     client.on(name, (/** @type {any} */ data, /** @type {any} */ env) => {
       // One event can reach us through several rooms but arrives once; the
       // player room repeats the public one, so the feed shows each once.
+      // (Players new to the board arrive with a leaderboard:update of their own.)
       onMatchEvent(name, data, env);
-      if (name === 'match:created' && mayHaveNewPlayers(data.player_ids || [])) reconcileSoon();
     });
   }
   if (auth.mode === 'dev') setupDevPanel();

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from ..services import LiveServer
 from .conftest import OpenPage
@@ -276,7 +279,8 @@ def test_dev_panel_plays_a_match(api: Api, open_page: OpenPage) -> None:
     match = page.locator("#dev-matches li").first
     expect(match).to_have_attribute("data-status", "scheduled")
     expect(page.locator('#match-feed li[data-event="match:created"]')).to_have_count(1)
-    # Players join the board when their first match is created (no update event for that).
+    # Players join the board when their first match is created (a leaderboard:update with
+    # previous_rank null).
     expect(row(page, opponent)).to_have_count(1, timeout=5_000)
     expect_board_equals_api(page, api)
 
@@ -374,3 +378,154 @@ def test_without_dev_mode_the_page_asks_for_a_token(
     expect(page.locator("#who")).to_contain_text("eve")
     expect(page.locator("#token-panel")).to_be_hidden()
     expect(page.locator("#me-status")).to_contain_text("no rank yet")
+
+
+def shown_rows(page: Page, table: str) -> list[list[str]]:
+    """[player id, rank] of every row of a table body, in the page's order."""
+    return list(
+        page.locator(f"{table} tr").evaluate_all(
+            "rows => rows.map(r => [r.dataset.playerId, r.dataset.rank])"
+        )
+    )
+
+
+def expect_rows(page: Page, table: str, expected: list[list[str]], timeout_ms: int) -> None:
+    """Wait until the table body shows exactly these [player id, rank] rows, in this order."""
+    try:
+        page.wait_for_function(
+            """([table, expected]) => JSON.stringify(
+                 [...document.querySelectorAll(`${table} tr`)].map(
+                   r => [r.dataset.playerId, r.dataset.rank])) === expected""",
+            arg=[table, json.dumps(expected, separators=(",", ":"))],
+            timeout=timeout_ms,
+            polling="raf",
+        )
+    except PlaywrightTimeoutError:
+        shown = shown_rows(page, table)
+        raise AssertionError(
+            f"{table} after {timeout_ms} ms: {shown}, expected {expected}"
+        ) from None
+
+
+def ms_left(started: float, budget_ms: int = 1000) -> int:
+    return max(1, int(budget_ms - (time.monotonic() - started) * 1000))
+
+
+@contextmanager
+def steady_draws(api: Api, pause: float = 0.1) -> Iterator[None]:
+    """Board traffic that moves nobody, as a busy service has all the time: two other players
+    on the same rating draw again and again (delta 0), each result a `leaderboard:update`."""
+    a, b = unique("drawer"), unique("drawer")
+    background = Api(api.base_url)
+    match_id = background.create_match(a, b)
+    background.post(f"/api/matches/{match_id}/result", {"draw": True}, expect=200)
+    stop = threading.Event()
+    played: list[str] = []
+
+    def draw_forever() -> None:
+        while not stop.is_set():
+            match_id = background.create_match(a, b)
+            background.post(f"/api/matches/{match_id}/result", {"draw": True}, expect=200)
+            played.append(match_id)
+            stop.wait(pause)
+
+    thread = threading.Thread(target=draw_forever, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(played) >= 3, 10, "background draws")
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        background.close()
+    assert len(played) >= 3
+
+
+def test_you_panel_follows_a_newcomer_from_the_first_match(api: Api, open_page: OpenPage) -> None:
+    """The signed-in player is not on the board when the page opens (GET .../around is a 404).
+    Their first match puts them on the board (a `leaderboard:update` with `previous_rank`
+    null); from then on the You panel shows their rank and neighbours, kept current by each
+    result, each time within 1 s, while other matches keep the board busy."""
+    w1, l1, w2, _ = seed_four(api)
+    me, rival = unique("newbie"), unique("rival")
+    page = open_page(player=me, top="1000")
+    expect_open(page, "sse")
+    status = page.locator("#me-status")
+    expect(status).to_contain_text("no rank yet")
+
+    def around() -> list[list[str]]:
+        body = api.get(f"/api/players/{me}/around?radius=3")
+        return [[e["player_id"], str(e["rank"])] for e in body["entries"]]
+
+    def expect_panel(started: float) -> None:
+        expected = around()
+        assert len(expected) >= 4  # the player and up to three neighbours on each side
+        expect_rows(page, "#me-body", expected, ms_left(started))
+        rank = {p: r for p, r in expected}[me]
+        expect(status).to_have_attribute("data-rank", rank, timeout=ms_left(started, 200))
+        expect(page.locator("#me-table")).to_be_visible()
+
+    with steady_draws(api):
+        started = time.monotonic()
+        match_id = api.create_match(me, rival)  # both new: they join the board at 1200
+        expect_panel(started)
+
+        started = time.monotonic()
+        api.post(f"/api/matches/{match_id}/result", {"winner_id": rival}, expect=200)
+        expect_panel(started)  # 0-1-0, like the demo's ace-1
+        expect(status).to_contain_text("0–1–0")
+
+        for winner, loser in ((me, w1), (me, w2), (l1, me)):
+            started = time.monotonic()
+            api.play(winner, loser)
+            expect_panel(started)
+        expect(status).to_contain_text("2–2–0")
+
+
+def test_board_keeps_exactly_top_rows_as_players_move_in_and_out(
+    api: Api, open_page: OpenPage
+) -> None:
+    """With top=N and more players than N, results push players out of the top N and pull
+    players in that the page never held (and newcomers join below): after each change, within
+    1 s, the page shows exactly the N rows GET /api/leaderboard?limit=N gives, in its order."""
+    top = 5
+    players = [unique(f"p{i}") for i in range(12)]
+    for winner, loser in zip(players[::2], players[1::2], strict=True):
+        api.play(winner, loser)  # six at about 1216, six at about 1184
+
+    def expected() -> list[list[str]]:
+        body = api.get(f"/api/leaderboard?offset=0&limit={top}")
+        assert body["total"] > top
+        return [[e["player_id"], str(e["rank"])] for e in body["entries"]]
+
+    page = open_page(player=unique("viewer"), top=str(top))
+    expect_open(page, "sse")
+    expect_rows(page, "#board-body", expected(), 5_000)
+
+    for step in range(10):
+        board = api.get("/api/leaderboard?offset=0&limit=1000")["entries"]
+        leader, last = board[0]["player_id"], board[-1]["player_id"]
+        started = time.monotonic()
+        if step % 3 == 2:
+            # Two newcomers join at the initial rating (no result yet), then one of them
+            # beats the leader.
+            newcomer = unique("new")
+            match_id = api.create_match(newcomer, unique("new"))
+            expect_rows(page, "#board-body", expected(), ms_left(started))
+            started = time.monotonic()
+            api.post(f"/api/matches/{match_id}/result", {"winner_id": newcomer}, expect=200)
+            api.play(newcomer, leader)
+        else:
+            api.play(last, leader)  # the leader falls, the player at N+1 moves up
+        want = expected()
+        expect_rows(page, "#board-body", want, ms_left(started))
+        total = api.get("/api/leaderboard?offset=0&limit=1")["total"]
+        expect(page.locator("#board-status")).to_have_text(
+            f"Top {top} of {total} players.", timeout=ms_left(started, 1500)
+        )
+    # The case this is about did happen: the page had to read the top again.
+    rereads = page.evaluate(
+        "performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/api/leaderboard?')).length"
+    )
+    assert rereads >= 1
