@@ -113,6 +113,7 @@ class Client(asyncio.Protocol):
         self.closing = False  # we are closing it: not a disconnect
         self.ended: str | None = None  # why the server or the network ended it
         self.resets: list[str] = []
+        self._head = b""
         self.other = 0  # announcement frames that are not this run's
         self.protocol_errors = 0
 
@@ -133,6 +134,24 @@ class Client(asyncio.Protocol):
             self.ready.set_exception(ConnectionError(reason))
         elif not self.closing and self.ended is None:
             self.ended = f"network: {type(exc).__name__}" if exc else "closed by server"
+
+    def read_head(self, data: bytes, status: int) -> tuple[Any, bytes] | None:
+        """Gather the response head; once whole, the head and the bytes after it. None while
+        incomplete, or after failing the client (a bad head or another status)."""
+        self._head += data
+        try:
+            split = split_head(self._head)
+        except WireError as exc:
+            self.fail(str(exc))
+            return None
+        if split is None:
+            return None
+        head, rest = split
+        self._head = b""
+        if head.status != status:
+            self.fail(f"HTTP {head.status}")
+            return None
+        return head, rest
 
     def fail(self, reason: str) -> None:
         if not self.ready.done():
@@ -184,7 +203,6 @@ class SseClient(Client):
 
     def __init__(self, plan: Plan, sink: Sink) -> None:
         super().__init__(plan, sink)
-        self._head = b""
         self._scanner: SseScanner | None = None
 
     def opened(self) -> None:
@@ -201,19 +219,10 @@ class SseClient(Client):
     def data_received(self, data: bytes) -> None:
         scanner = self._scanner
         if scanner is None:
-            self._head += data
-            try:
-                split = split_head(self._head)
-            except WireError as exc:
-                self.fail(str(exc))
+            got = self.read_head(data, 200)
+            if got is None:
                 return
-            if split is None:
-                return
-            head, data = split
-            self._head = b""
-            if head.status != 200:
-                self.fail(f"HTTP {head.status}")
-                return
+            head, data = got
             if not head.headers.get("content-type", "").startswith("text/event-stream"):
                 self.fail(f"content-type {head.headers.get('content-type')!r}")
                 return
@@ -316,7 +325,6 @@ class WsClient(Client):
     def __init__(self, plan: Plan, sink: Sink) -> None:
         super().__init__(plan, sink)
         self._key = ws_key()
-        self._head = b""
         self._parser: WsParser | None = None
         self.close_code: int | None = None
 
@@ -338,19 +346,10 @@ class WsClient(Client):
     def data_received(self, data: bytes) -> None:
         parser = self._parser
         if parser is None:
-            self._head += data
-            try:
-                split = split_head(self._head)
-            except WireError as exc:
-                self.fail(str(exc))
+            got = self.read_head(data, 101)
+            if got is None:
                 return
-            if split is None:
-                return
-            head, data = split
-            self._head = b""
-            if head.status != 101:
-                self.fail(f"HTTP {head.status}")
-                return
+            head, data = got
             if head.headers.get("sec-websocket-accept") != ws_accept(self._key):
                 self.fail("bad Sec-WebSocket-Accept")
                 return
