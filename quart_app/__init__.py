@@ -11,7 +11,7 @@ from quart_schema import Info, QuartSchema
 from .config import Settings, load_settings
 from .runtime import Runtime
 from .web import errors
-from .web.api import api
+from .web.api import api, dev
 from .web.ops import ops
 from .web.poll import poll
 from .web.sse import PATH as SSE_PATH
@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.extensions["pulse"] = runtime
     errors.install(app)
     app.register_blueprint(api)
+    if settings.dev_mode:
+        app.register_blueprint(dev)
     app.register_blueprint(ops)
     app.register_blueprint(poll)
 

@@ -220,12 +220,15 @@ async def unsubscribe() -> Response:
     return await _change_rooms("unsubscribe")
 
 
-@api.post("/dev/token")
+# Registered only in development mode (no key configured): otherwise the route does not exist,
+# in the router or in /openapi.json.
+dev = Blueprint("dev", __name__, url_prefix="/api/dev")
+
+
+@dev.post("/token")
 @document_request(DevTokenIn)
 @document_response(DevToken)
 async def dev_token() -> Response:
-    rt = runtime()
-    if not rt.auth.dev_mode:
-        raise NotFound("no such endpoint")
     body = await read_body(DevTokenIn)
-    return json_response({"access_token": rt.auth.issue(body.sub, body.scope, body.ttl_seconds)})
+    token = runtime().auth.issue(body.sub, body.scope, body.ttl_seconds)
+    return json_response({"access_token": token})

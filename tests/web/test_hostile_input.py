@@ -478,6 +478,17 @@ async def test_reads_need_a_token_unless_public(make_app: Callable[..., Quart]) 
 async def test_no_dev_token_endpoint_with_a_secret(memory_api: Api) -> None:
     reply = await memory_api.post("/api/dev/token", {"sub": "x", "scope": "admin"}, token=None)
     assert_problem(reply, 404)
+    document = (await memory_api.get("/openapi.json", token=None)).body
+    assert "/api/dev/token" not in document["paths"]
+
+
+async def test_dev_token_endpoint_in_development_mode(make_app: Callable[..., Quart]) -> None:
+    async with serving(make_app(jwt_secret=None)) as api:
+        reply = await api.post("/api/dev/token", {"sub": "ann", "scope": "admin"}, token=None)
+        assert reply.status == 200
+        identity = api.rt.auth.verify(reply.body["access_token"])
+        assert (identity.sub, identity.has("admin")) == ("ann", True)
+        assert "/api/dev/token" in (await api.get("/openapi.json", token=None)).body["paths"]
 
 
 # --- fuzzing: whatever comes in, never a 500 --------------------------------------------------
