@@ -265,6 +265,17 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def run_benchmark(main: Any, args: Any) -> None:
+    """Run `main(args)` on uvloop where installed (as the server runs), write its JSON."""
+    try:
+        import uvloop
+
+        report = uvloop.run(main(args))
+    except ImportError:
+        report = asyncio.run(main(args))
+    write_json(args.json, report)
+
+
 def write_json(path: str, data: Any) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,14 +26,13 @@ repeated or reordered an event. The targets are the TARGETS below (override with
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from _common import SECRET, Redis, Server, fmt, machine, print_table, write_json
+from _common import SECRET, Redis, Server, fmt, machine, print_table, run_benchmark
 
 from quart_app.loadtest.report import table
 from quart_app.loadtest.runner import Options, run
@@ -349,11 +348,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    try:
-        import uvloop
-
-        report = uvloop.run(main(arguments))
-    except ImportError:
-        report = asyncio.run(main(arguments))
-    write_json(arguments.json, report)
+    run_benchmark(main, parse_args())

@@ -27,9 +27,9 @@ from _common import (
     machine,
     median,
     print_table,
+    run_benchmark,
     target,
     token,
-    write_json,
 )
 
 from quart_app.loadtest.sysinfo import ServerProbe
@@ -218,11 +218,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    try:
-        import uvloop
-
-        report = uvloop.run(main(arguments))
-    except ImportError:
-        report = asyncio.run(main(arguments))
-    write_json(arguments.json, report)
+    run_benchmark(main, parse_args())
