@@ -252,10 +252,6 @@ class Connection:
         rooms = self.rooms
         return [event for event in page if any(room in rooms for room in event.rooms)]
 
-    def enqueue(self, event: Event) -> None:
-        """Queue a one-off event for this connection only (a snapshot, a reset)."""
-        self.push(event)
-
 
 class Hub:
     """The rooms of one instance."""

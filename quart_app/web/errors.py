@@ -26,14 +26,9 @@ class BadRequestBody(Exception):
         self.status, self.title, self.detail, self.errors = status, title, detail, errors
 
 
-def problem(
-    status: int,
-    title: str,
-    detail: str,
-    *,
-    errors: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
+def problem_json(
+    status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+) -> str:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title,
@@ -42,7 +37,34 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
-    response = Response(json.dumps(body), status=status, content_type="application/problem+json")
+    return json.dumps(body)
+
+
+async def send_problem(send: Any, prefix: str, status: int, title: str, detail: str) -> None:
+    """The same answer from a raw ASGI handler: `prefix` is "http" for a plain response,
+    "websocket.http" to refuse a WebSocket handshake."""
+    headers = [(b"content-type", b"application/problem+json")]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+    await send(
+        {"type": f"{prefix}.response.body", "body": problem_json(status, title, detail).encode()}
+    )
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    response = Response(
+        problem_json(status, title, detail, errors),
+        status=status,
+        content_type="application/problem+json",
+    )
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

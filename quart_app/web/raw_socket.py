@@ -43,16 +43,28 @@ def sse_frames(batch: list[Event]) -> bytes:
     return b"".join(PING if event is HEARTBEAT else event.sse for event in batch)
 
 
-class ChunkedSink:
-    """Writes SSE frames to a raw HTTP/1.1 socket as one chunk per batch."""
+class _SocketSink:
+    """What both sinks share: the transport, and whether it can take more."""
 
     __slots__ = ("transport",)
 
     def __init__(self, transport: asyncio.WriteTransport) -> None:
         self.transport = transport
 
+    def closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def congested(self) -> bool:
+        return self.transport.get_write_buffer_size() > HIGH_WATER
+
+
+class ChunkedSink(_SocketSink):
+    """Writes SSE frames to a raw HTTP/1.1 socket, each event its own chunk."""
+
+    __slots__ = ()
+
     def write(self, batch: list[Event]) -> None:
-        # Each event is its own chunk, encoded once and shared by every stream.
+        # Each event's chunk is encoded once and shared by every stream.
         if len(batch) == 1:
             event = batch[0]
             self.transport.write(PING_CHUNK if event is HEARTBEAT else event.sse_chunk)
@@ -64,28 +76,13 @@ class ChunkedSink:
     def write_bytes(self, data: bytes) -> None:
         self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
 
-    def closing(self) -> bool:
-        return self.transport.is_closing()
 
-    def congested(self) -> bool:
-        return self.transport.get_write_buffer_size() > HIGH_WATER
-
-
-class WebSocketSink:
+class WebSocketSink(_SocketSink):
     """Writes each event as one WebSocket text frame, encoded once per event."""
 
-    __slots__ = ("transport",)
-
-    def __init__(self, transport: asyncio.WriteTransport) -> None:
-        self.transport = transport
+    __slots__ = ()
 
     def write(self, batch: list[Event]) -> None:
         frames = [event.ws_frame for event in batch if event is not HEARTBEAT]
         if frames:
             self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-
-    def closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def congested(self) -> bool:
-        return self.transport.get_write_buffer_size() > HIGH_WATER

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,7 +18,7 @@ from ..auth import AuthError, Identity
 from ..engine.hub import Closed, Connection, Reset
 from ..runtime import Runtime
 from ..services.errors import ServiceError
-from .errors import BadRequestBody
+from .errors import BadRequestBody, send_problem
 from .raw_socket import ChunkedSink, hypercorn_h11_transport, sse_frames
 from .streams import (
     authorized_rooms,
@@ -28,6 +27,7 @@ from .streams import (
     open_connection,
     parse_top,
     reset_events,
+    scope_headers,
 )
 from .tokens import token_from
 
@@ -35,22 +35,6 @@ log = logging.getLogger(__name__)
 
 PATH = "/api/events"
 Scope = dict[str, Any]
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-async def _problem(
-    send: Any, status: int, title: str, detail: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
-    headers = [(b"content-type", b"application/problem+json"), *(extra or [])]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body.encode()})
 
 
 class EventStream:
@@ -63,10 +47,10 @@ class EventStream:
         try:
             identity, rooms, cursor, top = self._parse(scope)
         except AuthError as exc:
-            await _problem(send, 401, "Unauthorized", str(exc), [(b"www-authenticate", b"Bearer")])
+            await send_problem(send, "http", 401, "Unauthorized", str(exc))
             return
         except (BadRequestBody, ServiceError) as exc:
-            await _problem(send, exc.status, exc.title, exc.detail)
+            await send_problem(send, "http", exc.status, exc.title, exc.detail)
             return
         rt = self.rt
         conn, start, initial = await open_connection(rt, identity, rooms, cursor, top)
@@ -109,18 +93,19 @@ class EventStream:
         if scope["method"] not in ("GET", "HEAD"):
             raise BadRequestBody(405, "Method Not Allowed", "use GET")
         query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
+        headers = scope_headers(scope)
         identity = self.rt.auth.identify(
             token_from(
-                _header(scope, b"authorization"),
+                headers.get("authorization"),
                 query.get("access_token"),
-                _header(scope, b"cookie"),
+                headers.get("cookie"),
                 allow_query=True,
             )
         )
         rooms = authorized_rooms(identity, query.get("rooms"))
         if not rooms:
             raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
-        cursor = _header(scope, b"last-event-id") or query.get("last_event_id")
+        cursor = headers.get("last-event-id") or query.get("last_event_id")
         return identity, rooms, cursor, parse_top(query.get("top"))
 
     async def _begin(self, send: Any, conn: Connection, start: str, initial: list[Any]) -> None:

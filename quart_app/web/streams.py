@@ -9,15 +9,19 @@ from typing import Any
 from ..auth import Identity
 from ..domain.ids import GLOBAL_BOARD, UnknownRoom, parse_rooms, room_owner
 from ..engine.base import EngineUnavailable, Event, LogGap
-from ..engine.hub import Connection
+from ..engine.hub import DEFAULT_SNAPSHOT_TOP, Connection
 from ..runtime import Runtime
 from ..services.errors import Forbidden
 from .errors import BadRequestBody
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOP = 100
 MAX_TOP = 1000
+
+
+def scope_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """A raw ASGI request's headers by lower-case name."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 def authorized_rooms(identity: Identity, raw: str | list[str] | None) -> list[str]:
@@ -37,7 +41,7 @@ def authorized_rooms(identity: Identity, raw: str | list[str] | None) -> list[st
 
 def parse_top(raw: str | int | None) -> int:
     if raw is None or raw == "":
-        return DEFAULT_TOP
+        return DEFAULT_SNAPSHOT_TOP
     try:
         top = int(raw)
     except (TypeError, ValueError):
@@ -109,7 +113,7 @@ async def change_rooms(rt: Runtime, request: dict[str, Any]) -> dict[str, Any]:
     if request["action"] == "subscribe":
         added = rt.hub.join(conn, request["rooms"])
         if GLOBAL_BOARD in added:
-            conn.enqueue(await rt.hub.snapshot(DEFAULT_TOP))
+            conn.push(await rt.hub.snapshot(DEFAULT_SNAPSHOT_TOP))
     else:
         rt.hub.leave(conn, request["rooms"])
     return {"status": 200, "rooms": sorted(conn.rooms)}

@@ -20,7 +20,7 @@ from ..domain.ids import GLOBAL_BOARD
 from ..engine.hub import HEARTBEAT, Closed, Connection, Reset
 from ..runtime import Runtime
 from ..services.errors import ServiceError
-from .errors import BadRequestBody
+from .errors import BadRequestBody, send_problem
 from .raw_socket import WebSocketSink, hypercorn_h11_transport
 from .streams import (
     authorized_rooms,
@@ -29,6 +29,7 @@ from .streams import (
     open_connection,
     parse_top,
     reset_events,
+    scope_headers,
 )
 from .tokens import token_from
 
@@ -59,20 +60,6 @@ def origin_allowed(origin: str | None, allowed: list[str] | None, host: str | No
     if allowed is not None:
         return "*" in allowed or origin in allowed
     return urlsplit(origin).netloc == host
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-async def _refuse(send: Any, status: int, title: str, detail: str) -> None:
-    """Answer the handshake with an HTTP error (the ASGI websocket.http.response extension)."""
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
-    headers = [(b"content-type", b"application/problem+json")]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body.encode()})
 
 
 class Session:
@@ -141,7 +128,7 @@ class Session:
             added = self.rt.hub.join(self.conn, rooms)
             await self.send_json({"type": "subscribed", "rooms": self.rooms()})
             if GLOBAL_BOARD in added:
-                self.conn.enqueue(await self.rt.hub.snapshot(self.top))
+                self.conn.push(await self.rt.hub.snapshot(self.top))
             return
         # The first subscribe may resume from a cursor; later ones join from now on.
         conn, _, initial = await open_connection(
@@ -186,11 +173,13 @@ class WebSocketEndpoint:
             return
         # Quart's test client skips websocket.connect and sends the first frame at once.
         pending = first if first["type"] == "websocket.receive" else None
-        headers = _headers(scope)
+        headers = scope_headers(scope)
         if not origin_allowed(
             headers.get("origin"), self.rt.settings.cors_origin_list, headers.get("host")
         ):
-            await _refuse(send, 403, "Forbidden", "this Origin may not open a WebSocket")
+            await send_problem(
+                send, "websocket.http", 403, "Forbidden", "this Origin may not open a WebSocket"
+            )
             return
         query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
         try:
@@ -203,7 +192,7 @@ class WebSocketEndpoint:
                 )
             )
         except AuthError as exc:
-            await _refuse(send, 401, "Unauthorized", str(exc))
+            await send_problem(send, "websocket.http", 401, "Unauthorized", str(exc))
             return
         await send({"type": "websocket.accept"})
         session = Session(self.rt, identity, send, scope)
