@@ -73,6 +73,8 @@ class SSEClient:
                         fields = {}
                     elif line.startswith(":"):
                         self.pings += 1
+                        async with self._changed:
+                            self._changed.notify_all()
                     else:
                         name, _, value = line.partition(":")
                         value = value[1:] if value.startswith(" ") else value

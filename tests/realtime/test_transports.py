@@ -322,3 +322,13 @@ async def test_stream_events_carry_the_position_they_reflect(
     async with SSEClient(live_server.url, "matches", token, last_event_id=reset["id"]) as again:
         await again.wait_for(lambda evs: len(log_events(evs)) == 1)
         assert [e["data"]["n"] for e in log_events(again.events)] == [4]
+
+
+async def test_idle_streams_get_a_ping_each_heartbeat_and_stay_open(live_servers) -> None:  # type: ignore[no-untyped-def]
+    server = live_servers(env={"HEARTBEAT_SECONDS": "2"})
+    admin = HttpApi(server.url, server.token("ops", "admin"))
+    async with SSEClient(server.url, "matches", server.token("viewer")) as sse:
+        await sse.wait_for(lambda evs: sse.pings >= 2, timeout=8, what="two pings")
+        assert not sse.ended.is_set()
+        await admin.announce("matches", {"n": 1})  # still live after the quiet spell
+        await sse.wait_event("announcement")
