@@ -74,8 +74,9 @@ def main() -> None:
                 args=CHROMIUM_ARGS,
             )
             # Reduced motion: the rows settle at once instead of being caught mid-animation.
-            page = browser.new_page(viewport={"width": 1280, "height": 860},
-                                    reduced_motion="reduce")
+            page = browser.new_page(
+                viewport={"width": 1280, "height": 860}, reduced_motion="reduce"
+            )
             page.goto(f"{url}/?player=ace-1&top=15")
             # Let the demo play long enough for a populated board and a busy feed.
             page.wait_for_function(

@@ -13,7 +13,7 @@ import pytest
 from authlib.jose import JsonWebKey, JsonWebToken
 
 from quart_app import auth
-from quart_app.auth import AuthError, Authenticator
+from quart_app.auth import Authenticator, AuthError
 from quart_app.config import load_settings
 
 
