@@ -104,7 +104,12 @@ class SSEClient:
             async with self._changed:
                 await self._changed.wait_for(lambda: predicate(self.events) or self.ended.is_set())
 
-        await asyncio.wait_for(until(), timeout)
+        try:
+            await asyncio.wait_for(until(), timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; got {names(self.events)[-30:]}"
+            ) from None
         if not predicate(self.events):
             raise AssertionError(f"stream ended before {what}: {names(self.events)}")
         return self.events
@@ -174,7 +179,12 @@ class WSClient:
             while not predicate(self.events):
                 await self.recv(timeout)
 
-        await asyncio.wait_for(until(), timeout)
+        try:
+            await asyncio.wait_for(until(), timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"timed out after {timeout}s; got frames {self.frames[-30:]}"
+            ) from None
         return self.events
 
 
@@ -214,7 +224,12 @@ async def poll_until(
             position = answer["cursor"]
         return position
 
-    return events, await asyncio.wait_for(until(), timeout)
+    try:
+        return events, await asyncio.wait_for(until(), timeout)
+    except TimeoutError:
+        raise AssertionError(
+            f"timed out after {timeout}s polling; got {names(events)[-30:]}"
+        ) from None
 
 
 def names(events: list[Envelope]) -> list[str]:

@@ -163,18 +163,28 @@ async def log_events(engine: Engine) -> list[dict[str, Any]]:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.02
+    check: Callable[[], Awaitable[object]], timeout: float, what: str, interval: float = 0.02
 ) -> float:
-    """Wait until `check()` holds; fail naming `what` after `timeout` s. Returns the wait."""
+    """Wait until `check()` is truthy; fail naming `what` after `timeout` s, with the last value
+    it returned or the last exception it raised (a dependency coming back may fail a few
+    checks: that is retried, not hidden). Returns the wait."""
     started = time.monotonic()
+    last: str = "no check finished"
     while True:
         try:
-            if await check():
+            value = await check()
+            if value:
                 return time.monotonic() - started
-        except Exception:  # noqa: BLE001 - a dependency coming back may fail a few checks
-            pass
+            last = f"last value: {value!r}"
+        except Exception as error:  # noqa: BLE001 - retried; reported if it never clears
+            last = f"last exception: {error!r}"
+            cause: BaseException | None = error
+        else:
+            cause = None
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; {last}"
+            ) from cause
         await asyncio.sleep(interval)
 
 

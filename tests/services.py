@@ -40,14 +40,18 @@ def require_tool(name: str, *candidates: str) -> str:
     pytest.skip(message)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `predicate` until it holds; fail naming `what` after `timeout` seconds."""
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `predicate` until it is truthy; fail naming `what` after `timeout` seconds, with the
+    last value it returned. An exception from `predicate` is not retried: it propagates (a
+    server that exited says so at once instead of after the timeout)."""
     deadline = time.monotonic() + timeout
+    value: object = None
     while time.monotonic() < deadline:
-        if predicate():
+        value = predicate()
+        if value:
             return
         time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
 
 
 def port_open(port: int) -> bool:

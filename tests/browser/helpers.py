@@ -18,10 +18,11 @@ def wait_until(
     """Poll a condition (an API answer, a counter) until it holds: a wait, not a fixed sleep."""
     deadline = time.monotonic() + timeout
     while True:
-        if predicate():
+        value = predicate()
+        if value:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value!r}")
         time.sleep(step)
 
 
