@@ -87,7 +87,6 @@ class Connection:
         "presence",
         "sink",
         "_dirty",
-        "_seam",
     )
 
     def __init__(
@@ -119,7 +118,6 @@ class Connection:
         # Set once the connection is live on a raw socket: the hub then writes to it itself.
         self.sink: Sink | None = None
         self._dirty = False
-        self._seam = False
 
     # called by the hub, on the event loop -------------------------------------------------
     def push(self, event: Event) -> None:
@@ -189,12 +187,20 @@ class Connection:
                 self._waiter = None
 
     def _take(self) -> list[Event]:
-        """Everything queued, less what the log already gave during the catch-up."""
+        """Everything queued, less what this connection was already given.
+
+        Live events may repeat what a catch-up read from the log, and not only on the first
+        take: on the Redis engine the log can be ahead of the live feed, whose lagging events
+        then arrive in any number of deliveries. The queue's seqs increase (the hub fans out
+        in order), so checking its first log event tells whether anything must be dropped.
+        """
         batch, self._queue = self._queue, []
-        if self._seam:
-            # Right after a catch-up, live events may repeat what the log gave.
-            self._seam = False
-            batch = [event for event in batch if event.seq > self.last_seq or event.seq == 0]
+        last = self.last_seq
+        for event in batch:
+            if event.seq:
+                if event.seq <= last:
+                    batch = [e for e in batch if e.seq > last or e.seq == 0]
+                break
         for event in reversed(batch):
             if event.seq:
                 self.last_seq = event.seq
@@ -225,11 +231,9 @@ class Connection:
         self._queue.clear()
         self.last_seq = 0
         self._catching_up = False
-        self._seam = False
 
     def begin_catch_up(self) -> None:
         self._catching_up = True
-        self._seam = True
 
     @property
     def catching_up(self) -> bool:
@@ -246,7 +250,6 @@ class Connection:
             raise Reset(gap.reason) from None
         if len(page) < CATCH_UP_PAGE:
             self._catching_up = False
-            self._seam = True
         if page:
             self.last_seq = page[-1].seq
         rooms = self.rooms
