@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     event_log_size: int = Field(10_000, ge=100, le=10_000_000)
     # Events a connection may have queued before it is judged too slow and ended.
     send_queue_max: int = Field(2_000, ge=10, le=1_000_000)
+    # Bytes (of event text) a connection may have queued: past it, board state is conflated
+    # and then the client is judged too slow (PROTOCOL 3.5). 1 MiB; 0 is not allowed.
+    send_queue_bytes: int = Field(1_048_576, ge=16_384, le=1 << 30)
     sse_retry_ms: int = Field(2_000, ge=0, le=600_000)
     heartbeat_seconds: float = Field(15.0, gt=0, le=15.0)
     # How often an instance re-checks the log head, so a pub/sub message lost in a quiet

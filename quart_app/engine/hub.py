@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ..domain.ids import GLOBAL_BOARD
@@ -32,6 +32,10 @@ DEFAULT_SNAPSHOT_TOP = 100
 
 # The longest a burst may hold back a flush (see Hub._schedule_flush).
 MAX_FLUSH_DELAY = 0.025
+
+# Board state (PROTOCOL 3.5): over its send budget, a connection drops these for one fresh,
+# conflated snapshot. Everything else is critical: never dropped, never reordered.
+BOARD_STATE = frozenset({"leaderboard:initial", "leaderboard:update", "leaderboard:window"})
 
 # Pushed to every connection each heartbeat period: SSE writes it as a `: ping` comment
 # (proxies close idle streams), the other transports skip it.
@@ -52,6 +56,8 @@ class Sink(Protocol):
     def write(self, batch: list[Event]) -> None: ...
     def closing(self) -> bool: ...
     def congested(self) -> bool: ...
+    def when_drained(self, callback: Callable[[], None]) -> None: ...
+    def cancel(self) -> None: ...
 
 
 class Reset(Exception):
@@ -66,9 +72,11 @@ class Reset(Exception):
 class Connection:
     """One subscriber (an SSE stream, a WebSocket, or one long-poll request).
 
-    Its queue holds shared Event objects (plus, rarely, one-off snapshot events). When it
-    grows past `limit` the client is too slow: the connection is closed with reason "slow"
-    and its writer, if stuck on a full socket, is cancelled, so memory stays bounded.
+    Its queue holds shared Event objects (plus, rarely, one-off snapshot events). Its send
+    budget is `limit` events and `byte_limit` bytes (of envelope text). Over budget, queued
+    board state is dropped for one conflated snapshot (see _relieve); when that is not enough
+    the client is too slow: the connection is closed with reason "slow" and its writer, if
+    stuck on a full socket, is cancelled, so memory stays bounded.
     """
 
     __slots__ = (
@@ -87,6 +95,11 @@ class Connection:
         "presence",
         "sink",
         "_dirty",
+        "_bytes",
+        "_byte_limit",
+        "conflate",
+        "_conflating",
+        "_conflated_at",
     )
 
     def __init__(
@@ -97,6 +110,7 @@ class Connection:
         limit: int,
         expires_at: float | None,
         after_seq: int,
+        byte_limit: int = 1 << 20,
     ) -> None:
         self.id = f"{hub.instance_id}-{secrets.token_urlsafe(9)}"
         self.sub = sub
@@ -118,13 +132,25 @@ class Connection:
         # Set once the connection is live on a raw socket: the hub then writes to it itself.
         self.sink: Sink | None = None
         self._dirty = False
+        # The send budget in bytes: the envelope text of what is queued.
+        self._bytes = 0
+        self._byte_limit = byte_limit
+        # Whether board state may be conflated; a long-poll answers with what fits instead.
+        self.conflate = True
+        # While a conflated snapshot is being read nothing is written (it must come first);
+        # then the log position it reflects, for last_seq once it is taken.
+        self._conflating = False
+        self._conflated_at = 0
 
     # called by the hub, on the event loop -------------------------------------------------
     def push(self, event: Event) -> None:
         if self.closed:
             return
         self._queue.append(event)
-        if len(self._queue) > self._limit:
+        self._bytes += len(event.text)
+        if (len(self._queue) > self._limit or self._bytes > self._byte_limit) and not (
+            self._relieve()
+        ):
             self.close("slow")
             return
         if self.sink is not None:
@@ -143,6 +169,9 @@ class Connection:
             return
         self.closed = reason
         self._queue.clear()
+        self._bytes = 0
+        if self.sink is not None:
+            self.sink.cancel()
         self._hub._detach(self)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -169,7 +198,7 @@ class Connection:
                 if batch:
                     return batch
                 continue
-            if self._queue:
+            if self._queue and not self._conflating:
                 fresh = self._take()
                 if fresh:
                     return fresh
@@ -205,6 +234,10 @@ class Connection:
             if event.seq:
                 self.last_seq = event.seq
                 break
+        self._bytes = 0
+        if self._conflated_at:  # the batch holds a conflated snapshot: its position is given
+            self.last_seq = max(self.last_seq, self._conflated_at)
+            self._conflated_at = 0
         return batch
 
     def attach(self, sink: Sink) -> None:
@@ -217,20 +250,88 @@ class Connection:
     def flush(self) -> None:
         self._dirty = False
         sink = self.sink
-        if self.closed or sink is None or not self._queue:
+        if self.closed or sink is None or not self._queue or self._conflating:
             return
         if sink.closing():
             self.close("gone")
-        elif not sink.congested():  # congested: stays queued; the next push or tick retries
+        elif sink.congested():  # stays queued (within budget) until the socket drains
+            sink.when_drained(self._drained)
+        else:
             batch = self._take()
             if batch:
                 sink.write(batch)
 
+    def _drained(self) -> None:
+        if not self._dirty and self._queue:
+            self._dirty = True
+            self._hub._schedule_flush(self)
+
+    def _wake(self) -> None:
+        if self.sink is not None:
+            self._drained()
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+            self._waiter = None
+
+    # over budget -------------------------------------------------------------------------------
+    def _drop_board_state(self) -> bool:
+        queue = self._queue
+        kept = [event for event in queue if event.name not in BOARD_STATE]
+        if len(kept) == len(queue):
+            return False
+        self._queue = kept
+        self._bytes = sum(len(event.text) for event in kept)
+        return True
+
+    def _over_budget(self) -> bool:
+        return len(self._queue) > self._limit or self._bytes > self._byte_limit
+
+    def _relieve(self) -> bool:
+        """Over budget: drop the queued board state (a board watcher gets one conflated
+        snapshot in its place, see Hub._conflate). True when that brought the connection back
+        within budget; False: it is too slow."""
+        if not self.conflate or self._catching_up or self._conflating:
+            return False
+        if not self._drop_board_state() or self._over_budget():
+            return False
+        if GLOBAL_BOARD in self.rooms:
+            self._conflating = True
+            self._hub._conflate(self)
+        return True
+
+    async def _conflated_snapshot(self) -> None:
+        """Put one fresh `leaderboard:initial` ("conflated": true) where the dropped board
+        state was: after every queued event up to the position it reflects, before those
+        after it. Nothing is written meanwhile, so that place is still in the queue."""
+        hub = self._hub
+        epoch = hub.epoch
+        if self.closed:
+            self._conflating = False
+            return
+        self._drop_board_state()  # board events fanned out since the drop: also before us
+        cut, position = len(self._queue), hub.head_seq
+        try:
+            snapshot = conflated(await hub.snapshot(DEFAULT_SNAPSHOT_TOP))
+        except Exception:
+            log.exception("conflated snapshot failed: ending the stream as slow")
+            self._conflating = False
+            self.close("slow")
+            return
+        self._conflating = False
+        if self.closed or hub.epoch != epoch:
+            return  # gone, or reset to the new log's start (which sends its own snapshot)
+        self._queue.insert(cut, snapshot)
+        self._bytes += len(snapshot.text)
+        self._conflated_at = position
+        self._wake()
+
     def reset_position(self) -> None:
         """The log restarted: what is queued belongs to a history that is gone."""
         self._queue.clear()
+        self._bytes = 0
         self.last_seq = 0
         self._catching_up = False
+        self._conflated_at = 0
 
     def begin_catch_up(self) -> None:
         self._catching_up = True
@@ -256,15 +357,32 @@ class Connection:
         return [event for event in page if any(room in rooms for room in event.rooms)]
 
 
+def conflated(snapshot: Event) -> Event:
+    """A copy of a `leaderboard:initial` whose data says "conflated": true (PROTOCOL 3.5): it
+    replaces board updates the client skipped. Rare (a lagging client), so re-encoding is fine."""
+    envelope = json.loads(snapshot.text)
+    envelope["data"]["conflated"] = True
+    text = json.dumps(envelope, separators=(",", ":"))
+    return Event(0, snapshot.cursor, snapshot.rooms, snapshot.name, text)
+
+
 class Hub:
     """The rooms of one instance."""
 
     def __init__(
-        self, engine: Engine, *, queue_limit: int, heartbeat_seconds: float = 15.0
+        self,
+        engine: Engine,
+        *,
+        queue_limit: int,
+        queue_bytes: int = 1 << 20,
+        heartbeat_seconds: float = 15.0,
     ) -> None:
         self.engine = engine
         self.instance_id = engine.instance_id
         self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
+        self.conflated = 0  # conflated snapshots sent (/metrics)
+        self._conflations: set[asyncio.Task[None]] = set()
         self.heartbeat_seconds = heartbeat_seconds
         self.connections: dict[str, Connection] = {}
         self.rooms: dict[str, set[Connection]] = {}
@@ -366,6 +484,18 @@ class Hub:
             for conn in watchers:
                 conn.push(snapshot)
 
+    def _conflate(self, conn: Connection) -> None:
+        self.conflated += 1
+        task = asyncio.get_running_loop().create_task(conn._conflated_snapshot())
+        self._conflations.add(task)
+        task.add_done_callback(self._conflations.discard)
+
+    def _conflate(self, conn: Connection) -> None:
+        self.conflated += 1
+        task = asyncio.get_running_loop().create_task(conn._conflated_snapshot())
+        self._conflations.add(task)
+        task.add_done_callback(self._conflations.discard)
+
     # connections ------------------------------------------------------------------------------
     def open(
         self,
@@ -383,6 +513,7 @@ class Hub:
             self.queue_limit,
             expires_at,
             self.head_seq if after_seq is None else after_seq,
+            self.queue_bytes,
         )
         self.connections[conn.id] = conn
         for room in conn.rooms:

@@ -62,6 +62,7 @@ async def long_poll() -> Response:
         return _answer(snapshot, snapshot[0].cursor if snapshot else rt.hub.cursor())
 
     conn, _, initial = await open_connection(rt, identity, rooms, cursor, top)
+    conn.conflate = False  # per request: over budget, answer with what fits (below)
     try:
         if initial:
             return _answer(initial, rt.hub.cursor(conn.last_seq))

@@ -12,31 +12,50 @@ is served through `send` as usual.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from ..engine.base import Event
 from ..engine.hub import HEARTBEAT
 
 # Past this many bytes waiting in the transport, the hub leaves events queued (where the
-# connection's queue limit judges the client slow) instead of buffering without bound.
+# connection's send budget judges the client) instead of buffering without bound.
 HIGH_WATER = 256 * 1024
 PING = b": ping\n\n"
 PING_CHUNK = b"%x\r\n%b\r\n" % (len(PING), PING)
 
 
-def hypercorn_h11_transport(send: Any, scope: dict[str, Any]) -> asyncio.WriteTransport | None:
+def hypercorn_h11_writer(send: Any, scope: dict[str, Any]) -> asyncio.StreamWriter | None:
+    return _h11_writer(send, scope)
+
+
+def _h11_writer(send: Any, scope: dict[str, Any]) -> asyncio.StreamWriter | None:
     if scope["type"] == "http" and scope.get("http_version") != "1.1":
         return None  # h11 frames the body in chunks only for HTTP/1.1 peers
     try:
         stream = send.__self__  # hypercorn.protocol: HTTPStream or WSStream
         protocol = stream.send.__self__  # hypercorn.protocol.h11.H11Protocol
         server = protocol.send.__self__  # hypercorn.asyncio.tcp_server.TCPServer
-        transport = server.writer.transport
+        writer = server.writer
+        transport = writer.transport
     except AttributeError:
         return None
     if type(protocol).__name__ != "H11Protocol" or not hasattr(transport, "get_write_buffer_size"):
         return None
-    return transport  # type: ignore[no-any-return]
+    if not isinstance(writer, asyncio.StreamWriter):
+        return None
+    return writer
+
+
+def hypercorn_ws_closing(send: Any) -> Callable[[], bool]:
+    """Whether a Close frame went either way on this WebSocket (wsproto's state, which
+    Hypercorn updates when it sends or answers a Close, before the app hears of it)."""
+    try:
+        connection = send.__self__.connection  # hypercorn WSStream -> wsproto Connection
+        open_state = type(connection.state).OPEN
+    except AttributeError:
+        return lambda: False
+    return lambda: connection.state is not open_state
 
 
 def sse_frames(batch: list[Event]) -> bytes:
@@ -44,12 +63,17 @@ def sse_frames(batch: list[Event]) -> bytes:
 
 
 class _SocketSink:
-    """What both sinks share: the transport, and whether it can take more."""
+    """What both sinks share: the transport, whether it can take more, and a wake-up when it
+    drained (only for congested sockets: a healthy one costs nothing here)."""
 
-    __slots__ = ("transport",)
+    __slots__ = ("transport", "writer", "_drain")
 
-    def __init__(self, transport: asyncio.WriteTransport) -> None:
+    def __init__(
+        self, transport: asyncio.WriteTransport, writer: asyncio.StreamWriter | None = None
+    ) -> None:
         self.transport = transport
+        self.writer = writer
+        self._drain: asyncio.Task[None] | None = None
 
     def closing(self) -> bool:
         return self.transport.is_closing()
@@ -57,32 +81,70 @@ class _SocketSink:
     def congested(self) -> bool:
         return self.transport.get_write_buffer_size() > HIGH_WATER
 
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the transport's buffer fell below its low-water mark, so a
+        backlog goes out at the speed of the socket instead of at the next push or tick."""
+        if self._drain is None and self.writer is not None:
+            self._drain = asyncio.get_running_loop().create_task(self._until_drained(callback))
+
+    async def _until_drained(self, callback: Callable[[], None]) -> None:
+        assert self.writer is not None
+        try:
+            while self.congested() and not self.transport.is_closing():
+                await self.writer.drain()  # the protocol resumes writing below the low mark
+                if self.congested():  # resumed, yet above our mark (other limits): back off
+                    await asyncio.sleep(0.01)
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            self._drain = None
+        callback()
+
+    def cancel(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
+
 
 class ChunkedSink(_SocketSink):
-    """Writes SSE frames to a raw HTTP/1.1 socket, each event its own chunk."""
+    """Writes SSE frames to a raw HTTP/1.1 socket: each write is one chunk.
+
+    The chunk is built at write time from the event's SSE frame, so a queued event holds one
+    encoding for this transport (its frame), not two (frame and chunk)."""
 
     __slots__ = ()
 
     def write(self, batch: list[Event]) -> None:
-        # Each event's chunk is encoded once and shared by every stream.
         if len(batch) == 1:
             event = batch[0]
-            self.transport.write(PING_CHUNK if event is HEARTBEAT else event.sse_chunk)
+            frames = PING if event is HEARTBEAT else event.sse
         else:
-            self.transport.write(
-                b"".join(PING_CHUNK if event is HEARTBEAT else event.sse_chunk for event in batch)
-            )
+            frames = b"".join(PING if event is HEARTBEAT else event.sse for event in batch)
+        self.transport.write(b"%x\r\n%b\r\n" % (len(frames), frames))
 
     def write_bytes(self, data: bytes) -> None:
         self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
 
 
 class WebSocketSink(_SocketSink):
-    """Writes each event as one WebSocket text frame, encoded once per event."""
+    """Writes each event as one WebSocket text frame, encoded once per event; nothing once a
+    Close frame went either way (RFC 6455 5.5.1: no data frame after a Close)."""
 
-    __slots__ = ()
+    __slots__ = ("_ws_closing",)
 
-    def write(self, batch: list[Event]) -> None:
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        writer: asyncio.StreamWriter | None = None,
+        ws_closing: Callable[[], bool] = lambda: False,
+    ) -> None:
+        super().__init__(transport, writer)
+        self._ws_closing = ws_closing
+
+    def closing(self) -> bool:
+        return self.transport.is_closing() or self._ws_closing()
+
+    def write(self, batch: list[Event]) -> None:  # after closing() said False (flush)
         frames = [event.ws_frame for event in batch if event is not HEARTBEAT]
         if frames:
             self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))

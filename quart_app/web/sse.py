@@ -19,7 +19,7 @@ from ..engine.hub import Closed, Connection, Reset
 from ..runtime import Runtime
 from ..services.errors import ServiceError
 from .errors import BadRequestBody, send_problem
-from .raw_socket import ChunkedSink, hypercorn_h11_transport, sse_frames
+from .raw_socket import ChunkedSink, hypercorn_h11_writer, sse_frames
 from .streams import (
     authorized_rooms,
     enter_presence,
@@ -34,6 +34,11 @@ from .tokens import token_from
 log = logging.getLogger(__name__)
 
 PATH = "/api/events"
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 Scope = dict[str, Any]
 
 
@@ -52,11 +57,17 @@ class EventStream:
         except (BadRequestBody, ServiceError) as exc:
             await send_problem(send, "http", exc.status, exc.title, exc.detail)
             return
+        if scope["method"] == "HEAD":
+            # Headers only, and the response ends: a stream (or the hub's raw chunks) after
+            # a HEAD response would corrupt the keep-alive connection it shares.
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         rt = self.rt
         conn, start, initial = await open_connection(rt, identity, rooms, cursor, top)
         del identity
         conn.writer = asyncio.current_task()
-        transport = hypercorn_h11_transport(send, scope)
+        writer = hypercorn_h11_writer(send, scope)
         try:
             try:
                 await self._begin(send, conn, start, initial)
@@ -64,8 +75,8 @@ class EventStream:
                 await enter_presence(rt, conn)
                 while conn.catching_up:
                     await self._send(send, await self._catch_up(conn, top))
-                if transport is not None:
-                    conn.attach(ChunkedSink(transport))
+                if writer is not None:
+                    conn.attach(ChunkedSink(writer.transport, writer))
                     while (await receive())["type"] != "http.disconnect":
                         pass
                 else:
@@ -76,8 +87,8 @@ class EventStream:
             if conn.closed == "slow":
                 # Lands after what the socket already holds; the client resumes with its cursor.
                 hint = rt.hub.stream_event("stream:reset", {"reason": "slow"}, conn.last_seq)
-                if transport is not None:
-                    ChunkedSink(transport).write_bytes(hint.sse)
+                if writer is not None:
+                    ChunkedSink(writer.transport).write_bytes(hint.sse)
                 else:
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(1.0):
@@ -113,11 +124,7 @@ class EventStream:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                ],
+                "headers": SSE_HEADERS,
             }
         )
         opened = self.rt.hub.stream_event(

@@ -21,7 +21,7 @@ from ..engine.hub import HEARTBEAT, Closed, Connection, Reset
 from ..runtime import Runtime
 from ..services.errors import ServiceError
 from .errors import BadRequestBody, send_problem
-from .raw_socket import WebSocketSink, hypercorn_h11_transport
+from .raw_socket import WebSocketSink, hypercorn_h11_writer, hypercorn_ws_closing
 from .streams import (
     authorized_rooms,
     enter_presence,
@@ -69,7 +69,7 @@ class Session:
         self.rt = rt
         self.identity = identity
         self.send = send
-        self.transport = hypercorn_h11_transport(send, scope)
+        self.socket_writer = hypercorn_h11_writer(send, scope)
         self.conn: Connection | None = None
         self.top = 100
         self.writer: asyncio.Task[None] | None = None
@@ -83,6 +83,8 @@ class Session:
                 await self.send({"type": "websocket.send", "text": event.text})
 
     async def close(self, code: int, reason: str) -> None:
+        if self.conn is not None:
+            self.conn.close("gone")  # the hub writes no frame after the Close (RFC 6455 5.5.1)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 await self.send({"type": "websocket.close", "code": code, "reason": reason})
@@ -144,8 +146,10 @@ class Session:
                 await self.send_events(await conn.catch_up_step())
             except Reset as reset:
                 await self.send_events(await reset_events(self.rt, conn, reset.reason, self.top))
-        if self.transport is not None:
-            conn.attach(WebSocketSink(self.transport))
+        writer = self.socket_writer
+        if writer is not None:
+            closing = hypercorn_ws_closing(self.send)
+            conn.attach(WebSocketSink(writer.transport, writer, closing))
         else:
             self.writer = asyncio.create_task(self._write(conn))
 
