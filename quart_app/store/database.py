@@ -1,5 +1,5 @@
-"""Connecting, creating the schema, and write transactions that serialize correctly on both
-SQLite and PostgreSQL."""
+"""Connecting (after bringing the schema to the current revision), and write transactions that
+serialize correctly on both SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,9 +12,21 @@ import sqlalchemy as sa
 from databases import Database
 from databases.core import Connection
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.schema import CreateIndex, CreateTable
 
-from .tables import metadata
+from .migrate import migrate_to_head, require_head
+
+
+class DatabaseUnavailable(Exception):
+    """The database is not connected (yet): the request can be retried later (503)."""
+
+
+class _Database(Database):
+    # Every query of `databases` goes through connection(): refusing here turns "not connected
+    # yet" into one named error instead of an assertion deep inside the driver backend.
+    def connection(self) -> Connection:
+        if not self.is_connected:
+            raise DatabaseUnavailable("the database is not connected yet")
+        return super().connection()
 
 
 class Store:
@@ -23,27 +35,27 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         # A busy SQLite file (another instance writing) waits up to 10 s instead of failing.
         self.db = (
-            Database(url, timeout=10) if self.is_sqlite else Database(url, min_size=1, max_size=10)
+            _Database(url, timeout=10)
+            if self.is_sqlite
+            else _Database(url, min_size=1, max_size=10)
         )
         # SQLite allows one writer: queueing writers of this process here keeps them from
         # contending on the file lock; BEGIN IMMEDIATE orders them with other processes.
         self._sqlite_writer = asyncio.Lock()
 
-    async def connect(self) -> None:
+    async def connect(self, migrate: bool = True) -> None:
+        """Bring the schema to the current revision (or, with migrate=False, insist that it is
+        there already), then open the pool. Raises when the database cannot be reached: the
+        caller decides whether to retry."""
+        if migrate:
+            await migrate_to_head(self.url)
+        else:
+            await require_head(self.url)
         await self.db.connect()
-        if self.is_sqlite:
-            await self.db.execute("PRAGMA journal_mode=WAL")
-        await self.create_schema()
 
     async def disconnect(self) -> None:
-        await self.db.disconnect()
-
-    async def create_schema(self) -> None:
-        async with self.db.connection() as conn:
-            for table in metadata.sorted_tables:
-                await conn.execute(CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    await conn.execute(CreateIndex(index, if_not_exists=True))
+        if self.db.is_connected:
+            await self.db.disconnect()
 
     async def ping(self) -> bool:
         try:

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from ..auth import AuthError
 from ..engine.base import EngineUnavailable
 from ..services.errors import ServiceError
+from ..store.database import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,15 @@ def install(app: Quart) -> None:
             503,
             "Service Unavailable",
             "the realtime engine is unavailable; retry",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.errorhandler(DatabaseUnavailable)
+    async def _database(exc: DatabaseUnavailable) -> Response:
+        return problem(
+            503,
+            "Service Unavailable",
+            "the database is unavailable; retry",
             headers={"Retry-After": "1"},
         )
 
