@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
-from quart import Quart, Response, request
+from quart import Quart, Response, g, request
 from quart_schema import Info, QuartSchema
 
 from .config import Settings, load_settings
@@ -66,9 +67,20 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     app.asgi_app = asgi  # type: ignore[method-assign,assignment]
 
+    @app.before_request
+    async def _clock() -> None:
+        g.started = time.perf_counter()
+
     @app.after_request
     async def _count(response: Response) -> Response:
-        runtime.metrics.requests[(request.method, response.status_code)] += 1
+        # By route template (`/api/matches/<match_id>`), never the raw path: bounded series.
+        rule = request.url_rule
+        runtime.metrics.observe_request(
+            rule.rule if rule is not None else None,
+            request.method,
+            response.status_code,
+            time.perf_counter() - g.get("started", time.perf_counter()),
+        )
         return response
 
     @app.before_serving
@@ -80,10 +92,12 @@ def create_app(settings: Settings | None = None) -> Quart:
                 "Do not run this in production."
             )
         runtime.engine.on_call(lambda request: change_rooms(runtime, request))
+        await runtime.auth.start()
         await runtime.start()
 
     @app.after_serving
     async def _stop() -> None:
+        await runtime.auth.stop()
         await runtime.stop()
 
     return app

@@ -6,11 +6,9 @@ place to change.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
-import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +24,8 @@ with warnings.catch_warnings():
     from authlib.jose.errors import JoseError
 
 from .config import Settings
+from .jwks import JwksFetcher
+from .services.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,15 @@ SCOPE_ADMIN = "admin"
 
 class AuthError(Exception):
     """No usable token: the answer is 401 with WWW-Authenticate: Bearer."""
+
+
+class KeysUnavailable(Unavailable):
+    """No JWKS key set was ever loaded, so no token can be checked yet: 503 with Retry-After
+    (not 401: the token may well be good)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("the identity provider's keys are not loaded yet; retry")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +76,11 @@ class Authenticator:
         elif settings.jwt_public_key:
             self._key = JsonWebKey.import_key(settings.jwt_public_key)
         else:
-            self._key = None  # JWKS: fetched on first use, again when a kid is unknown
-        self._jwks_fetched = 0.0
+            self._key = None  # JWKS: fetched in the background (jwks.py), never on a request
+        self.jwks: JwksFetcher | None = None
+        if settings.jwt_jwks_url and self._key is None:
+            self.jwks = JwksFetcher(settings.jwt_jwks_url, refetch_seconds=JWKS_REFETCH_SECONDS)
+            self.jwks.on_load(self._load_key_set)
         self._claims_options: dict[str, Any] = {
             "exp": {"essential": True},
             "sub": {"essential": True},
@@ -78,26 +90,33 @@ class Authenticator:
         if settings.jwt_issuer:
             self._claims_options["iss"] = {"essential": True, "value": settings.jwt_issuer}
 
-    def _fetch_jwks(self) -> None:
-        assert self.settings.jwt_jwks_url
-        with urllib.request.urlopen(self.settings.jwt_jwks_url, timeout=5) as response:
-            self._key = JsonWebKey.import_key_set(json.load(response))
-        self._jwks_fetched = time.monotonic()
+    async def start(self) -> None:
+        """Begin fetching the JWKS in the background (a no-op without JWT_JWKS_URL)."""
+        if self.jwks is not None:
+            self.jwks.start()
+
+    async def stop(self) -> None:
+        if self.jwks is not None:
+            await self.jwks.stop()
+
+    def _load_key_set(self, document: dict[str, Any]) -> None:
+        self._key = JsonWebKey.import_key_set(document)
 
     def verify(self, token: str) -> Identity:
-        jwks = bool(self.settings.jwt_jwks_url and not self.settings.jwt_public_key)
+        """Check a token against the keys at hand; never waits for the identity provider."""
+        jwks = self.jwks
+        if jwks is not None and self._key is None:
+            jwks.start()  # (started with the app; this covers an Authenticator used alone)
+            raise KeysUnavailable(jwks.retry_after())
         try:
-            if jwks and self._key is None:
-                self._fetch_jwks()
             try:
                 claims = self._jwt.decode(token, self._key, claims_options=self._claims_options)
             except ValueError:
-                # A kid the cached set lacks: the keys may have rotated. Refetch, but at most
-                # once per JWKS_REFETCH_SECONDS, so junk kids cannot make us hammer the IdP.
-                if not jwks or time.monotonic() - self._jwks_fetched < JWKS_REFETCH_SECONDS:
-                    raise
-                self._fetch_jwks()
-                claims = self._jwt.decode(token, self._key, claims_options=self._claims_options)
+                # A kid the cached set lacks: the keys may have rotated. Ask for a refetch in
+                # the background (rate-limited there); this token is refused meanwhile.
+                if jwks is not None:
+                    jwks.want_refresh()
+                raise
             claims.validate(leeway=self.settings.jwt_leeway)
         except (JoseError, ValueError, TypeError, KeyError, OSError) as exc:
             raise AuthError(f"invalid token: {type(exc).__name__}") from None

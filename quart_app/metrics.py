@@ -1,35 +1,141 @@
-"""The instance's metrics in the Prometheus text format: read from the live objects at scrape
-time, so nothing on the hot path pays for them beyond a counter increment."""
+"""The instance's metrics, exposed with prometheus-client in the Prometheus text format.
+
+Each app has its own CollectorRegistry (tests build many apps in one process; the global
+default registry would mix them). Most series are read from the live objects at scrape time
+(`gauge`, `counter`), so the hot path pays nothing beyond the plain integer it already keeps;
+the histograms are observed where the thing happens, once per request or per flush.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .engine.base import Event
+
+# Delivery lag and flush duration: from a fraction of a millisecond (an idle instance) to
+# seconds (a backlog); the request buckets reach the long-poll timeout (30 s).
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FLUSH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
+# A request Quart could not route (a 404) is counted under this route, not under its raw
+# path, so that scanners cannot grow the number of series.
+UNMATCHED_ROUTE = "<unmatched>"
+
+# Streams that got the raw socket ("fast") or fell back to Hypercorn's `send` ("fallback"),
+# by transport ("sse", "ws"). Process-wide, since raw_socket.py decides without an app at hand;
+# `rankpulse serve` runs one app per process, so it is the instance's count there.
+STREAM_PATHS: Tally[tuple[str, str]] = Tally()
+
+Reading = Callable[[], float]
+LabelledReading = Callable[[], Iterable[tuple[Sequence[str], float]]]
+
+
+class _ReadAtScrape(Collector):
+    """Series whose values live in the service's own objects, read when scraped."""
+
+    def __init__(self) -> None:
+        self._read: list[Callable[[], Metric]] = []
+
+    def add(self, build: Callable[[], Metric]) -> None:
+        self._read.append(build)
+
+    def collect(self) -> Iterator[Metric]:
+        for build in self._read:
+            yield build()
 
 
 class Metrics:
     def __init__(self) -> None:
-        self._series: list[tuple[str, str, str, Callable[[], float]]] = []
-        self.requests: Counter[tuple[str, int]] = Counter()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._scraped = _ReadAtScrape()
+        self.registry.register(self._scraped)
+        self.requests = Counter(
+            "rankpulse_http_requests",
+            "HTTP requests answered, by method and status",
+            ["method", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "rankpulse_http_request_duration_seconds",
+            "time to answer an HTTP request (streams excluded), by route template and method",
+            ["route", "method"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.delivery_lag = Histogram(
+            "rankpulse_delivery_lag_seconds",
+            "time from an event's publication (its ts) to the socket write that carried it, "
+            "once per event and flush",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.flush_seconds = Histogram(
+            "rankpulse_flush_duration_seconds",
+            "time one write of pending events to all sockets took",
+            buckets=FLUSH_BUCKETS,
+            registry=self.registry,
+        )
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
-        self._series.append((name, "gauge", help_text, read))
+    def gauge(self, name: str, help_text: str, read: Reading) -> None:
+        self._scraped.add(lambda: GaugeMetricFamily(name, help_text, value=read()))
 
-    def counter(self, name: str, help_text: str, read: Callable[[], float]) -> None:
-        self._series.append((name, "counter", help_text, read))
+    def counter(self, name: str, help_text: str, read: Reading) -> None:
+        self._scraped.add(lambda: CounterMetricFamily(name, help_text, value=read()))
 
-    def render(self, extra: dict[str, float] | None = None) -> str:
-        lines: list[str] = []
-        for name, kind, help_text, read in self._series:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {read():g}"]
-        for name, value in (extra or {}).items():
-            lines += [f"# TYPE {name} gauge", f"{name} {value:g}"]
-        lines += [
-            "# HELP rankpulse_http_requests_total HTTP requests answered, by method and status",
-            "# TYPE rankpulse_http_requests_total counter",
-        ]
-        for (method, status), count in sorted(self.requests.items()):
-            lines.append(
-                f'rankpulse_http_requests_total{{method="{method}",status="{status}"}} {count}'
-            )
-        return "\n".join(lines) + "\n"
+    def labelled_counter(
+        self, name: str, help_text: str, labels: Sequence[str], read: LabelledReading
+    ) -> None:
+        def build() -> Metric:
+            family = CounterMetricFamily(name, help_text, labels=labels)
+            for values, value in read():
+                family.add_metric(list(values), value)
+            return family
+
+        self._scraped.add(build)
+
+    def observe_request(self, route: str | None, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, str(status)).inc()
+        self.request_seconds.labels(route or UNMATCHED_ROUTE, method).observe(seconds)
+
+    def observe_flush(self, written: Sequence[Event], seconds: float) -> None:
+        """One flush of the hub: its duration, and the lag of each event it wrote."""
+        self.flush_seconds.observe(seconds)
+        if written:
+            now_ms = time.time() * 1000
+            for event in written:
+                ts = event_ts(event)
+                if ts is not None:
+                    self.delivery_lag.observe(max(0.0, now_ms - ts) / 1000)
+
+    def render(self, extra: dict[str, float] | None = None) -> bytes:
+        """The text exposition; `extra` adds gauges read by the caller (e.g. from SQL)."""
+        text = generate_latest(self.registry)
+        if extra:
+            once = CollectorRegistry(auto_describe=False)
+            collector = _ReadAtScrape()
+            for name, value in extra.items():
+                collector.add(_constant_gauge(name, value))
+            once.register(collector)
+            text += generate_latest(once)
+        return text
+
+
+def _constant_gauge(name: str, value: float) -> Callable[[], Metric]:
+    return lambda: GaugeMetricFamily(name, name.replace("_", " "), value=value)
+
+
+def event_ts(event: Event) -> int | None:
+    """The `ts` of an event's envelope: always its last member (see base.envelope_json), so
+    it is read from the tail of the text, without parsing the JSON."""
+    text = event.text
+    start = text.rfind(',"ts":')
+    if start < 0 or not text.endswith("}"):
+        return None
+    digits = text[start + 6 : -1]
+    return int(digits) if digits.isascii() and digits.isdigit() else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from quart import current_app
 
@@ -13,7 +14,7 @@ from .config import Settings
 from .engine import create_engine
 from .engine.base import Engine
 from .engine.hub import Hub
-from .metrics import Metrics
+from .metrics import STREAM_PATHS, Metrics
 from .services.leaderboard import LeaderboardService
 from .services.matches import MatchService, PlayerService
 from .store.database import Store
@@ -79,6 +80,34 @@ class Runtime:
             "rankpulse_last_flush_seconds",
             "time the last write of pending events to all sockets took",
             lambda: hub.last_flush_seconds,
+        )
+        hub.observe_flush = metrics.observe_flush
+        relay = self.relay
+        metrics.counter(
+            "rankpulse_outbox_publish_failures_total",
+            "outbox rows the engine refused (an error other than unreachable); each is retried",
+            lambda: relay.publish_failures,
+        )
+        metrics.gauge(
+            "rankpulse_outbox_refused_rows",
+            "outbox rows refused by the engine, waiting for their next retry",
+            lambda: relay.refused_rows,
+        )
+
+        def streams_on(path: str) -> Callable[[], list[tuple[tuple[str], float]]]:
+            return lambda: [((t,), float(STREAM_PATHS[(t, path)])) for t in ("sse", "ws")]
+
+        metrics.labelled_counter(
+            "rankpulse_stream_fast_path_total",
+            "streams written straight to the socket, by transport",
+            ["transport"],
+            streams_on("fast"),
+        )
+        metrics.labelled_counter(
+            "rankpulse_stream_fallback_path_total",
+            "streams that fell back to the slow ASGI send path (about 20x slower), by transport",
+            ["transport"],
+            streams_on("fallback"),
         )
         return metrics
 

@@ -394,6 +394,9 @@ class Hub:
         self.events = 0
         self.slow_closed = 0
         self.last_flush_seconds = 0.0
+        # Told of each flush (its events that had receivers, its duration): the metrics.
+        self.observe_flush: Callable[[list[Event], float], None] | None = None
+        self._unwritten: list[Event] = []
         self._ticker: asyncio.Task[None] | None = None
         self._to_flush: list[Connection] = []
         self._next_flush_at = 0.0
@@ -422,6 +425,9 @@ class Hub:
         for conn in conns:
             conn.flush()
         cost = self.last_flush_seconds = time.perf_counter() - started
+        written, self._unwritten = self._unwritten, []
+        if self.observe_flush is not None:
+            self.observe_flush(written, cost)
         self._next_flush_at = asyncio.get_running_loop().time() + min(cost, MAX_FLUSH_DELAY)
 
     async def start(self) -> None:
@@ -460,6 +466,8 @@ class Hub:
             for conn in tuple(receivers):
                 conn.push(event)
                 delivered += 1
+            if receivers and self._to_flush:  # a flush is due: it will write this event
+                self._unwritten.append(event)
         self.deliveries += delivered
 
     def _new_epoch(self, epoch: str) -> None:

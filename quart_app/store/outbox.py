@@ -5,6 +5,13 @@ The request that committed a change publishes it at once (so its events normally
 before the answer). Rows it could not publish, or whose instance died first, are published by
 the relay loop that runs in every instance; the engine ignores a key it has already applied,
 so a row published twice is harmless.
+
+A row the engine refuses (Redis answers but errs: OOM under `noeviction`, a script error, a row
+it cannot encode) is logged, counted, and retried with its own exponential backoff; the rows
+behind it go on, except those that share a match or a player with it, which wait behind it so
+that the events of one match (and one player's own feed) keep their commit order. Redis not
+answering at all is another matter: then nothing can go out, and the pass just stops until
+the next one.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import contextlib
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +37,9 @@ log = logging.getLogger(__name__)
 _GRACE_SECONDS = 1.0
 _PUBLISH_TIMEOUT = 1.0
 _BATCH = 200
+# Backoff of a refused row: the first retry after _RETRY_BASE s, doubling up to _RETRY_CAP.
+_RETRY_BASE = 0.5
+_RETRY_CAP = 30.0
 
 
 def new_key() -> str:
@@ -44,13 +55,46 @@ async def add(conn: Connection, publication: Publication) -> None:
     )
 
 
+@dataclass(slots=True)
+class _Refused:
+    """A row the engine refused: how often, and when it may be tried again."""
+
+    attempts: int
+    retry_at: float
+    since: float
+
+
+def ordering_scopes(publication: Publication) -> set[str]:
+    """What a row must stay in order with: its match and player rooms (and the players of its
+    board rows). Broad rooms (`matches`, `leaderboard:global`) are left out on purpose: they
+    would chain every row to every other, and their readers take the board's versions."""
+    scopes = {
+        room
+        for draft in publication.events
+        for room in draft.rooms
+        if room.startswith(("match:", "player:"))
+    }
+    scopes.update(f"player:{entry.player_id}" for entry in publication.board)
+    return scopes
+
+
 class Relay:
     def __init__(self, store: Store, engine: Engine, interval: float) -> None:
         self.store = store
         self.engine = engine
         self.interval = interval
+        self.retry_base = _RETRY_BASE
+        self.retry_cap = _RETRY_CAP
+        # Counters for /metrics.
+        self.publish_failures = 0
+        self._refused: dict[str, _Refused] = {}
         self._published: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def refused_rows(self) -> int:
+        """Rows the engine refused and that wait for their next retry."""
+        return len(self._refused)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -64,21 +108,30 @@ class Relay:
             await self._forget_published()
 
     async def publish(self, publication: Publication) -> bool:
-        """Try to publish now; False leaves the row to the relay loop."""
+        """Try to publish now; False leaves the row to the relay loop.
+
+        Called right after a commit: it never raises (but for cancellation), because the
+        change is durable and its answer must be a 2xx whatever the engine says.
+        """
+        assert publication.key is not None
         try:
             async with asyncio.timeout(_PUBLISH_TIMEOUT):
                 await self.engine.publish(publication)
         except (EngineUnavailable, TimeoutError):
             log.warning("engine unavailable; outbox row %s left to the relay", publication.key)
             return False
-        assert publication.key is not None
+        except Exception:  # noqa: BLE001 - the commit stands; the row is retried later
+            self._refuse(publication.key)
+            return False
+        self._refused.pop(publication.key, None)
         self._published.add(publication.key)
         return True
 
     async def flush(self) -> int:
-        """Publish every pending row now; returns how many are still pending."""
+        """Publish every pending row now (refused rows too, backoff or not); returns how many
+        are still pending."""
         await self._forget_published()
-        return await self._publish_pending(grace=0.0)
+        return await self._publish_pending(grace=0.0, force=True)
 
     async def _run(self) -> None:
         while True:
@@ -91,6 +144,20 @@ class Relay:
             except Exception:  # noqa: BLE001 - the loop must outlive any one failure
                 log.exception("outbox relay pass failed; retrying")
 
+    def _refuse(self, key: str) -> None:
+        self.publish_failures += 1
+        previous = self._refused.get(key)
+        attempts = previous.attempts + 1 if previous else 1
+        delay = min(self.retry_cap, self.retry_base * 2 ** (attempts - 1))
+        now = time.monotonic()
+        self._refused[key] = _Refused(attempts, now + delay, previous.since if previous else now)
+        log.exception(
+            "the engine refused outbox row %s (attempt %d); retrying in %.1f s",
+            key,
+            attempts,
+            delay,
+        )
+
     async def _forget_published(self) -> None:
         # Deleting in batches here, not per request, saves a write transaction per change.
         if not self._published:
@@ -102,17 +169,47 @@ class Relay:
             self._published.update(keys)
             raise
 
-    async def _publish_pending(self, grace: float) -> int:
+    async def _publish_pending(self, grace: float, force: bool = False) -> int:
         rows: list[Any] = await self.store.db.fetch_all(
-            sa.select(outbox.c.payload)
+            sa.select(outbox.c.key, outbox.c.payload)
             .where(outbox.c.created_at <= time.time() - grace)
             .order_by(outbox.c.id)
             .limit(_BATCH)
         )
         pending = 0
-        for row in rows:
-            if not await self.publish(Publication.from_json(row.payload)):
+        held: set[str] = set()  # scopes of rows left behind in this pass
+        now = time.monotonic()
+        for index, row in enumerate(rows):
+            refused = self._refused.get(row.key)
+            waiting = refused is not None and refused.retry_at > now and not force
+            try:
+                publication = Publication.from_json(row.payload)
+            except Exception:  # noqa: BLE001 - an unreadable row must not stop the others
+                if not waiting:
+                    self._refuse(row.key)
                 pending += 1
-                break
+                continue
+            scopes = ordering_scopes(publication)
+            if waiting or scopes & held:
+                held |= scopes
+                pending += 1
+                continue
+            if not await self.publish(publication):
+                if row.key not in self._refused:
+                    # Not a refusal: the engine does not answer, so no later row can go out.
+                    pending += len(rows) - index
+                    break
+                held |= scopes
+                pending += 1
+        if len(rows) < _BATCH:
+            self._forget_rows_gone({row.key for row in rows}, grace)
         await self._forget_published()
         return pending
+
+    def _forget_rows_gone(self, seen: set[str], grace: float) -> None:
+        # A refused row that another instance published (and deleted), or an operator
+        # deleted, leaves no trace here. (A row younger than the grace is not in `seen`.)
+        old = time.monotonic() - grace - 1.0
+        for key in [key for key, refused in self._refused.items() if refused.since < old]:
+            if key not in seen:
+                del self._refused[key]

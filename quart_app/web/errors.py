@@ -47,6 +47,8 @@ async def send_problem(send: Any, prefix: str, status: int, title: str, detail: 
     headers = [(b"content-type", b"application/problem+json")]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    elif status in (429, 503):  # PROTOCOL 7: these always say when to come back
+        headers.append((b"retry-after", b"1"))
     await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
     await send(
         {"type": f"{prefix}.response.body", "body": problem_json(status, title, detail).encode()}

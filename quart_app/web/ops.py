@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import sqlalchemy as sa
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from quart import Blueprint, Response, current_app, send_from_directory
 from quart_schema import hide
 
@@ -47,7 +48,7 @@ async def prometheus() -> Response:
         )
     except Exception:  # noqa: BLE001 - a scrape reports what it can; /readyz says why
         pass
-    return Response(rt.metrics.render(extra), content_type="text/plain; version=0.0.4")
+    return Response(rt.metrics.render(extra), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 @ops.get("/")

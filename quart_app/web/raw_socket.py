@@ -17,6 +17,7 @@ from typing import Any
 
 from ..engine.base import Event
 from ..engine.hub import HEARTBEAT
+from ..metrics import STREAM_PATHS
 
 # Past this many bytes waiting in the transport, the hub leaves events queued (where the
 # connection's send budget judges the client) instead of buffering without bound.
@@ -26,7 +27,11 @@ PING_CHUNK = b"%x\r\n%b\r\n" % (len(PING), PING)
 
 
 def hypercorn_h11_writer(send: Any, scope: dict[str, Any]) -> asyncio.StreamWriter | None:
-    return _h11_writer(send, scope)
+    writer = _h11_writer(send, scope)
+    # Counted in /metrics: a Hypercorn upgrade that moves these internals shows up there.
+    kind = "sse" if scope["type"] == "http" else "ws"
+    STREAM_PATHS[kind, "fallback" if writer is None else "fast"] += 1
+    return writer
 
 
 def _h11_writer(send: Any, scope: dict[str, Any]) -> asyncio.StreamWriter | None:

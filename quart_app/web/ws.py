@@ -198,6 +198,9 @@ class WebSocketEndpoint:
         except AuthError as exc:
             await send_problem(send, "websocket.http", 401, "Unauthorized", str(exc))
             return
+        except ServiceError as exc:  # the identity provider's keys not loaded yet: 503
+            await send_problem(send, "websocket.http", exc.status, exc.title, exc.detail)
+            return
         await send({"type": "websocket.accept"})
         session = Session(self.rt, identity, send, scope)
         try:
