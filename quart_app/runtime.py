@@ -13,6 +13,7 @@ from .auth import Authenticator
 from .config import Settings
 from .engine import create_engine
 from .engine.base import Engine
+from .engine.board_state import BoardIncomplete
 from .engine.hub import Hub
 from .metrics import STREAM_PATHS, Metrics
 from .services.leaderboard import LeaderboardService
@@ -46,7 +47,8 @@ class Runtime:
             self.store, self.relay, self.engine, settings.elo_k, settings.initial_rating
         )
         self.players = PlayerService(self.store, self.relay)
-        self.leaderboard = LeaderboardService(self.engine)
+        self.leaderboard = LeaderboardService(self.engine, self.store)
+        self.hub.read_board_with(self.leaderboard.board_page)
         self._watch: asyncio.Task[None] | None = None
         self.metrics = self._metrics()
 
@@ -133,8 +135,13 @@ class Runtime:
     async def _rebuild_if_empty(self) -> None:
         # The memory engine starts empty in every process, and a Redis may have lost its
         # data: in both cases the board comes back from SQL, the truth.
+        # A board not marked complete (BoardIncomplete: a Redis that lost its data, or one
+        # filled by a version without the marker) is rebuilt too; reads use SQL meanwhile.
         try:
-            _, total = await self.engine.board_page(0, 0)
+            try:
+                _, total = await self.engine.board_page(0, 0)
+            except BoardIncomplete:
+                total = 0
             if total == 0:
                 count = await rebuild(self.store, self.engine, self.relay)
                 if count:
@@ -145,12 +152,21 @@ class Runtime:
 
     async def _watch_epoch(self) -> None:
         """A new epoch means the engine lost its data (Redis restarted empty): the board comes
-        back from SQL. Every instance does it; rebuilding twice changes nothing."""
+        back from SQL. Every instance watches; the first to find the board incomplete rebuilds
+        it (a rebuild started meanwhile by another supersedes it: this one fails, and finds
+        the board complete on its next turn), so watchers get one fresh board, not one per
+        instance."""
         while True:
             await asyncio.sleep(self.settings.backfill_interval)
             if self.engine.epoch != self._epoch:
                 try:
-                    count = await rebuild(self.store, self.engine, self.relay)
+                    try:
+                        await self.engine.board_page(0, 0)
+                    except BoardIncomplete:
+                        count = await rebuild(self.store, self.engine, self.relay)
+                    else:
+                        self._epoch = self.engine.epoch  # rebuilt by another instance
+                        continue
                 except Exception:  # noqa: BLE001 - the engine may still be down: next turn
                     log.warning(
                         "board rebuild after an engine restart failed; retrying", exc_info=True

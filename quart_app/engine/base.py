@@ -277,9 +277,11 @@ class Engine(ABC):
         """The player and up to `radius` neighbours on each side; empty for an unknown one."""
 
     @abstractmethod
-    async def board_replace(self, entries: list[BoardEntry]) -> None:
-        """Replace the whole board at once: readers see the old one or the new one, never an
-        empty or partial one."""
+    async def board_replace(self, load: Callable[[], Awaitable[list[BoardEntry]]]) -> None:
+        """Replace the whole board at once with the rows `load()` reads (from SQL): readers see
+        the old one or the new one, never an empty or partial one; rows published while it
+        runs are kept (their versions decide). Board reads that raise
+        board_state.BoardIncomplete (a Redis that lost its data) serve again afterwards."""
 
     # presence ---------------------------------------------------------------------------------
     # A player is online while they hold at least one SSE or WebSocket connection on any

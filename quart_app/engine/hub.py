@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ..domain.ids import GLOBAL_BOARD
 from .base import Engine, Event, LogGap
+from .board_state import BOARD_REBUILT, BoardReader
 from .cursor import BadCursor, decode, encode
 
 log = logging.getLogger(__name__)
@@ -401,9 +402,14 @@ class Hub:
         self._to_flush: list[Connection] = []
         self._next_flush_at = 0.0
         self._snapshots: dict[int, Event] = {}
+        # Where snapshots read the board (see read_board_with); a generation that every board
+        # refresh bumps, so a cached snapshot never outlives the board it was read from.
+        self._read_board: BoardReader = engine.board_page
+        self._board_generation = 0
         self.epoch = ""
         self._resets: set[asyncio.Task[None]] = set()
         engine.listen(self._fan_out)
+        engine.listen(self._watch_board_refresh)  # after the fan-out: watchers have it all
 
     def _schedule_flush(self, conn: Connection) -> None:
         # Connections that got events are written together, in one write each. Normally at
@@ -476,6 +482,7 @@ class Hub:
         and carry on from the new log's start."""
         log.warning("event log epoch changed (%s -> %s): resetting every stream", self.epoch, epoch)
         self.epoch, self.head_seq = epoch, 0
+        self._board_generation += 1
         self._snapshots.clear()
         reset = self.stream_event("stream:reset", {"reason": "unknown"}, 0)
         for conn in list(self.connections.values()):
@@ -486,17 +493,36 @@ class Hub:
         task.add_done_callback(self._resets.discard)
 
     async def _send_snapshots(self) -> None:
-        watchers = list(self.rooms.get(GLOBAL_BOARD, ()))
-        if watchers:
+        """A fresh `leaderboard:initial` to every board watcher. Read again while events were
+        fanned out during the read: pushed after those events, the snapshot must reflect
+        them, or a watcher would end on rows older than what it was already sent."""
+        for _ in range(20):
+            head, generation = self.head_seq, self._board_generation
             snapshot = await self.snapshot(DEFAULT_SNAPSHOT_TOP)
-            for conn in watchers:
-                conn.push(snapshot)
+            if (head, generation) == (self.head_seq, self._board_generation):
+                break
+        for conn in list(self.rooms.get(GLOBAL_BOARD, ())):
+            conn.push(snapshot)
 
-    def _conflate(self, conn: Connection) -> None:
-        self.conflated += 1
-        task = asyncio.get_running_loop().create_task(conn._conflated_snapshot())
-        self._conflations.add(task)
-        task.add_done_callback(self._conflations.discard)
+    # board refreshes ----------------------------------------------------------------------------
+    def read_board_with(self, reader: BoardReader) -> None:
+        """Read snapshots through `reader` (the leaderboard service: the engine's board, or SQL
+        while that board is incomplete after a data loss) instead of the engine alone."""
+        self._read_board = reader
+        self._snapshots.clear()
+
+    def _watch_board_refresh(self, events: list[Event]) -> None:
+        """A rebuild finished somewhere in the cluster (its `board:rebuilt` marker reached the
+        log): drop cached snapshots and send every board watcher here the new board."""
+        if any(event.name == BOARD_REBUILT for event in events):
+            self.refresh_board()
+
+    def refresh_board(self) -> None:
+        self._board_generation += 1
+        self._snapshots.clear()
+        task = asyncio.get_running_loop().create_task(self._send_snapshots())
+        self._resets.add(task)
+        task.add_done_callback(self._resets.discard)
 
     def _conflate(self, conn: Connection) -> None:
         self.conflated += 1
@@ -584,11 +610,11 @@ class Hub:
 
         Shared by every client that asks at the same log position (a thousand browsers
         reconnecting at once cost one board read and one encoding)."""
-        cursor = self.cursor()
+        cursor, generation = self.cursor(), self._board_generation
         cached = self._snapshots.get(top)
         if cached is not None and cached.cursor == cursor:
             return cached
-        ranked, total = await self.engine.board_page(0, top)
+        ranked, total = await self._read_board(0, top)
         data = {"entries": [entry.as_entry(rank) for rank, entry in ranked], "total": total}
         text = json.dumps(
             {
@@ -601,8 +627,8 @@ class Hub:
             separators=(",", ":"),
         )
         snapshot = Event(0, cursor, (GLOBAL_BOARD,), "leaderboard:initial", text)
-        if self.cursor() == cursor:  # nothing happened while reading: still the truth
-            self._snapshots[top] = snapshot
+        if (self.cursor(), self._board_generation) == (cursor, generation):
+            self._snapshots[top] = snapshot  # nothing happened while reading: still the truth
         return snapshot
 
     # housekeeping -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from .base import (
     build_event,
     presence_draft,
 )
+from .board_state import BoardLoader
 
 # How many idempotency keys are remembered; a replay older than this would be re-applied,
 # and the outbox never replays anything that old (it deletes rows once published).
@@ -41,6 +42,8 @@ class MemoryEngine(Engine):
         self._applied_keys: OrderedDict[str, None] = OrderedDict()
         self._players: dict[str, BoardEntry] = {}
         self._order: list[tuple[float, str]] = []
+        # Rows published while a board_replace reads its rows (None when none runs).
+        self._published_meanwhile: list[BoardEntry] | None = None
         self._connections: dict[str, int] = {}
         self._pollers: dict[str, float] = {}
         self._online: set[str] = set()
@@ -98,6 +101,8 @@ class MemoryEngine(Engine):
 
     # board ---------------------------------------------------------------------------------
     def _put(self, entry: BoardEntry) -> None:
+        if self._published_meanwhile is not None:
+            self._published_meanwhile.append(entry)
         current = self._players.get(entry.player_id)
         if current is not None:
             if current.version >= entry.version:
@@ -127,9 +132,20 @@ class MemoryEngine(Engine):
         start, end = max(0, index - radius), min(len(self._order), index + radius + 1)
         return [self._ranked(i) for i in range(start, end)]
 
-    async def board_replace(self, entries: list[BoardEntry]) -> None:
-        self._players = {entry.player_id: entry for entry in entries}
-        self._order = sorted(_sort_key(entry) for entry in entries)
+    async def board_replace(self, load: BoardLoader) -> None:
+        # This board is never partial (it lives and dies with the process, and the runtime
+        # builds it before serving): there is no BoardIncomplete here. As in Redis, rows
+        # published while `load()` reads SQL go into the new board too (their versions decide).
+        published: list[BoardEntry] = []
+        self._published_meanwhile = published
+        try:
+            entries = await load()
+        finally:
+            self._published_meanwhile = None
+        self._players = {}
+        self._order = []
+        for entry in [*entries, *published]:
+            self._put(entry)
 
     # presence ------------------------------------------------------------------------------
     async def _transition(self, player_id: str) -> None:

@@ -14,6 +14,9 @@ on Redis Cluster, every script then touches one slot):
 ``versions``                    hash player -> version (the order-independence guard)
 ``board:rebuild``,              a running `board_replace`: its token, and the board it builds
 ``board:next:*``
+``board:ready``                 set by the swap of a rebuild: the board is whole. A data loss
+                                removes it, and the board reads then answer "incomplete"
+                                (BoardIncomplete: the caller reads SQL) until a rebuild ends
 ``presence:instances``          zset instance id -> deadline (ms, Redis clock)
 ``presence:instance:<id>``      hash player -> connections on that instance, ``#op``
 ``presence:conns``              hash player -> connections, cluster-wide
@@ -107,6 +110,7 @@ from .base import (
     Ranked,
     envelope_json,
 )
+from .board_state import BoardIncomplete, BoardLoader
 from .calls_redis import InstanceCalls
 from .cursor import encode
 
@@ -217,6 +221,7 @@ class RedisEngine(Engine):
         self._bus = p + "bus"
         self._k_log = [p + "meta", p + "log"]
         self._k_board = [p + "board", p + "players", p + "versions"]
+        self._k_read = [p + "board", p + "players", p + "board:ready"]
         self._k_next = [
             p + "board:rebuild",
             p + "board:next",
@@ -625,30 +630,39 @@ class RedisEngine(Engine):
     def _rows(rows: Sequence[str | None], first_rank: int) -> list[Ranked]:
         return [(first_rank + i, BoardEntry.from_json(row)) for i, row in enumerate(rows) if row]
 
+    async def _read_board(self, script: str, args: list[Any]) -> Any:
+        reply = await self._run(script, self._k_read, args)
+        if reply == "incomplete":
+            raise BoardIncomplete("the board has not been rebuilt since Redis lost its data")
+        return reply
+
     async def board_page(self, offset: int, limit: int) -> tuple[list[Ranked], int]:
         offset = max(0, offset)
-        reply = await self._run("board_page", self._k_board[:2], [offset, max(1, limit)])
+        reply = await self._read_board("board_page", [offset, max(1, limit)])
         rows = reply[1:] if limit > 0 else []
         return self._rows(rows, offset + 1), int(reply[0])
 
     async def board_player(self, player_id: str) -> Ranked | None:
-        reply = await self._run("board_player", self._k_board[:2], [player_id])
+        reply = await self._read_board("board_player", [player_id])
         if not reply or not reply[1]:
             return None
         return int(reply[0]) + 1, BoardEntry.from_json(reply[1])
 
     async def board_around(self, player_id: str, radius: int) -> list[Ranked]:
-        reply = await self._run("board_around", self._k_board[:2], [player_id, radius])
+        reply = await self._read_board("board_around", [player_id, radius])
         if not reply:
             return []
         return self._rows(reply[1:], int(reply[0]) + 1)
 
-    async def board_replace(self, entries: list[BoardEntry]) -> None:
-        """Build the new board in ``board:next:*`` (rows published meanwhile go there too),
-        then rename it over the live one in one script: readers see the old or the new."""
+    async def board_replace(self, load: BoardLoader) -> None:
+        """Build the new board in ``board:next:*``, then rename it over the live one and mark
+        it complete in one script: readers see the old or the new. The marker is set before
+        `load()` reads the truth, so every row published after that read (its commit came
+        later) goes into the new board too."""
         token = _token()
         marker = self._k_next
         await self._run("board_begin", marker, [token, _REBUILD_TTL_MS])
+        entries = await load()
         for i in range(0, len(entries), _STAGE_BATCH):
             args: list[Any] = [token]
             for entry in entries[i : i + _STAGE_BATCH]:
@@ -660,7 +674,9 @@ class RedisEngine(Engine):
                 ]
             self._rebuild_status(await self._run("board_stage", marker, args))
         self._rebuild_status(
-            await self._run("board_swap", [marker[0], *self._k_board, *marker[1:]], [token])
+            await self._run(
+                "board_swap", [marker[0], *self._k_board, *marker[1:], self._k_read[2]], [token]
+            )
         )
 
     @staticmethod

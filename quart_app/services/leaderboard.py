@@ -1,11 +1,15 @@
-"""Leaderboard reads, served from the engine (which the outbox keeps equal to SQL)."""
+"""Leaderboard reads, served from the engine (which the outbox keeps equal to SQL), or from SQL
+while the engine's board is incomplete (Redis lost its data, the rebuild is not done)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..engine.base import Engine, Ranked
+from ..engine.board_state import BoardIncomplete
 from ..engine.cursor import encode
+from ..store import board_reads
+from ..store.database import Store
 from .errors import NotFound
 
 
@@ -14,18 +18,40 @@ def entries(ranked: list[Ranked]) -> list[dict[str, Any]]:
 
 
 class LeaderboardService:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, store: Store) -> None:
         self.engine = engine
+        self.store = store
 
+    # the board, wherever it is whole ------------------------------------------------------------
+    async def board_page(self, offset: int, limit: int) -> tuple[list[Ranked], int]:
+        """Also the hub's reader for `leaderboard:initial` snapshots."""
+        try:
+            return await self.engine.board_page(offset, limit)
+        except BoardIncomplete:
+            return await board_reads.page(self.store, offset, limit)
+
+    async def board_player(self, player_id: str) -> Ranked | None:
+        try:
+            return await self.engine.board_player(player_id)
+        except BoardIncomplete:
+            return await board_reads.player(self.store, player_id)
+
+    async def board_around(self, player_id: str, radius: int) -> list[Ranked]:
+        try:
+            return await self.engine.board_around(player_id, radius)
+        except BoardIncomplete:
+            return await board_reads.around(self.store, player_id, radius)
+
+    # the API's reads ----------------------------------------------------------------------------
     async def page(self, offset: int, limit: int) -> dict[str, Any]:
         # The cursor is read first: events after it may already be reflected in the page,
         # never the other way round, so a client that resumes from it misses nothing.
         cursor = encode(self.engine.epoch, await self.engine.head())
-        ranked, total = await self.engine.board_page(offset, limit)
+        ranked, total = await self.board_page(offset, limit)
         return {"entries": entries(ranked), "total": total, "cursor": cursor}
 
     async def player(self, player_id: str) -> dict[str, Any]:
-        found = await self.engine.board_player(player_id)
+        found = await self.board_player(player_id)
         if found is None:
             raise NotFound(f"no player {player_id!r}")
         rank, entry = found
@@ -36,7 +62,7 @@ class LeaderboardService:
         }
 
     async def around(self, player_id: str, radius: int) -> dict[str, Any]:
-        ranked = await self.engine.board_around(player_id, radius)
+        ranked = await self.board_around(player_id, radius)
         if not ranked:
             raise NotFound(f"no player {player_id!r}")
         return {"entries": entries(ranked)}

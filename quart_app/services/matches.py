@@ -60,6 +60,20 @@ def match_rooms(row: Any) -> tuple[str, ...]:
     return (MATCHES, match_room(row.match_id), player_room(row.player_a), player_room(row.player_b))
 
 
+def change_row(
+    entry: BoardEntry, rank: int, previous_rank: int | None, delta: float
+) -> dict[str, Any]:
+    """A row of `leaderboard:update` (PROTOCOL 2). `version` is the player's row version:
+    events of two instances may reach the log out of commit order, and a client keeps, per
+    player, the row with the highest version."""
+    return {
+        **entry.as_entry(rank),
+        "previous_rank": previous_rank,
+        "delta": delta,
+        "version": entry.version,
+    }
+
+
 async def ranks_of(conn: Connection, standings: list[tuple[float, str]]) -> list[int]:
     """1-based ranks of (rating, player id) pairs, in one scan: rating descending, then player
     id ascending (the documented tie order)."""
@@ -183,7 +197,7 @@ class MatchService:
                 # the board's watchers hear of it like of any other change.
                 ranks = await ranks_of(conn, [(e.rating, e.player_id) for e in new_players])
                 changes = [
-                    {**entry.as_entry(rank), "previous_rank": None, "delta": 0.0}
+                    change_row(entry, rank, None, 0.0)
                     for entry, rank in zip(new_players, ranks, strict=True)
                 ]
                 events.append(
@@ -327,7 +341,7 @@ class MatchService:
             updated, before, after, (delta, -delta), strict=True
         ):
             pid = entry.player_id
-            changes.append({**entry.as_entry(rank), "previous_rank": previous, "delta": change})
+            changes.append(change_row(entry, rank, previous, change))
             personal.append(
                 Draft(
                     (player_room(pid),),
@@ -401,7 +415,14 @@ class PlayerService:
             )
             row = await conn.fetch_one(sa.select(players).where(players.c.player_id == player_id))
             entry = board_entry(row)
-            publication = Publication(key=outbox.new_key(), board=(entry,))
+            # A rename moves nobody: the rank before is the rank after.
+            [rank] = await ranks_of(conn, [(entry.rating, entry.player_id)])
+            update = {"match_id": None, "changes": [change_row(entry, rank, rank, 0.0)]}
+            publication = Publication(
+                key=outbox.new_key(),
+                board=(entry,),
+                events=(Draft((GLOBAL_BOARD,), "leaderboard:update", update),),
+            )
             await outbox.add(conn, publication)
         await self.relay.publish(publication)
         return entry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from ..engine.base import BoardEntry, Engine, Publication
+from ..engine.board_state import rebuilt_marker
 from .database import Store
 from .outbox import Relay
 from .rows import board_entry
@@ -16,12 +17,19 @@ async def _snapshot(store: Store) -> list[BoardEntry]:
 
 
 async def rebuild(store: Store, engine: Engine, relay: Relay) -> int:
-    """Publish what the outbox still holds, swap in the board built from SQL, then re-apply
-    any row that changed meanwhile (the version guard keeps only newer rows). Returns the
-    number of players."""
+    """Publish what the outbox still holds, swap in the board built from SQL (the engine
+    starts collecting rows published meanwhile before SQL is read, so none is lost), then
+    append the `board:rebuilt` marker: every instance's hub answers it with a fresh
+    `leaderboard:initial` for its board watchers. Returns the number of players."""
     await relay.flush()
-    await engine.board_replace(await _snapshot(store))
-    fresh = await _snapshot(store)
-    if fresh:
-        await engine.publish(Publication(board=tuple(fresh)))
-    return len(fresh)
+    count = 0
+
+    async def load() -> list[BoardEntry]:
+        nonlocal count
+        entries = await _snapshot(store)
+        count = len(entries)
+        return entries
+
+    await engine.board_replace(load)
+    await engine.publish(Publication(events=(rebuilt_marker(),)))
+    return count

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from quart_app.engine.base import Draft, Engine, Event, Publication
+from quart_app.engine.base import BoardEntry, Draft, Engine, Event, Publication
+from quart_app.engine.board_state import BoardIncomplete
 from quart_app.engine.memory import MemoryEngine
 from quart_app.engine.redis import RedisEngine
 
@@ -73,6 +74,23 @@ def draft(n: int = 0, rooms: tuple[str, ...] = ("matches",), **data: Any) -> Dra
     return Draft(rooms, "announcement", {"n": n, **data})
 
 
+def rows(*entries: BoardEntry) -> Callable[[], Awaitable[list[BoardEntry]]]:
+    """A board loader (what rebuild reads from SQL) that returns `entries`."""
+
+    async def load() -> list[BoardEntry]:
+        return list(entries)
+
+    return load
+
+
+async def ready_board(engine: Engine) -> None:
+    """As the runtime does at start: a board never built (a fresh Redis) is built, empty."""
+    try:
+        await engine.board_page(0, 0)
+    except BoardIncomplete:
+        await engine.board_replace(rows())
+
+
 async def _stop_all(engines: list[Engine]) -> None:
     for engine in reversed(engines):
         with contextlib.suppress(Exception):
@@ -100,6 +118,7 @@ async def _make_engine(backend: str | None) -> AsyncIterator[EngineFactory]:
             engine = RedisEngine(backend, **options)
         await engine.start()
         engines.append(engine)
+        await ready_board(engine)
         return engine
 
     yield make
@@ -120,6 +139,7 @@ async def _make_redis(redis_url: str) -> AsyncIterator[Callable[..., Awaitable[R
         engine = RedisEngine(url or redis_url, **options)
         await engine.start()
         engines.append(engine)
+        await ready_board(engine)
         return engine
 
     yield make

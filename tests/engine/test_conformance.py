@@ -26,7 +26,7 @@ from quart_app.engine.cursor import decode, encode
 from quart_app.engine.memory import MemoryEngine
 from quart_app.engine.redis import RedisEngine
 
-from .conftest import Collector, EngineFactory, draft
+from .conftest import Collector, EngineFactory, draft, ready_board, rows
 
 
 def row(player_id: str, rating: float, version: int = 1, **extra: int) -> BoardEntry:
@@ -173,7 +173,7 @@ async def test_ranks_ties_pages_and_neighbours(engine: Engine) -> None:
 
 async def test_board_replace(engine: Engine) -> None:
     await put(engine, row("a", 1300.0, 3), row("b", 1200.0, 3), row("c", 1100.0, 3))
-    await engine.board_replace([row("d", 900.0, 1), row("b", 1000.0, 1), row("e", 1000.0, 2)])
+    await engine.board_replace(rows(row("d", 900.0, 1), row("b", 1000.0, 1), row("e", 1000.0, 2)))
     assert await board_ids(engine) == ["b", "e", "d"]
     assert (await engine.board_page(0, 10))[1] == 3
     assert await engine.board_player("a") is None
@@ -181,7 +181,7 @@ async def test_board_replace(engine: Engine) -> None:
     # versions now come from the replacement
     await put(engine, row("d", 1500.0, 2))
     assert await board_ids(engine) == ["d", "b", "e"]
-    await engine.board_replace([])
+    await engine.board_replace(rows())
     assert await engine.board_page(0, 10) == ([], 0)
     await put(engine, row("x", 1.0))
     assert await board_ids(engine) == ["x"]
@@ -190,7 +190,7 @@ async def test_board_replace(engine: Engine) -> None:
 async def test_board_replace_is_never_seen_partial(engine: Engine) -> None:
     old = [row(f"old{i:04d}", float(i), 1) for i in range(1200)]
     new = [row(f"new{i:04d}", float(i), 1) for i in range(1500)]
-    await engine.board_replace(old)
+    await engine.board_replace(rows(*old))
     seen: set[int] = set()
     done = asyncio.Event()
 
@@ -202,7 +202,7 @@ async def test_board_replace_is_never_seen_partial(engine: Engine) -> None:
 
     task = asyncio.create_task(reader())
     await asyncio.sleep(0)
-    await engine.board_replace(new)
+    await engine.board_replace(rows(*new))
     done.set()
     await task
     assert seen <= {1200, 1500}
@@ -416,6 +416,7 @@ async def test_board_order_property(
     else:
         engine = RedisEngine(backend, prefix=f"prop:{uuid.uuid4().hex}:")
     await engine.start()
+    await ready_board(engine)
     try:
         model: dict[str, BoardEntry] = {}
         for batch in batches:

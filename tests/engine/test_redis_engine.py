@@ -22,10 +22,11 @@ from quart_app.engine.base import (
     Publication,
     build_event,
 )
+from quart_app.engine.board_state import BoardIncomplete
 from quart_app.engine.redis import RedisEngine
 from tests.services import RedisServer
 
-from .conftest import Collector, draft
+from .conftest import Collector, draft, rows
 
 MakeRedis = Callable[..., Awaitable[RedisEngine]]
 
@@ -344,7 +345,7 @@ async def test_board_rows_published_during_a_replace_are_kept(make_redis: MakeRe
         return result
 
     b._run = paused_run  # type: ignore[method-assign]
-    replace = asyncio.create_task(b.board_replace(entries))
+    replace = asyncio.create_task(b.board_replace(rows(*entries)))
     await begun.wait()
     # a match result lands while the new board is being built: newer row, and a new player
     await a.publish(
@@ -582,3 +583,28 @@ async def test_start_while_redis_is_down(own_redis: RedisServer) -> None:
             await b.stop()
     finally:
         await a.stop()
+
+
+async def test_board_after_data_loss_is_incomplete_until_a_rebuild_swaps_it_in(
+    make_redis: MakeRedis, admin: aioredis.Redis
+) -> None:
+    """A Redis that lost its data refills its board one published row at a time: that board
+    is partial, and every read says so (the service then reads SQL), until a rebuild."""
+    a = await make_redis()
+    full = [BoardEntry(f"p{i}", f"P{i}", 1000.0 + i, 0, 0, 0, 0, 1) for i in range(5)]
+    await a.board_replace(rows(*full))
+    assert (await a.board_page(0, 10))[1] == 5
+
+    await admin.flushall()
+    await a.publish(Publication(board=(BoardEntry("p1", "P1", 1500.0, 1, 0, 0, 1, 2),)))
+    for read in (a.board_page(0, 10), a.board_player("p1"), a.board_around("p1", 2)):
+        with pytest.raises(BoardIncomplete):
+            await read
+
+    # The rebuild loads the truth (SQL, which has p1's new row) and marks the board whole.
+    newer = BoardEntry("p1", "P1", 1500.0, 1, 0, 0, 1, 2)
+    await a.board_replace(rows(*[newer if e.player_id == "p1" else e for e in full]))
+    page, total = await a.board_page(0, 10)
+    assert total == 5
+    assert page[0] == (1, newer)
+    assert await a.board_player("p3") == (3, full[3])

@@ -6,9 +6,14 @@ import asyncio
 
 import pytest
 
+from quart_app.engine.base import BoardEntry
 from quart_app.store.rebuild import rebuild
 
 from ..helpers import Api, board, board_matches_sql, eventually
+
+
+async def nothing() -> list[BoardEntry]:
+    return []
 
 
 async def wipe_board(api: Api, engine_kind: str, request: pytest.FixtureRequest) -> None:
@@ -18,7 +23,7 @@ async def wipe_board(api: Api, engine_kind: str, request: pytest.FixtureRequest)
         prefix = api.rt.settings.redis_prefix
         server.cli("DEL", f"{prefix}board", f"{prefix}players", f"{prefix}versions")
     else:
-        await api.rt.engine.board_replace([])
+        await api.rt.engine.board_replace(nothing)
 
 
 async def seed(api: Api) -> None:

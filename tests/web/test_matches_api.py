@@ -67,6 +67,7 @@ async def test_match_lifecycle(
                     "draws": 0,
                     "previous_rank": None,
                     "delta": 0.0,
+                    "version": 1,
                 },
                 {
                     "rank": 2,
@@ -78,6 +79,7 @@ async def test_match_lifecycle(
                     "draws": 0,
                     "previous_rank": None,
                     "delta": 0.0,
+                    "version": 1,
                 },
             ],
         }

@@ -1,5 +1,7 @@
--- Swap the built board in, atomically. KEYS: 1 rebuild marker, 2 board, 3 players, 4 versions,
--- 5 next board, 6 next players, 7 next versions. ARGV: 1 token. Returns as board_stage.lua.
+-- Swap the built board in, atomically, and mark the board complete (the reads serve it only
+-- while that marker exists; a data loss removes it with everything else).
+-- KEYS: 1 rebuild marker, 2 board, 3 players, 4 versions, 5 next board, 6 next players,
+-- 7 next versions, 8 ready marker. ARGV: 1 token. Returns as board_stage.lua.
 local marker = redis.call('GET', KEYS[1])
 if not marker then
   return 0
@@ -15,4 +17,5 @@ for i = 2, 4 do
   end
 end
 redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[8], '1')
 return 1

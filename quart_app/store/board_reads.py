@@ -1,0 +1,52 @@
+"""The board read straight from SQL, the truth: served while the engine's board is incomplete
+(Redis lost its data and the rebuild has not swapped the whole board in yet)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..engine.base import Ranked
+from .database import Store
+from .rows import board_entry
+from .tables import players
+
+# The documented board order: rating descending, ties by player id.
+_ORDER = (players.c.rating.desc(), players.c.player_id.asc())
+
+
+async def page(store: Store, offset: int, limit: int) -> tuple[list[Ranked], int]:
+    offset = max(0, offset)
+    total = int(await store.db.fetch_val(sa.select(sa.func.count()).select_from(players)))
+    if limit <= 0:
+        return [], total
+    rows = await store.db.fetch_all(
+        sa.select(players).order_by(*_ORDER).offset(offset).limit(limit)
+    )
+    return [(offset + i + 1, board_entry(row)) for i, row in enumerate(rows)], total
+
+
+async def _rank0(store: Store, row: Any) -> int:
+    ahead = sa.or_(
+        players.c.rating > row.rating,
+        sa.and_(players.c.rating == row.rating, players.c.player_id < row.player_id),
+    )
+    return int(await store.db.fetch_val(sa.select(sa.func.count()).where(ahead)))
+
+
+async def player(store: Store, player_id: str) -> Ranked | None:
+    row = await store.db.fetch_one(sa.select(players).where(players.c.player_id == player_id))
+    if row is None:
+        return None
+    return await _rank0(store, row) + 1, board_entry(row)
+
+
+async def around(store: Store, player_id: str, radius: int) -> list[Ranked]:
+    row = await store.db.fetch_one(sa.select(players).where(players.c.player_id == player_id))
+    if row is None:
+        return []
+    index = await _rank0(store, row)
+    start = max(0, index - radius)
+    ranked, _total = await page(store, start, index + radius + 1 - start)
+    return ranked
