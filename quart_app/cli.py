@@ -1,4 +1,4 @@
-"""`rankpulse`: serve, token, rebuild (and the operator tools)."""
+"""`rankpulse`: serve, token, rebuild, migrate (and the operator tools)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _rebuild(args: argparse.Namespace) -> None:
 
     async def run() -> int:
         runtime = Runtime(load_settings())
-        await runtime.store.connect()
+        await runtime.store.connect(migrate=runtime.settings.migrate_on_start)
         await runtime.engine.start()
         try:
             return await rebuild(runtime.store, runtime.engine, runtime.relay)
@@ -82,6 +82,20 @@ def _rebuild(args: argparse.Namespace) -> None:
             await runtime.store.disconnect()
 
     print(f"rebuilt the board from SQL: {asyncio.run(run())} players")
+
+
+def _migrate(args: argparse.Namespace) -> None:
+    from .store.migrate import SchemaNotCurrent, head_revision, migrate_to_head, require_head
+
+    url = load_settings().database_url
+    if args.check:
+        try:
+            asyncio.run(require_head(url))
+        except SchemaNotCurrent as exc:
+            sys.exit(f"rankpulse migrate: {exc}")
+        print(f"the database is at the current revision ({head_revision()})")
+        return
+    print(f"the database is at revision {asyncio.run(migrate_to_head(url))} (current)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,6 +130,16 @@ def main(argv: list[str] | None = None) -> None:
 
     rebuild = commands.add_parser("rebuild", help="rebuild the engine's board from SQL")
     rebuild.set_defaults(run=_rebuild)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="upgrade the database schema to this release (instances do it at start "
+        "unless MIGRATE_ON_START=false)",
+    )
+    migrate.add_argument(
+        "--check", action="store_true", help="only check: exit 1 unless the schema is current"
+    )
+    migrate.set_defaults(run=_migrate)
 
     from .loadtest import add_parser as add_loadtest_parser
 

@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     # Every Redis key of this service starts with this, so one Redis can host several deployments.
     redis_prefix: str = "lrp:"
     database_url: str = "sqlite:///./rankpulse.db"
+    # Upgrade the schema (Alembic) at start, under a lock so instances starting together wait
+    # for each other. false: the operator runs `rankpulse migrate`; an instance then waits
+    # (/readyz 503) until the database is at this release's revision.
+    migrate_on_start: bool = True
 
     jwt_secret: str | None = None
     jwt_algorithms: str = "HS256"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable
 
 from quart import current_app
@@ -23,6 +24,12 @@ from .store.outbox import Relay
 from .store.rebuild import rebuild
 
 log = logging.getLogger(__name__)
+
+# Start-up retries of an unreachable database: 0.5 s, doubling, at most 5 s apart.
+DATABASE_RETRY_FIRST = 0.5
+DATABASE_RETRY_MAX = 5.0
+# How long start() waits for the first attempt before serving anyway (/healthz must answer).
+DATABASE_FIRST_ATTEMPT_WAIT = 5.0
 
 
 class Runtime:
@@ -50,6 +57,7 @@ class Runtime:
         self.leaderboard = LeaderboardService(self.engine, self.store)
         self.hub.read_board_with(self.leaderboard.board_page)
         self._watch: asyncio.Task[None] | None = None
+        self._database_up: asyncio.Task[None] | None = None
         self.metrics = self._metrics()
 
     def _metrics(self) -> Metrics:
@@ -114,15 +122,53 @@ class Runtime:
         return metrics
 
     async def start(self) -> None:
-        await self.store.connect()
+        """Start serving even when a dependency is down: the Redis engine retries by itself;
+        the database is tried in the background with a capped backoff. A healthy start is
+        ready when this returns (it waits for the first attempt, briefly); otherwise /readyz
+        says 503 meanwhile, and requests that need the database answer 503 with Retry-After
+        (DatabaseUnavailable)."""
         await self.engine.start()
         await self.hub.start()
         self._epoch = self.engine.epoch
+        first_attempt = asyncio.Event()
+        self._database_up = asyncio.create_task(self._connect_database(first_attempt))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DATABASE_FIRST_ATTEMPT_WAIT):
+                await first_attempt.wait()
+
+    async def _connect_database(self, first_attempt: asyncio.Event) -> None:
+        delay, attempt = DATABASE_RETRY_FIRST, 1
+        while not await self._start_on_database(attempt):
+            first_attempt.set()
+            # Jitter: instances that lost the database together do not knock together.
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            attempt += 1
+            delay = min(delay * 2, DATABASE_RETRY_MAX)
+        first_attempt.set()
+
+    async def _start_on_database(self, attempt: int) -> bool:
+        try:
+            await self.store.connect(migrate=self.settings.migrate_on_start)
+        except Exception as exc:  # noqa: BLE001 - any failure here is retried, and logged
+            log.warning(
+                "database not reachable at start (attempt %d): %s: %s",
+                attempt,
+                type(exc).__name__,
+                str(exc).strip() or "no detail",
+            )
+            return False
+        if attempt > 1:
+            log.warning("database reachable after %d attempts", attempt)
         await self._rebuild_if_empty()
         await self.relay.start()
         self._watch = asyncio.create_task(self._watch_epoch())
+        return True
 
     async def stop(self) -> None:
+        if self._database_up:
+            self._database_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._database_up
         if self._watch:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

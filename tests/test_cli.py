@@ -113,3 +113,20 @@ async def test_rebuild_command_restores_the_board(
         assert await board(engine) == before
     finally:
         await engine.stop()
+
+
+def test_migrate_brings_a_fresh_database_to_the_current_revision(tmp_path: Path) -> None:
+    from quart_app.store.migrate import head_revision
+
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/pulse.db"}
+    before = run_cli(["migrate", "--check"], env, tmp_path)
+    assert before.returncode == 1 and "rankpulse migrate" in before.stderr
+
+    done = run_cli(["migrate"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"revision {head_revision()}" in done.stdout
+
+    again = run_cli(["migrate"], env, tmp_path)  # nothing left to do: still fine
+    assert again.returncode == 0, again.stderr
+    after = run_cli(["migrate", "--check"], env, tmp_path)
+    assert after.returncode == 0 and head_revision() in after.stdout

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ..domain.ids import GLOBAL_BOARD
-from .base import Engine, Event, LogGap
+from .base import Engine, EngineUnavailable, Event, LogGap
 from .board_state import BOARD_REBUILT, BoardReader
 from .cursor import BadCursor, decode, encode
 
@@ -437,7 +437,10 @@ class Hub:
         self._next_flush_at = asyncio.get_running_loop().time() + min(cost, MAX_FLUSH_DELAY)
 
     async def start(self) -> None:
-        self.head_seq = await self.engine.head()
+        # Redis down at start: begin at an unknown position; the first events carry the log's
+        # epoch, which the hub then adopts as after a Redis restart (_new_epoch).
+        with contextlib.suppress(EngineUnavailable):
+            self.head_seq = await self.engine.head()
         self.epoch = self.engine.epoch
         self._ticker = asyncio.create_task(self._tick())
 
