@@ -62,6 +62,7 @@ class _Refused:
     attempts: int
     retry_at: float
     since: float
+    scopes: frozenset[str]  # (empty for a row that cannot be read)
 
 
 def ordering_scopes(publication: Publication) -> set[str]:
@@ -88,6 +89,8 @@ class Relay:
         # Counters for /metrics.
         self.publish_failures = 0
         self._refused: dict[str, _Refused] = {}
+        # Scopes of the rows the last relay pass left waiting behind a refused row.
+        self._held: set[str] = set()
         self._published: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -111,8 +114,17 @@ class Relay:
         """Try to publish now; False leaves the row to the relay loop.
 
         Called right after a commit: it never raises (but for cancellation), because the
-        change is durable and its answer must be a 2xx whatever the engine says.
+        change is durable and its answer must be a 2xx whatever the engine says. A row that
+        shares a match or player with a refused row is left to the relay too, which
+        publishes it after that row (see ordering_scopes).
         """
+        if self._refused:
+            waiting_for = {scope for r in self._refused.values() for scope in r.scopes}
+            if ordering_scopes(publication) & (waiting_for | self._held):
+                return False
+        return await self._attempt(publication)
+
+    async def _attempt(self, publication: Publication) -> bool:
         assert publication.key is not None
         try:
             async with asyncio.timeout(_PUBLISH_TIMEOUT):
@@ -121,7 +133,7 @@ class Relay:
             log.warning("engine unavailable; outbox row %s left to the relay", publication.key)
             return False
         except Exception:  # noqa: BLE001 - the commit stands; the row is retried later
-            self._refuse(publication.key)
+            self._refuse(publication.key, frozenset(ordering_scopes(publication)))
             return False
         self._refused.pop(publication.key, None)
         self._published.add(publication.key)
@@ -144,13 +156,14 @@ class Relay:
             except Exception:  # noqa: BLE001 - the loop must outlive any one failure
                 log.exception("outbox relay pass failed; retrying")
 
-    def _refuse(self, key: str) -> None:
+    def _refuse(self, key: str, scopes: frozenset[str]) -> None:
         self.publish_failures += 1
         previous = self._refused.get(key)
         attempts = previous.attempts + 1 if previous else 1
         delay = min(self.retry_cap, self.retry_base * 2 ** (attempts - 1))
         now = time.monotonic()
-        self._refused[key] = _Refused(attempts, now + delay, previous.since if previous else now)
+        since = previous.since if previous else now
+        self._refused[key] = _Refused(attempts, now + delay, since, scopes)
         log.exception(
             "the engine refused outbox row %s (attempt %d); retrying in %.1f s",
             key,
@@ -186,7 +199,7 @@ class Relay:
                 publication = Publication.from_json(row.payload)
             except Exception:  # noqa: BLE001 - an unreadable row must not stop the others
                 if not waiting:
-                    self._refuse(row.key)
+                    self._refuse(row.key, frozenset())
                 pending += 1
                 continue
             scopes = ordering_scopes(publication)
@@ -194,13 +207,15 @@ class Relay:
                 held |= scopes
                 pending += 1
                 continue
-            if not await self.publish(publication):
-                if row.key not in self._refused:
+            failures = self.publish_failures
+            if not await self._attempt(publication):
+                if self.publish_failures == failures:
                     # Not a refusal: the engine does not answer, so no later row can go out.
                     pending += len(rows) - index
                     break
                 held |= scopes
                 pending += 1
+        self._held = held
         if len(rows) < _BATCH:
             self._forget_rows_gone({row.key for row in rows}, grace)
         await self._forget_published()

@@ -213,3 +213,46 @@ async def test_a_row_that_can_never_be_published_does_not_block_the_others(
             return await _metric(api, "rankpulse_outbox_pending") == 2
 
         await eventually(only_the_refused_rows_left, 10, "published rows to leave the outbox")
+
+
+async def test_rows_of_a_match_wait_behind_its_refused_row_while_other_matches_go_on(
+    make_app: Callable[..., Quart], redis_url: str
+) -> None:
+    """Ordering: a refused row holds back the later rows of its own match (their events must
+    not overtake it), and only those."""
+    async with serving(make_app(redis_url=redis_url, outbox_interval=0.1)) as api:
+        rt = api.rt
+        m1, m2 = ("matches", "match:m1"), ("matches", "match:m2")
+        stuck = Publication(key=new_key(), events=(Draft(m1, "not a name!", {}),))
+        m1_later = Publication(key=new_key(), events=(Draft(m1, "announcement", {"n": 1}),))
+        m2_later = Publication(key=new_key(), events=(Draft(m2, "announcement", {"n": 2}),))
+        async with rt.store.write() as conn:
+            for publication in (stuck, m1_later, m2_later):
+                await add(conn, publication)
+
+        async def announced() -> list[int]:
+            return [e["data"]["n"] for e in await log_events(rt.engine) if "n" in e["data"]]
+
+        async def m2_published() -> bool:
+            return await announced() != []
+
+        await eventually(m2_published, 10, "the other match's row to be published")
+        # m1's later row was before m2's in the outbox, yet it waits behind the stuck row...
+        assert await announced() == [2]
+        # ...and so does a new change of m1 made through the API meanwhile
+        await api.create("m1", "a", "b")
+        assert "match:created" not in [e["event"] for e in await log_events(rt.engine)]
+
+        # Once the stuck row is gone (an operator deleted it), m1's rows go out, in order.
+        async with rt.store.write() as conn:
+            await conn.execute(outbox_table.delete().where(outbox_table.c.key == stuck.key))
+
+        async def m1_published() -> bool:
+            names = [e["event"] for e in await log_events(rt.engine)]
+            return "match:created" in names
+
+        await eventually(m1_published, 10, "m1's rows to be published after the stuck one")
+        assert await announced() == [2, 1]
+        events = await log_events(rt.engine)
+        order = [e["data"].get("n", e["event"]) for e in events if e["event"] != "board:rebuilt"]
+        assert order.index(1) < order.index("match:created"), order
