@@ -165,6 +165,10 @@ async def test_503_with_retry_after_until_a_key_set_was_loaded_then_recovery(
             assert response.status_code == 503, path
             assert int(response.headers["Retry-After"]) >= 1
             assert response.mimetype == "application/problem+json"
+        # the SSE endpoint (a raw ASGI handler) says the same
+        response = await client.get("/api/events?rooms=matches", headers=bearer)
+        assert response.status_code == 503
+        assert int(response.headers["Retry-After"]) >= 1
         # Many requests while the provider is down: the fetcher backs off, it does not fetch
         # once per request.
         for _ in range(30):
