@@ -9,11 +9,17 @@ the histograms are observed where the thing happens, once per request or per flu
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from .engine.base import Event
@@ -50,6 +56,33 @@ class _ReadAtScrape(Collector):
             yield build()
 
 
+class LoopHistogram:
+    """A histogram for the event loop's hot path: plain counts, no lock (one thread writes),
+    exposed at scrape time. prometheus-client's Histogram takes a lock and more per
+    observation (3 us measured here, against about 1 us), which a per-event observation should
+    not pay."""
+
+    def __init__(self, name: str, help_text: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.help_text = help_text
+        self.bounds = tuple(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def collect(self) -> Metric:
+        cumulative, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        family = HistogramMetricFamily(self.name, self.help_text)
+        family.add_metric([], cumulative, self.sum)
+        return family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -68,19 +101,19 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
         )
-        self.delivery_lag = Histogram(
+        self.delivery_lag = LoopHistogram(
             "rankpulse_delivery_lag_seconds",
             "time from an event's publication (its ts) to the socket write that carried it, "
             "once per event and flush",
-            buckets=LAG_BUCKETS,
-            registry=self.registry,
+            LAG_BUCKETS,
         )
-        self.flush_seconds = Histogram(
+        self.flush_seconds = LoopHistogram(
             "rankpulse_flush_duration_seconds",
             "time one write of pending events to all sockets took",
-            buckets=FLUSH_BUCKETS,
-            registry=self.registry,
+            FLUSH_BUCKETS,
         )
+        self._scraped.add(self.delivery_lag.collect)
+        self._scraped.add(self.flush_seconds.collect)
 
     def gauge(self, name: str, help_text: str, read: Reading) -> None:
         self._scraped.add(lambda: GaugeMetricFamily(name, help_text, value=read()))
@@ -108,10 +141,11 @@ class Metrics:
         self.flush_seconds.observe(seconds)
         if written:
             now_ms = time.time() * 1000
+            lag = self.delivery_lag
             for event in written:
                 ts = event_ts(event)
                 if ts is not None:
-                    self.delivery_lag.observe(max(0.0, now_ms - ts) / 1000)
+                    lag.observe(max(0.0, now_ms - ts) / 1000)
 
     def render(self, extra: dict[str, float] | None = None) -> bytes:
         """The text exposition; `extra` adds gauges read by the caller (e.g. from SQL)."""
