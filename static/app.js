@@ -16,6 +16,7 @@
  */
 
 import { PulseClient, PulseHttpError } from './pulse.js';
+import { RowVersions } from './row_versions.js';
 
 // ----------------------------------------------------------------- settings
 
@@ -282,6 +283,8 @@ const board = {
 };
 /** @type {Map<string, HTMLTableRowElement>} */
 const rowEls = new Map();
+/** Per player, the highest change-row version applied to `board` (see row_versions.js). */
+const rowVersions = new RowVersions();
 
 /**
  * Whether `a` comes before `b` on the board.
@@ -381,7 +384,9 @@ function onInitial(data) {
  */
 function onUpdate(data) {
   if (!board.ready) return;
-  const changes = data.changes || [];
+  // Only rows not older than what the page holds (PulseClient already leaves those out; this
+  // keeps the model right whatever feeds it).
+  const changes = rowVersions.fresh(data.changes || []);
   const at = Date.now();
   reread.recent.push({ changes, at });
   if (!reread.running) while (reread.recent.length && reread.recent[0].at < at - READ_LAG_MS) reread.recent.shift();
@@ -1004,7 +1009,7 @@ async function main() {
     top: TOP,
   });
   // For debugging and tests.
-  /** @type {any} */ (window).pulseApp = { client, board, auth, reconcile };
+  /** @type {any} */ (window).pulseApp = { client, board, auth, reconcile, onUpdate };
 
   client.on('*', appendLog);
   client.on('state', (/** @type {any} */ s) => {

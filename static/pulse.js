@@ -36,6 +36,8 @@
  * @module pulse
  */
 
+import { RowVersions } from './row_versions.js';
+
 /**
  * Every event name of PROTOCOL.md section 2, plus the stream meta events.
  * SSE delivers named events only to listeners registered for that name, so
@@ -180,6 +182,8 @@ export class PulseClient {
     this._recentIds = [];
     /** @private @type {Set<string>} */
     this._recentSet = new Set();
+    /** Per player, the highest change-row version handed to the app (row_versions.js). */
+    this._versions = new RowVersions();
 
     /** @private @type {PulseState} */
     this._state = 'closed';
@@ -507,6 +511,11 @@ export class PulseClient {
       this._cursor = id;
     }
     if (!snapshot) this._healthy();
+    if (name === 'leaderboard:update' && Array.isArray(env.data?.changes)) {
+      // An older row than one already handed over (out of commit order) is left out; the
+      // event itself is still delivered, once, like every other.
+      env = { ...env, data: { ...env.data, changes: this._versions.fresh(env.data.changes) } };
+    }
     this._emitEnvelope(env);
     return true;
   }
