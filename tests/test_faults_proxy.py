@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .faults import FaultProxy
-from .services import RedisServer
+from .services import PostgresServer, RedisServer
 
 
 @pytest.fixture(name="proxy")
@@ -99,3 +99,33 @@ async def test_the_proxy_works_from_an_async_test(proxy: FaultProxy) -> None:
         await fresh.aclose()
     finally:
         await r.aclose()
+
+
+@pytest.mark.postgres
+async def test_the_proxy_carries_and_cuts_postgresql(postgres_server: PostgresServer) -> None:
+    import asyncpg
+
+    proxy = FaultProxy(postgres_server.port).start()
+    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+    try:
+        conn = await asyncpg.connect(url, timeout=5)
+        assert await conn.fetchval("SELECT 1") == 1
+
+        proxy.blackhole()
+        with pytest.raises(TimeoutError):
+            await conn.fetchval("SELECT 1", timeout=1)
+        proxy.pass_through()  # the held connection is reset: its stream has a hole
+        conn.terminate()
+
+        conn = await asyncpg.connect(url, timeout=5)
+        assert await conn.fetchval("SELECT 2") == 2
+        proxy.reset()
+        with pytest.raises((asyncpg.ConnectionDoesNotExistError, ConnectionError)):
+            await conn.fetchval("SELECT 3", timeout=5)
+        conn.terminate()
+
+        conn = await asyncpg.connect(url, timeout=5)
+        assert await conn.fetchval("SELECT 4") == 4
+        await conn.close()
+    finally:
+        proxy.stop()

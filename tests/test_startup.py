@@ -85,8 +85,9 @@ def play_one_match(server: LiveServer, match_id: str) -> int:
 
 
 def test_instances_started_together_on_a_fresh_database_all_come_up(
-    live_servers: Callable[..., LiveServer], database_url: str, redis_url: str
+    database_url: str, redis_url: str, live_servers: Callable[..., LiveServer]
 ) -> None:
+    # (live_servers last: its instances are stopped before the database is dropped)
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "JWT_SECRET": SECRET}
     servers = start_together(live_servers, INSTANCES, env)
     assert len(servers) == INSTANCES
