@@ -80,7 +80,9 @@ def install(app: Quart) -> None:
 
     @app.errorhandler(ServiceError)
     async def _service(exc: ServiceError) -> Response:
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        # (KeysUnavailable knows when the next JWKS fetch is due; others: in a second)
+        retry_after = str(getattr(exc, "retry_after", 1))
+        headers = {"Retry-After": retry_after} if exc.status == 503 else None
         # A 422 is a validation failure, which PROTOCOL gives an `errors` list, also when the
         # check needed the stored data (a winner who does not play in the match).
         errors = None
