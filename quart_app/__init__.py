@@ -13,6 +13,7 @@ from .config import Settings, load_settings
 from .runtime import Runtime
 from .web import errors
 from .web.api import api, dev
+from .web.openapi import ProblemDocumentingOpenAPI
 from .web.ops import ops
 from .web.poll import poll
 from .web.sse import PATH as SSE_PATH
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         redoc_ui_path=None,
         scalar_ui_path=None,
         info=Info(title="Love Rank Pulse", version="0.1.0"),
+        openapi_provider_class=ProblemDocumentingOpenAPI,
     )
     runtime = Runtime(settings)
     app.extensions["pulse"] = runtime

@@ -22,6 +22,13 @@ from .ids import ID_PATTERN
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 MatchStatus = Literal["scheduled", "live", "completed", "cancelled"]
 PUBLISH_DATA_LIMIT = 16 * 1024
+# The JSON-schema form of the checks below that pydantic runs in Python (a validator's rule is
+# invisible to /openapi.json): a client, or schemathesis, reading the document then knows
+# exactly which bodies are accepted. Cc is U+0000-U+001F and U+007F-U+009F.
+NO_CONTROL = "\\x00-\\x1f\\x7f-\\x9f"
+NAME_PATTERN = f"^\\s*[^{NO_CONTROL}\\s][^{NO_CONTROL}]*$"
+# The room names ids.room_owner() accepts.
+ROOM_PATTERN = "^(leaderboard:global|matches|presence|(match|player):" + ID_PATTERN[1:-1] + ")$"
 
 
 class _Body(BaseModel):
@@ -30,7 +37,9 @@ class _Body(BaseModel):
 
 class MatchCreate(_Body):
     match_id: Id | None = None
-    player_ids: list[Id] = Field(min_length=2, max_length=2)
+    player_ids: list[Id] = Field(
+        min_length=2, max_length=2, json_schema_extra={"uniqueItems": True}
+    )
     scheduled_at: datetime | None = None
 
     @field_validator("player_ids")
@@ -38,6 +47,15 @@ class MatchCreate(_Body):
     def _distinct(cls, value: list[str]) -> list[str]:
         if value[0] == value[1]:
             raise ValueError("player_ids must be two distinct ids")
+        return value
+
+    @field_validator("scheduled_at", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        # A time is an ISO 8601 string (PROTOCOL 2 and the document's date-time); pydantic
+        # would read a number as seconds since 1970, so 0 became a 1970 match.
+        if value is not None and not isinstance(value, str):
+            raise ValueError("scheduled_at must be an ISO 8601 time string")
         return value
 
     @field_validator("scheduled_at")
@@ -55,6 +73,21 @@ class MatchCreate(_Body):
 
 
 class MatchResultIn(_Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["winner_id"],
+                    "properties": {"winner_id": {"type": "string"}, "draw": {"const": False}},
+                },
+                {
+                    "required": ["draw"],
+                    "properties": {"draw": {"const": True}, "winner_id": {"type": "null"}},
+                },
+            ]
+        },
+    )
     winner_id: Id | None = None
     # Strict: a result moves ratings for good, so "draw": "yes" or 1 is refused, not guessed.
     draw: StrictBool = False
@@ -67,12 +100,13 @@ class MatchResultIn(_Body):
 
 
 class MatchProgressIn(_Body):
-    score: dict[Id, int]
+    # Keys are player ids: the document says "no other key" as the validation does.
+    score: dict[Id, int] = Field(json_schema_extra={"additionalProperties": False})
     detail: dict[str, Any] | None = None
 
 
 class PublishIn(_Body):
-    room: str
+    room: str = Field(json_schema_extra={"pattern": ROOM_PATTERN})
     event: Literal["announcement"]
     # At most PUBLISH_DATA_LIMIT bytes of JSON: checked by the web layer, since PROTOCOL
     # answers 413 for it, not the 422 of a schema violation.
@@ -83,7 +117,9 @@ class PublishIn(_Body):
 
 
 class RenameIn(_Body):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)] = (
+        Field(json_schema_extra={"pattern": NAME_PATTERN})
+    )
 
     @field_validator("name")
     @classmethod
@@ -97,7 +133,9 @@ class RenameIn(_Body):
 
 class SubscribeIn(_Body):
     connection_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    rooms: list[str] = Field(min_length=1, max_length=100)
+    rooms: list[Annotated[str, Field(json_schema_extra={"pattern": ROOM_PATTERN})]] = Field(
+        min_length=1, max_length=100
+    )
 
 
 class DevTokenIn(_Body):

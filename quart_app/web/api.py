@@ -59,6 +59,7 @@ def checked_id(value: str, what: str) -> str:
 @api.post("/matches")
 @document_request(MatchCreate)
 @document_response(Match, 201)
+@document_response(Match, 200)  # the same id and players again: the stored match
 @document_response(Problem, 409)
 async def create_match() -> Response:
     require_scope(SCOPE_WRITE)
@@ -165,7 +166,9 @@ async def publish() -> Response:
     try:
         rooms = parse_rooms([body.room])
     except UnknownRoom:
-        raise BadRequestBody(400, "Bad Request", f"unknown room {body.room!r}") from None
+        rooms = []
+    if not rooms:  # a blank name is no room either (it was published to none, 202)
+        raise BadRequestBody(400, "Bad Request", f"unknown room {body.room!r}")
     events = await runtime().engine.publish(
         Publication(events=(Draft(tuple(rooms), body.event, body.data),))
     )

@@ -115,7 +115,11 @@ def install(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
-        headers = {"Retry-After": "1"} if status in (429, 503) else None
+        # Keep what the exception says about itself (a 405's Allow, RFC 9110), not its
+        # content type: the body is a problem document.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        if status in (429, 503):
+            headers["Retry-After"] = "1"
         return problem(status, exc.name, exc.description or exc.name, headers=headers)
 
     @app.errorhandler(Exception)
