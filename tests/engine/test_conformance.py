@@ -187,6 +187,21 @@ async def test_board_replace(engine: Engine) -> None:
     assert await board_ids(engine) == ["x"]
 
 
+async def test_board_replace_keeps_rows_published_while_it_loads(engine: Engine) -> None:
+    """A change committed after the rebuild read SQL is published while the rebuild runs:
+    the new board has it (its version beats the loaded row), and newcomers too."""
+    await put(engine, row("a", 1000.0, 1), row("b", 900.0, 1))
+
+    async def load_then_a_commit_lands() -> list[BoardEntry]:
+        loaded = [row("a", 1000.0, 1), row("b", 900.0, 1)]
+        await put(engine, row("b", 1500.0, 2), row("new", 800.0, 1))
+        return loaded
+
+    await engine.board_replace(load_then_a_commit_lands)
+    assert await board_ids(engine) == ["b", "a", "new"]
+    assert await engine.board_player("b") == (1, row("b", 1500.0, 2))
+
+
 async def test_board_replace_is_never_seen_partial(engine: Engine) -> None:
     old = [row(f"old{i:04d}", float(i), 1) for i in range(1200)]
     new = [row(f"new{i:04d}", float(i), 1) for i in range(1500)]
