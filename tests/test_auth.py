@@ -109,7 +109,7 @@ async def _loaded(authenticator: Authenticator, token: str) -> bool:
 async def test_jwks_keys_are_fetched_in_the_background_and_a_rotation_is_picked_up(
     clean_env: None, jwks: JwksServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth, "JWKS_REFETCH_SECONDS", 2.0)  # (60 s by default)
+    monkeypatch.setattr(auth, "JWKS_REFETCH_SECONDS", 4.0)  # (60 s by default)
     old = JsonWebKey.generate_key("RSA", 2048, is_private=True)
     jwks.keys = [_public_jwk(old, "k1")]
     authenticator = Authenticator(load_settings(jwt_algorithms="RS256", jwt_jwks_url=jwks.url))
