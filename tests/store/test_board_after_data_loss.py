@@ -9,7 +9,9 @@ next new client's snapshot, and announced with a `leaderboard:update`.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -52,13 +54,12 @@ async def assert_reads_equal_sql(api: Api, when: str) -> None:
     for rank, player_id, rating in want:
         player = (await api.get(f"/api/players/{player_id}")).body
         assert (player["rank"], player["rating"]) == (rank, rating), when
+        around = (await api.get(f"/api/players/{player_id}/around?radius=2")).body
+        assert view(around["entries"]) == want[max(0, rank - 3) : rank + 2], when
 
 
 async def initial_equal_to_sql(api: Api, conn: Connection, timeout: float) -> dict[str, Any]:
     """Read the watcher's stream until a leaderboard:initial equal to SQL arrives."""
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout
     seen: list[str] = []
     while time.monotonic() < deadline:
