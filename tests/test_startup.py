@@ -147,6 +147,14 @@ def test_an_instance_waits_for_a_database_that_is_not_up_yet(
         )
         assert status == 503, (status, body)
         assert headers["Retry-After"]
+        # So does a stream whose first frame is the board (read from SQL until the engine's
+        # board is complete), on SSE and long-poll alike.
+        for stream in ("/api/events", "/api/poll"):
+            status, body, headers = http(
+                "GET", server.url + f"{stream}?rooms=leaderboard:global", token=token
+            )
+            assert status == 503, (stream, status, body)
+            assert headers["Retry-After"]
 
         database.start()
         wait_until(lambda: ready(server), 20, "/readyz 200 once PostgreSQL is up")

@@ -64,7 +64,11 @@ class EventStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         rt = self.rt
-        conn, start, initial = await open_connection(rt, identity, rooms, cursor, top)
+        try:
+            conn, start, initial = await open_connection(rt, identity, rooms, cursor, top)
+        except ServiceError as exc:  # the board unreadable (a dependency down): 503
+            await send_problem(send, "http", exc.status, exc.title, exc.detail)
+            return
         del identity
         conn.writer = asyncio.current_task()
         writer = hypercorn_h11_writer(send, scope)

@@ -11,7 +11,8 @@ from ..domain.ids import GLOBAL_BOARD, UnknownRoom, parse_rooms, room_owner
 from ..engine.base import EngineUnavailable, Event, LogGap
 from ..engine.hub import DEFAULT_SNAPSHOT_TOP, Connection
 from ..runtime import Runtime
-from ..services.errors import Forbidden
+from ..services.errors import Forbidden, Unavailable
+from ..store.database import DatabaseUnavailable
 from .errors import BadRequestBody
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,21 @@ async def open_connection(
             return conn, cursor, []
         except LogGap as gap:
             conn = hub.open(identity.sub, rooms, identity.expires_at)
-            return conn, hub.cursor(conn.last_seq), await reset_events(rt, conn, gap.reason, top)
+            try:
+                reset = await reset_events(rt, conn, gap.reason, top)
+            except (EngineUnavailable, DatabaseUnavailable):
+                conn.close("gone")
+                raise Unavailable("the board cannot be read now; retry") from None
+            return conn, hub.cursor(conn.last_seq), reset
     conn = hub.open(identity.sub, rooms, identity.expires_at)
     start = hub.cursor(conn.last_seq)
-    initial = [await hub.snapshot(top)] if GLOBAL_BOARD in rooms else []
+    try:
+        initial = [await hub.snapshot(top)] if GLOBAL_BOARD in rooms else []
+    except (EngineUnavailable, DatabaseUnavailable):
+        # The board comes from the engine, or from SQL while the engine's is incomplete:
+        # with either down the stream cannot start with it (503, never a 500).
+        conn.close("gone")
+        raise Unavailable("the board cannot be read now; retry") from None
     return conn, start, initial
 
 
