@@ -98,6 +98,14 @@ def test_instances_started_together_on_a_fresh_database_all_come_up(
         assert "database is locked" not in server.log()
 
 
+def board_record(server: LiveServer, token: str) -> dict[str, tuple[int, int]]:
+    """Each player's (wins, losses) as the board shows them."""
+    status, body, _ = http("GET", server.url + "/api/leaderboard?limit=10", token=token)
+    if status != 200:
+        return {}
+    return {e["player_id"]: (e["wins"], e["losses"]) for e in body.get("entries", [])}
+
+
 @pytest.fixture(name="stopped_redis")
 def _stopped_redis() -> Iterator[RedisServer]:
     """A redis-server whose port is chosen but not listening until the test starts it."""
@@ -116,10 +124,23 @@ def test_an_instance_waits_for_redis_that_is_not_up_yet(
     status, body, headers = http("GET", server.url + "/readyz")
     assert status == 503 and body["engine"] is False
     assert headers["Retry-After"]
+    # Reads that need the engine: 503 with Retry-After, never a 500.
+    token = server.token("watcher")
+    for path in ("/api/leaderboard?limit=5", "/api/events?rooms=leaderboard:global"):
+        status, body, headers = http("GET", server.url + path, token=token)
+        assert status == 503, (path, status, body)
+        assert headers["Retry-After"]
+    # A result is durable in SQL: accepted now, published once Redis is there.
+    assert play_one_match(server, "m-before-redis") == 200
 
     stopped_redis.start()
     wait_until(lambda: ready(server), 15, "/readyz 200 once Redis is up")
     assert play_one_match(server, "m-after-redis") == 200
+    wait_until(
+        lambda: board_record(server, token) == {"ann": (2, 0), "bob": (0, 2)},
+        15,
+        "the board to show both results (the one from before Redis came up too)",
+    )
 
 
 @pytest.mark.postgres
