@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     # How often each instance looks for committed changes whose events are not yet published.
     outbox_interval: float = Field(0.5, gt=0, le=60)
     presence_ttl_seconds: float = Field(15.0, ge=3, le=300)
+    # PROTOCOL 3.6. Open SSE + WebSocket streams on this instance (0: no limit); below the
+    # 20,000 open-file limit, so a full instance answers 503 instead of failing accept().
+    max_connections: int = Field(15_000, ge=0, le=1_000_000)
+    # Open streams per token sub across the cluster (per client address when anonymous).
+    max_connections_per_user: int = Field(20, ge=0, le=1_000_000)
+    # Requests per second per sub, burst of the same size (0: off): every POST and PUT but
+    # POST /api/publish, which has its own limit.
+    rate_limit_writes: int = Field(100, ge=0, le=1_000_000)
+    rate_limit_publish: int = Field(1_000, ge=0, le=1_000_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("redis_url")

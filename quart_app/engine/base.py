@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .cursor import encode
+from .rate_limit import RateDecision
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +305,21 @@ class Engine(ABC):
 
     @abstractmethod
     async def is_online(self, player_id: str) -> bool: ...
+
+    # limits (PROTOCOL 3.6) ----------------------------------------------------------------------
+    @abstractmethod
+    async def rate_limit(self, key: str, rate: int) -> RateDecision:
+        """Count one request of `key` against `rate` per second (burst of the same size),
+        shared by every instance; a refused request is not counted."""
+
+    @abstractmethod
+    async def stream_admit(self, subject: str, limit: int) -> bool:
+        """Count one more open stream of `subject` (a sub or a client address) on this
+        instance, unless all instances together already hold `limit`: then False."""
+
+    @abstractmethod
+    async def stream_release(self, subject: str) -> None:
+        """A stream admitted by `stream_admit` closed. Never raises for an outage."""
 
 
 POLL_PRESENCE_SECONDS = 40.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -21,6 +22,8 @@ from .base import (
     presence_draft,
 )
 from .board_state import BoardLoader
+from .limits_memory import MemoryLimits
+from .rate_limit import RateDecision
 
 # How many idempotency keys are remembered; a replay older than this would be re-applied,
 # and the outbox never replays anything that old (it deletes rows once published).
@@ -190,3 +193,17 @@ class MemoryEngine(Engine):
             for player_id in [p for p, until in self._pollers.items() if until < now]:
                 del self._pollers[player_id]
                 await self._transition(player_id)
+
+    # limits (PROTOCOL 3.6) --------------------------------------------------------------------
+    @functools.cached_property
+    def _limits(self) -> MemoryLimits:
+        return MemoryLimits()
+
+    async def rate_limit(self, key: str, rate: int) -> RateDecision:
+        return self._limits.rate_limit(key, rate)
+
+    async def stream_admit(self, subject: str, limit: int) -> bool:
+        return self._limits.admit(subject, limit)
+
+    async def stream_release(self, subject: str) -> None:
+        self._limits.release(subject)

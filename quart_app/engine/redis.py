@@ -113,6 +113,8 @@ from .base import (
 from .board_state import BoardIncomplete, BoardLoader
 from .calls_redis import InstanceCalls
 from .cursor import encode
+from .limits_redis import RedisLimits
+from .rate_limit import RateDecision
 
 log = logging.getLogger(__name__)
 
@@ -808,3 +810,17 @@ class RedisEngine(Engine):
         return bool(
             await self._cmd(self._redis.sismember(self._k_presence[5], json.dumps(player_id)))
         )
+
+    # limits (PROTOCOL 3.6): see limits_redis.py ------------------------------------------------
+    @functools.cached_property
+    def _limits(self) -> RedisLimits:
+        return RedisLimits(self._redis, self._prefix, self._instance_id, self._cmd)
+
+    async def rate_limit(self, key: str, rate: int) -> RateDecision:
+        return await self._limits.rate_limit(key, rate)
+
+    async def stream_admit(self, subject: str, limit: int) -> bool:
+        return await self._limits.admit(subject, limit)
+
+    async def stream_release(self, subject: str) -> None:
+        await self._limits.release(subject)

@@ -1,0 +1,118 @@
+"""The limits of PROTOCOL 3.6 in Redis: write rate limits and open streams per user.
+
+Keys (under the engine's prefix):
+
+==============================  ==============================================================
+``rl:<policy>:<subject>``       GCRA theoretical arrival time (ms, Redis clock), PX-expiring
+``limits:instances``            set of instances that count streams
+``limits:instance:<id>``        hash subject -> open streams on that instance, ``#`` = whole
+==============================  ==============================================================
+
+Rate limits are one script, one key, one round trip, on Redis' clock (lua/rate_limit.lua).
+Stream counts live per instance and are summed over the instances whose presence deadline
+(``presence:instances``, kept by the presence scripts) has not passed: a crashed instance's
+streams stop counting once its deadline passes (at most 0.7 x PRESENCE_TTL_SECONDS), with no
+cleanup needed first. This instance's counts are the truth kept here; the Redis hash mirrors
+them and is re-synced whole when it is found missing (Redis lost its data, or another
+instance removed it while this one looked dead) or after a failed call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .base import EngineUnavailable
+from .rate_limit import RateDecision
+
+log = logging.getLogger(__name__)
+
+_LUA_DIR = Path(__file__).with_name("lua")
+
+Run = Callable[[Awaitable[Any]], Awaitable[Any]]
+
+
+def _script(*names: str) -> str:
+    return "\n".join((_LUA_DIR / name).read_text() for name in names)
+
+
+class RedisLimits:
+    """Rate limits and stream counts of one instance. `run` bounds each call (the engine's
+    `_cmd`: EngineUnavailable when Redis does not answer)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, instance_id: str, run: Run) -> None:
+        self._prefix = prefix
+        self._instance_id = instance_id
+        self._run = run
+        self._rate = client.register_script(_script("rate_limit.lua"))
+        self._admit = client.register_script(_script("_streams.lua", "stream_admit.lua"))
+        self._release = client.register_script(_script("_streams.lua", "stream_release.lua"))
+        self._sync = client.register_script(_script("_streams.lua", "stream_sync.lua"))
+        self._keys = [
+            prefix + "presence:instances",
+            prefix + "limits:instances",
+            f"{prefix}limits:instance:{instance_id}",
+        ]
+        self._local: dict[str, int] = {}
+        self._dirty = True  # the Redis mirror needs a whole sync before it is trusted
+
+    async def rate_limit(self, key: str, rate: int) -> RateDecision:
+        allowed, remaining, retry_ms, reset_ms = await self._run(
+            self._rate(keys=[f"{self._prefix}rl:{key}"], args=[rate])
+        )
+        return RateDecision(bool(allowed), rate, int(remaining), float(retry_ms), float(reset_ms))
+
+    async def admit(self, subject: str, limit: int) -> bool:
+        """Count one more stream of `subject` here if the cluster holds fewer than `limit`.
+        Redis unreachable: admitted (fail open: streams are the service's purpose; the
+        per-instance limit still holds) and counted here, synced when Redis is back."""
+        args = [self._instance_id, subject, limit, self._prefix + "limits:instance:"]
+        try:
+            if self._dirty:
+                await self._sync_all()
+            status, _open = await self._call(self._admit, args)
+            if status == -1:
+                await self._sync_all()
+                status, _open = await self._call(self._admit, args)
+        except EngineUnavailable as exc:
+            log.warning("stream admitted without the per-user check: %s", exc)
+            status = 1
+            self._dirty = True
+        if status != 1:
+            return False
+        self._local[subject] = self._local.get(subject, 0) + 1
+        return True
+
+    async def release(self, subject: str) -> None:
+        """One stream of `subject` closed here. Never raises for an outage."""
+        count = self._local.get(subject, 0)
+        if count <= 0:
+            return
+        if count == 1:
+            del self._local[subject]
+        else:
+            self._local[subject] = count - 1
+        try:
+            if self._dirty or await self._call(self._release, [self._instance_id, subject]) == -1:
+                await self._sync_all()
+        except Exception as exc:  # noqa: BLE001 - the local count is the truth; synced later
+            self._dirty = True
+            log.warning("stream count not released in Redis (%s); will re-sync", exc)
+
+    async def _call(self, script: Any, args: list[Any]) -> Any:
+        try:
+            return await self._run(script(keys=self._keys, args=args))
+        except Exception:
+            self._dirty = True
+            raise
+
+    async def _sync_all(self) -> None:
+        args: list[Any] = [self._instance_id]
+        for subject, count in self._local.items():
+            args += [subject, count]
+        await self._call(self._sync, args)
+        self._dirty = False
