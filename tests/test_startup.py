@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from .faults import FaultProxy
 from .helpers import SECRET
 from .services import LiveServer, PostgresServer, RedisServer, wait_until
 
@@ -206,3 +207,30 @@ def test_with_migrate_on_start_off_an_instance_waits_for_the_operators_migration
     assert migrated.returncode == 0, migrated.stderr
     wait_until(lambda: ready(server), 20, "/readyz 200 once the operator migrated")
     assert play_one_match(server, "m-after-migrate") == 200
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])  # a network fault needs a networked database
+def test_an_instance_whose_database_is_blackholed_at_start_serves_and_waits(
+    database_url: str, redis_url: str, live_servers: Callable[..., LiveServer]
+) -> None:
+    port = int(database_url.rsplit(":", 1)[1].split("/", 1)[0])
+    proxy = FaultProxy(port).start()
+    try:
+        proxy.blackhole()  # connections are accepted, then nothing: no refusal to act on
+        server = live_servers(
+            env={
+                "DATABASE_URL": database_url.replace(f":{port}/", f":{proxy.port}/"),
+                "REDIS_URL": redis_url,
+                "JWT_SECRET": SECRET,
+            }
+        )
+        assert http("GET", server.url + "/healthz")[0] == 200
+        status, body, _ = http("GET", server.url + "/readyz")
+        assert status == 503 and body["database"] is False
+
+        proxy.pass_through()
+        wait_until(lambda: ready(server), 40, "/readyz 200 once the network returns")
+        assert play_one_match(server, "m-after-blackhole") == 200
+    finally:
+        proxy.stop()
