@@ -36,6 +36,7 @@ from ..engine.base import Draft, NoSuchInstance, Publication
 from ..runtime import runtime
 from ..services.errors import Forbidden, NotFound, Unavailable
 from .errors import BadRequestBody
+from .limits import limit_writes
 from .requests import identify, query_int, read_body, require_scope
 from .streams import authorized_rooms, change_rooms
 
@@ -43,6 +44,7 @@ from .streams import authorized_rooms, change_rooms
 ROUTE_TIMEOUT = 2.0
 
 api = Blueprint("api", __name__, url_prefix="/api")
+limit_writes(api)  # PROTOCOL 3.6: every POST/PUT counted before its body is read
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -226,6 +228,7 @@ async def unsubscribe() -> Response:
 # Registered only in development mode (no key configured): otherwise the route does not exist,
 # in the router or in /openapi.json.
 dev = Blueprint("dev", __name__, url_prefix="/api/dev")
+limit_writes(dev)  # anonymous callers: by client address
 
 
 @dev.post("/token")
