@@ -1,105 +1,36 @@
-"""The engine interface: what the service needs from the memory and the Redis engine alike."""
+"""The engine interface: what the service needs from the memory and the Redis engine alike.
+
+The board's vocabulary (BoardEntry, Draft, Publication) lives in domain/; it is imported here
+(and so still importable from here) because the interface speaks it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..domain.board import BoardEntry, Ranked
+from ..domain.publication import Draft, Publication, RankSlot, RankTable
 from .cursor import encode
 from .rate_limit import RateDecision
 
-
-@dataclass(frozen=True, slots=True)
-class BoardEntry:
-    """A player's row on the board, absolute (not a delta) and versioned, so applying an
-    older row after a newer one, or the same row twice, changes nothing."""
-
-    player_id: str
-    name: str
-    rating: float
-    wins: int
-    losses: int
-    draws: int
-    games: int
-    version: int
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> BoardEntry:
-        return cls(**json.loads(text))
-
-    def as_entry(self, rank: int) -> dict[str, Any]:
-        return {
-            "rank": rank,
-            "player_id": self.player_id,
-            "name": self.name,
-            "rating": self.rating,
-            "wins": self.wins,
-            "losses": self.losses,
-            "draws": self.draws,
-        }
-
-
-Ranked = tuple[int, BoardEntry]
-
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """An event before the log has given it a place."""
-
-    rooms: tuple[str, ...]
-    event: str
-    data: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"rooms": list(self.rooms), "event": self.event, "data": self.data}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Draft:
-        return cls(tuple(obj["rooms"]), obj["event"], obj["data"])
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """What one committed change asks the engine to do, atomically.
-
-    `key` makes it idempotent: a publication whose key was already applied is a no-op
-    (the outbox may deliver a row twice: once from the request, once from the relay).
-    """
-
-    key: str | None = None
-    board: tuple[BoardEntry, ...] = ()
-    events: tuple[Draft, ...] = ()
-    ts: int = field(default_factory=lambda: int(time.time() * 1000))
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "key": self.key,
-                "board": [asdict(entry) for entry in self.board],
-                "events": [draft.to_json() for draft in self.events],
-                "ts": self.ts,
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Publication:
-        obj = json.loads(text)
-        return cls(
-            key=obj["key"],
-            board=tuple(BoardEntry(**entry) for entry in obj["board"]),
-            events=tuple(Draft.from_json(draft) for draft in obj["events"]),
-            ts=obj["ts"],
-        )
+__all__ = [
+    "BoardEntry",
+    "Draft",
+    "Engine",
+    "EngineUnavailable",
+    "Event",
+    "LogGap",
+    "Publication",
+    "RankSlot",
+    "RankTable",
+    "Ranked",
+    "build_event",
+]
 
 
 def envelope_json(cursor: str, rooms_json: str, event: str, data_json: str, ts: int) -> str:
@@ -168,13 +99,16 @@ class Event:
         return f"Event({self.seq}, {self.name!r}, {self.rooms!r})"
 
 
-def build_event(epoch: str, seq: int, draft: Draft, ts: int) -> Event:
+def build_event(
+    epoch: str, seq: int, draft: Draft, ts: int, ranks: RankTable | None = None
+) -> Event:
+    """The event `draft` becomes at `seq`, its rank slots filled from `ranks`."""
     cursor = encode(epoch, seq)
     text = envelope_json(
         cursor,
         json.dumps(list(draft.rooms), separators=(",", ":")),
         draft.event,
-        json.dumps(draft.data, separators=(",", ":")),
+        json.dumps(draft.ranked_data(ranks or {}), separators=(",", ":")),
         ts,
     )
     return Event(seq, cursor, draft.rooms, draft.event, text)

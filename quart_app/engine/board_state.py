@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from .base import BoardEntry, Draft, Ranked
+from ..domain.board import BoardEntry, Ranked
+from ..domain.publication import Draft
 
 BOARD_REBUILT = "board:rebuilt"
 

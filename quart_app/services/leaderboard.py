@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.base import Engine, Ranked
+from ..domain.board import Ranked
+from ..engine.base import Engine
 from ..engine.board_state import BoardIncomplete
 from ..engine.cursor import encode
 from ..store import board_reads

@@ -14,9 +14,11 @@ import sqlalchemy as sa
 from databases.core import Connection
 
 from ..domain import elo
+from ..domain.board import BoardEntry
 from ..domain.ids import GLOBAL_BOARD, MATCHES, match_room, player_room
 from ..domain.models import MatchCreate, MatchProgressIn, MatchResultIn
-from ..engine.base import BoardEntry, Draft, Engine, EngineUnavailable, Publication
+from ..domain.publication import Draft, Publication
+from ..engine.base import Engine, EngineUnavailable
 from ..store import outbox
 from ..store.database import Store
 from ..store.rows import board_entry

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..engine.base import Ranked
+from ..domain.board import Ranked
 from .database import Store
 from .rows import board_entry
 from .tables import players

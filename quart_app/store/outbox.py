@@ -27,7 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 from databases.core import Connection
 
-from ..engine.base import Engine, EngineUnavailable, Publication
+from ..domain.publication import Publication
+from ..engine.base import Engine, EngineUnavailable
 from .database import Store
 from .tables import outbox
 

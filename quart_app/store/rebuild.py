@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from ..engine.base import BoardEntry, Engine, Publication
+from ..domain.board import BoardEntry
+from ..domain.publication import Publication
+from ..engine.base import Engine
 from ..engine.board_state import rebuilt_marker
 from .database import Store
 from .outbox import Relay

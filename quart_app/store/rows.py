@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.base import BoardEntry
+from ..domain.board import BoardEntry
 
 
 def board_entry(row: Any) -> BoardEntry:
