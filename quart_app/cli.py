@@ -85,17 +85,24 @@ def _rebuild(args: argparse.Namespace) -> None:
 
 
 def _migrate(args: argparse.Namespace) -> None:
-    from .store.migrate import SchemaNotCurrent, head_revision, migrate_to_head, require_head
+    from .store.migrate import (
+        ForeignSchema,
+        SchemaNotCurrent,
+        head_revision,
+        migrate_to_head,
+        require_head,
+    )
 
     url = load_settings().database_url
-    if args.check:
-        try:
+    try:
+        if args.check:
             asyncio.run(require_head(url))
-        except SchemaNotCurrent as exc:
-            sys.exit(f"rankpulse migrate: {exc}")
-        print(f"the database is at the current revision ({head_revision()})")
-        return
-    print(f"the database is at revision {asyncio.run(migrate_to_head(url))} (current)")
+            print(f"the database is at the current revision ({head_revision()})")
+        else:
+            print(f"the database is at revision {asyncio.run(migrate_to_head(url))} (current)")
+    # What an operator can act on gets one line; anything else keeps its traceback.
+    except (SchemaNotCurrent, ForeignSchema, OSError) as exc:
+        sys.exit(f"rankpulse migrate: {exc}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -130,3 +130,12 @@ def test_migrate_brings_a_fresh_database_to_the_current_revision(tmp_path: Path)
     assert again.returncode == 0, again.stderr
     after = run_cli(["migrate", "--check"], env, tmp_path)
     assert after.returncode == 0 and head_revision() in after.stdout
+
+
+def test_migrate_with_the_database_down_says_so_in_one_line(tmp_path: Path) -> None:
+    from .services import free_port
+
+    env = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"}
+    done = run_cli(["migrate"], env, tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("rankpulse migrate:") and "Traceback" not in done.stderr

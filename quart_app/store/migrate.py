@@ -42,6 +42,10 @@ class SchemaNotCurrent(Exception):
     """The database is not at the head revision (and this instance may not migrate it)."""
 
 
+class ForeignSchema(Exception):
+    """The database holds some of our tables but not all: not made by this service."""
+
+
 def sqlalchemy_url(url: str) -> str:
     """The async SQLAlchemy driver for a DATABASE_URL (`databases` names them differently)."""
     if url.startswith("sqlite:"):
@@ -109,7 +113,7 @@ def adopt_unversioned(connection: sa.Connection, config: Config) -> None:
         return
     missing = ours - existing
     if missing:
-        raise RuntimeError(
+        raise ForeignSchema(
             f"the database has some of this service's tables but not {sorted(missing)}: "
             "it was not created by Love Rank Pulse; refusing to migrate it"
         )

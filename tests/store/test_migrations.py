@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from quart_app.store.database import Store
 from quart_app.store.migrate import (
     BASELINE,
+    ForeignSchema,
     SchemaNotCurrent,
     head_revision,
     migrate_to_head,
@@ -91,7 +92,7 @@ async def test_a_database_with_only_some_of_the_tables_is_refused(database_url: 
         legacy_schema.metadata.tables["players"].create(connection)
 
     await on_connection(database_url, create_one_table)
-    with pytest.raises(RuntimeError, match="not created by Love Rank Pulse"):
+    with pytest.raises(ForeignSchema, match="not created by Love Rank Pulse"):
         await migrate_to_head(database_url)
 
 
