@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import functools
 import secrets
 import time
 from collections import OrderedDict, deque
 
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
+
+from ..domain.board import board_order
+from ..domain.publication import RankTable
 from .base import (
     POLL_PRESENCE_SECONDS,
     BoardEntry,
@@ -31,8 +34,7 @@ _KEYS_REMEMBERED = 100_000
 
 
 def _sort_key(entry: BoardEntry) -> tuple[float, str]:
-    # Rating descending, then player id ascending: the documented tie order.
-    return (-entry.rating, entry.player_id)
+    return board_order(entry.rating, entry.player_id)
 
 
 class MemoryEngine(Engine):
@@ -44,7 +46,9 @@ class MemoryEngine(Engine):
         self._seq = 0
         self._applied_keys: OrderedDict[str, None] = OrderedDict()
         self._players: dict[str, BoardEntry] = {}
-        self._order: list[tuple[float, str]] = []
+        # An order-statistic structure: rank and insert/remove in O(log n) (a plain sorted
+        # list costs O(n) per move, and O(n^2) to load a board row by row).
+        self._order: SortedList = SortedList()
         # Rows published while a board_replace reads its rows (None when none runs).
         self._published_meanwhile: list[BoardEntry] | None = None
         self._connections: dict[str, int] = {}
@@ -76,12 +80,15 @@ class MemoryEngine(Engine):
             self._applied_keys[publication.key] = None
             if len(self._applied_keys) > _KEYS_REMEMBERED:
                 self._applied_keys.popitem(last=False)
+        ranked = publication.ranked_players()
+        before = {pid: self._rank(pid) for pid in ranked}
         for entry in publication.board:
             self._put(entry)
+        ranks: RankTable = {pid: (before[pid], self._rank(pid)) for pid in ranked}
         events = []
         for draft in publication.events:
             self._seq += 1
-            event = build_event(self._epoch, self._seq, draft, publication.ts)
+            event = build_event(self._epoch, self._seq, draft, publication.ts, ranks)
             self._log.append(event)
             events.append(event)
         if events:
@@ -110,9 +117,16 @@ class MemoryEngine(Engine):
         if current is not None:
             if current.version >= entry.version:
                 return
-            del self._order[bisect.bisect_left(self._order, _sort_key(current))]
+            self._order.remove(_sort_key(current))
         self._players[entry.player_id] = entry
-        bisect.insort(self._order, _sort_key(entry))
+        self._order.add(_sort_key(entry))
+
+    def _rank(self, player_id: str) -> int | None:
+        """1-based rank on the board, in O(log n); None for a player not on it."""
+        entry = self._players.get(player_id)
+        if entry is None:
+            return None
+        return int(self._order.bisect_left(_sort_key(entry))) + 1
 
     def _ranked(self, index: int) -> Ranked:
         return index + 1, self._players[self._order[index][1]]
@@ -122,10 +136,10 @@ class MemoryEngine(Engine):
         return [self._ranked(i) for i in range(offset, end)], len(self._order)
 
     async def board_player(self, player_id: str) -> Ranked | None:
-        entry = self._players.get(player_id)
-        if entry is None:
+        rank = self._rank(player_id)
+        if rank is None:
             return None
-        return bisect.bisect_left(self._order, _sort_key(entry)) + 1, entry
+        return rank, self._players[player_id]
 
     async def board_around(self, player_id: str, radius: int) -> list[Ranked]:
         found = await self.board_player(player_id)
@@ -145,10 +159,14 @@ class MemoryEngine(Engine):
             entries = await load()
         finally:
             self._published_meanwhile = None
-        self._players = {}
-        self._order = []
+        # The newest version of each player, then one bulk sort (O(n log n)).
+        newest: dict[str, BoardEntry] = {}
         for entry in [*entries, *published]:
-            self._put(entry)
+            current = newest.get(entry.player_id)
+            if current is None or current.version < entry.version:
+                newest[entry.player_id] = entry
+        self._players = newest
+        self._order = SortedList(_sort_key(entry) for entry in newest.values())
 
     # presence ------------------------------------------------------------------------------
     async def _transition(self, player_id: str) -> None:

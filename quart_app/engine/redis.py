@@ -419,6 +419,7 @@ class RedisEngine(Engine):
 
     # the event log ----------------------------------------------------------------------------
     async def publish(self, publication: Publication) -> list[Event]:
+        ranked = publication.ranked_players()
         args: list[Any] = self._log_args()
         args += [
             "0" if publication.key is None else "1",
@@ -426,15 +427,19 @@ class RedisEngine(Engine):
             str(publication.ts),
             len(publication.board),
             len(publication.events),
+            len(ranked),
+            *ranked,
         ]
         for entry in publication.board:
             args += [entry.player_id, entry.version, repr(-float(entry.rating)), entry.to_json()]
         encoded = []
         for draft in publication.events:
             rooms_json = _dumps(list(draft.rooms))
-            data_json = _dumps(draft.data)
-            encoded.append((rooms_json, data_json))
-            args += [_check_name(draft.event), rooms_json, data_json]
+            parts, slots = draft.split_json()
+            encoded.append((rooms_json, parts, slots))
+            args += [_check_name(draft.event), rooms_json, len(slots), parts[0]]
+            for slot, part in zip(slots, parts[1:], strict=True):
+                args += [("a" if slot.when == "after" else "b") + slot.player_id, part]
         guard = self._prefix + "applied:" + (publication.key or "")
         reply = await self._run(
             "publish", [*self._k_log, guard, *self._k_board, *self._k_next], args
@@ -442,9 +447,15 @@ class RedisEngine(Engine):
         if reply[0] == 0 or not publication.events:
             return []
         epoch, seq = reply[1], int(reply[2])
+        # The ranks the script filled in, as the text it put there (digits or null).
+        ranks = {pid: (reply[3 + 2 * j], reply[4 + 2 * j]) for j, pid in enumerate(ranked)}
         self._saw_epoch(epoch)
         events = []
-        for draft, (rooms_json, data_json) in zip(publication.events, encoded, strict=True):
+        for draft, (rooms_json, parts, slots) in zip(publication.events, encoded, strict=True):
+            data_json = parts[0]
+            for slot, part in zip(slots, parts[1:], strict=True):
+                before, after = ranks[slot.player_id]
+                data_json += (after if slot.when == "after" else before) + part
             cursor = encode(epoch, seq)
             text = envelope_json(cursor, rooms_json, draft.event, data_json, publication.ts)
             events.append(Event(seq, cursor, draft.rooms, draft.event, text))

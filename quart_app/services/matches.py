@@ -17,7 +17,7 @@ from ..domain import elo
 from ..domain.board import BoardEntry
 from ..domain.ids import GLOBAL_BOARD, MATCHES, match_room, player_room
 from ..domain.models import MatchCreate, MatchProgressIn, MatchResultIn
-from ..domain.publication import Draft, Publication
+from ..domain.publication import Draft, Publication, RankSlot
 from ..engine.base import Engine, EngineUnavailable
 from ..store import outbox
 from ..store.database import Store
@@ -62,35 +62,26 @@ def match_rooms(row: Any) -> tuple[str, ...]:
     return (MATCHES, match_room(row.match_id), player_room(row.player_a), player_room(row.player_b))
 
 
-def change_row(
-    entry: BoardEntry, rank: int, previous_rank: int | None, delta: float
-) -> dict[str, Any]:
-    """A row of `leaderboard:update` (PROTOCOL 2). `version` is the player's row version:
-    events of two instances may reach the log out of commit order, and a client keeps, per
-    player, the row with the highest version."""
+def change_row(entry: BoardEntry, delta: float) -> dict[str, Any]:
+    """A row of `leaderboard:update` (PROTOCOL 2). `rank` and `previous_rank` are left for
+    the engine to fill (see change_slots; a newcomer's previous_rank stays null).
+    `version` is the player's row version: events of two instances may reach the log out of
+    commit order, and a client keeps, per player, the row with the highest version."""
     return {
-        **entry.as_entry(rank),
-        "previous_rank": previous_rank,
+        **entry.as_entry(0),
+        "previous_rank": None,
         "delta": delta,
         "version": entry.version,
     }
 
 
-async def ranks_of(conn: Connection, standings: list[tuple[float, str]]) -> list[int]:
-    """1-based ranks of (rating, player id) pairs, in one scan: rating descending, then player
-    id ascending (the documented tie order)."""
-    counts = [
-        sa.func.count().filter(
-            sa.or_(
-                players.c.rating > rating,
-                sa.and_(players.c.rating == rating, players.c.player_id < player_id),
-            )
-        )
-        for rating, player_id in standings
-    ]
-    row = await conn.fetch_one(sa.select(*counts).select_from(players))
-    assert row is not None
-    return [int(count) + 1 for count in row._mapping.values()]
+def change_slots(index: int, player_id: str, previous_rank: bool) -> list[RankSlot]:
+    """Where the engine puts the ranks of change row `index` (PROTOCOL 2: the rank right
+    after the event; previous_rank: before the publication's rows applied)."""
+    slots = [RankSlot(("changes", index, "rank"), player_id, "after")]
+    if previous_rank:
+        slots.append(RankSlot(("changes", index, "previous_rank"), player_id, "before"))
+    return slots
 
 
 class MatchService:
@@ -197,16 +188,19 @@ class MatchService:
             if new_players:
                 # Newcomers join the board (and push down everyone below the initial rating):
                 # the board's watchers hear of it like of any other change.
-                ranks = await ranks_of(conn, [(e.rating, e.player_id) for e in new_players])
-                changes = [
-                    change_row(entry, rank, None, 0.0)
-                    for entry, rank in zip(new_players, ranks, strict=True)
+                # Their ranks are the engine's to fill in (no count over the table here).
+                changes = [change_row(entry, 0.0) for entry in new_players]
+                slots = [
+                    slot
+                    for index, entry in enumerate(new_players)
+                    for slot in change_slots(index, entry.player_id, previous_rank=False)
                 ]
                 events.append(
                     Draft(
                         (GLOBAL_BOARD,),
                         "leaderboard:update",
                         {"match_id": match_id, "changes": changes},
+                        tuple(slots),
                     )
                 )
             publication = Publication(
@@ -295,7 +289,6 @@ class MatchService:
             a, b = locked[row.player_a], locked[row.player_b]
             score_a = 0.5 if body.draw else (1.0 if body.winner_id == a.player_id else 0.0)
             new_a, new_b, delta = elo.apply_result(a.rating, b.rating, score_a, self.k)
-            before = await ranks_of(conn, [(a.rating, a.player_id), (b.rating, b.player_id)])
             # The rows after the change, computed here rather than read back.
             updated = [
                 _played(a, new_a, score_a),
@@ -326,35 +319,39 @@ class MatchService:
                 matches.update().where(matches.c.match_id == match_id).values(**finished)
             )
             row = SimpleNamespace(**{**row._mapping, **finished})
-            after = await ranks_of(conn, [(e.rating, e.player_id) for e in updated])
-            publication = self._result_publication(row, updated, before, after, delta)
+            publication = self._result_publication(row, updated, delta)
             await outbox.add(conn, publication)
         await self.relay.publish(publication)
         return result_json(row)
 
     @staticmethod
-    def _result_publication(
-        match: Any, updated: list[BoardEntry], before: list[int], after: list[int], delta: float
-    ) -> Publication:
+    def _result_publication(match: Any, updated: list[BoardEntry], delta: float) -> Publication:
+        """The events of a result. Every rank in them is a slot the engine fills when it
+        applies the two rows: the rank right after, and the rank before as previous_rank."""
         body = result_json(match)
         events = [Draft((*match_rooms(match), GLOBAL_BOARD), "match:result", body)]
-        changes, personal = [], []
-        for entry, previous, rank, change in zip(
-            updated, before, after, (delta, -delta), strict=True
-        ):
+        changes: list[dict[str, Any]] = []
+        slots: list[RankSlot] = []
+        personal = []
+        for index, (entry, change) in enumerate(zip(updated, (delta, -delta), strict=True)):
             pid = entry.player_id
-            changes.append(change_row(entry, rank, previous, change))
+            changes.append(change_row(entry, change))
+            slots += change_slots(index, pid, previous_rank=True)
             personal.append(
                 Draft(
                     (player_room(pid),),
                     "leaderboard:player_rank",
                     {
                         "player_id": pid,
-                        "rank": rank,
-                        "previous_rank": previous,
+                        "rank": None,
+                        "previous_rank": None,
                         "rating": entry.rating,
                         "delta": change,
                     },
+                    (
+                        RankSlot(("rank",), pid, "after"),
+                        RankSlot(("previous_rank",), pid, "before"),
+                    ),
                 )
             )
             personal.append(
@@ -364,12 +361,13 @@ class MatchService:
                     {
                         "player_id": pid,
                         "rating": entry.rating,
-                        "rank": rank,
+                        "rank": None,
                         "wins": entry.wins,
                         "losses": entry.losses,
                         "draws": entry.draws,
                         "games": entry.games,
                     },
+                    (RankSlot(("rank",), pid, "after"),),
                 )
             )
         events.append(
@@ -377,6 +375,7 @@ class MatchService:
                 (GLOBAL_BOARD,),
                 "leaderboard:update",
                 {"match_id": match.match_id, "changes": changes},
+                tuple(slots),
             )
         )
         return Publication(
@@ -417,13 +416,13 @@ class PlayerService:
             )
             row = await conn.fetch_one(sa.select(players).where(players.c.player_id == player_id))
             entry = board_entry(row)
-            # A rename moves nobody: the rank before is the rank after.
-            [rank] = await ranks_of(conn, [(entry.rating, entry.player_id)])
-            update = {"match_id": None, "changes": [change_row(entry, rank, rank, 0.0)]}
+            # A rename moves nobody: the engine fills the rank before and after (equal).
+            update = {"match_id": None, "changes": [change_row(entry, 0.0)]}
+            slots = tuple(change_slots(0, entry.player_id, previous_rank=True))
             publication = Publication(
                 key=outbox.new_key(),
                 board=(entry,),
-                events=(Draft((GLOBAL_BOARD,), "leaderboard:update", update),),
+                events=(Draft((GLOBAL_BOARD,), "leaderboard:update", update, slots),),
             )
             await outbox.add(conn, publication)
         await self.relay.publish(publication)
