@@ -143,9 +143,10 @@ def _live_servers(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     def start(
         env: dict[str, str] | None = None, port: int | None = None, args: tuple[str, ...] = ()
     ) -> LiveServer:
-        server = LiveServer(str(tmp_path), env, port, args).start()
+        server = LiveServer(str(tmp_path), env, port, args)
+        # Listed before it starts: one that never gets healthy is still killed at teardown.
         started.append(server)
-        return server
+        return server.start()
 
     yield start
     for server in started:
