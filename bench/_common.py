@@ -114,6 +114,11 @@ class Server:
             "DATABASE_URL": f"sqlite:///{workdir}/bench.db",
             "JWT_SECRET": SECRET,
             "LOG_LEVEL": "warning",
+            # measure the service, not its limits (PROTOCOL 3.6): one publisher, one address
+            "MAX_CONNECTIONS": "0",  # the idle scenario holds up to 19,000 streams
+            "MAX_CONNECTIONS_PER_USER": "0",
+            "RATE_LIMIT_WRITES": "0",
+            "RATE_LIMIT_PUBLISH": "0",
             **(env or {}),
         }
         environment.pop("PORT", None)

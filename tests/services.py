@@ -188,6 +188,10 @@ class LiveServer:
         self.env = {
             "DATABASE_URL": f"sqlite:///{workdir}/rankpulse.db",
             "LOG_LEVEL": "warning",
+            # PROTOCOL 3.6 limits off unless a test sets them (see conftest.make_app)
+            "MAX_CONNECTIONS_PER_USER": "0",
+            "RATE_LIMIT_WRITES": "0",
+            "RATE_LIMIT_PUBLISH": "0",
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -19,6 +19,7 @@ from ..engine.hub import Closed, Connection, Reset
 from ..runtime import Runtime
 from ..services.errors import ServiceError
 from .errors import BadRequestBody, send_problem
+from .limits import StreamRefused, stream_limits
 from .raw_socket import ChunkedSink, hypercorn_h11_writer, sse_frames
 from .streams import (
     authorized_rooms,
@@ -64,11 +65,20 @@ class EventStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         rt = self.rt
+        try:  # PROTOCOL 3.6: over a connection limit, refused before the stream starts
+            slot = await stream_limits(rt).admit(identity, scope)
+        except StreamRefused as refused:
+            await refused.send(send, "http")
+            return
         try:
             conn, start, initial = await open_connection(rt, identity, rooms, cursor, top)
         except ServiceError as exc:  # the board unreadable (a dependency down): 503
+            await slot.release()
             await send_problem(send, "http", exc.status, exc.title, exc.detail)
             return
+        except BaseException:
+            await slot.release()
+            raise
         del identity
         conn.writer = asyncio.current_task()
         writer = hypercorn_h11_writer(send, scope)
@@ -99,6 +109,7 @@ class EventStream:
                             await self._send(send, [hint])
         finally:
             conn.close("gone")
+            await slot.release()
             await leave_presence(rt, conn)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):

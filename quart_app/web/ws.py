@@ -21,6 +21,7 @@ from ..engine.hub import HEARTBEAT, Closed, Connection, Reset
 from ..runtime import Runtime
 from ..services.errors import ServiceError
 from .errors import BadRequestBody, send_problem
+from .limits import StreamRefused, stream_limits
 from .raw_socket import WebSocketSink, hypercorn_h11_writer, hypercorn_ws_closing
 from .streams import (
     authorized_rooms,
@@ -201,9 +202,14 @@ class WebSocketEndpoint:
         except ServiceError as exc:  # the identity provider's keys not loaded yet: 503
             await send_problem(send, "websocket.http", exc.status, exc.title, exc.detail)
             return
-        await send({"type": "websocket.accept"})
+        try:  # PROTOCOL 3.6: over a connection limit, refused before the upgrade
+            slot = await stream_limits(self.rt).admit(identity, scope)
+        except StreamRefused as refused:
+            await refused.send(send, "websocket.http")
+            return
         session = Session(self.rt, identity, send, scope)
         try:
+            await send({"type": "websocket.accept"})
             await self._read(receive, session, pending)
         except asyncio.CancelledError:
             conn = session.conn
@@ -213,6 +219,7 @@ class WebSocketEndpoint:
         finally:
             if session.writer is not None:
                 session.writer.cancel()
+            await slot.release()
             if session.conn is not None:
                 session.conn.close("gone")
                 await leave_presence(self.rt, session.conn)
