@@ -161,3 +161,23 @@ async def test_a_crashed_instance_frees_its_users_slots_within_the_presence_ttl(
     finally:
         await sse.close()
     assert elapsed <= ttl, f"the crashed instance's stream counted for {elapsed:.1f}s"
+
+
+async def test_the_memory_engine_counts_streams_per_user_too(live_servers) -> None:  # type: ignore[no-untyped-def]
+    server = live_servers(env={"JWT_SECRET": SECRET, "MAX_CONNECTIONS_PER_USER": "1"})
+    ann = server.token("ann")
+    async with SSEClient(server.url, "matches", ann) as first:
+        assert first.status == 200
+        await _refused_sse(server, ann, 429)
+        await _refused_ws(server, ann, 429)
+    # closed: admitted again, on the other transport
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            async with WSClient(server.url, ann) as ws:
+                assert (await ws.subscribe(["matches"]))["type"] == "subscribed"
+                break
+        except InvalidStatus as refused:
+            assert refused.response.status_code == 429
+            assert time.monotonic() < deadline, "the closed stream's slot was never freed"
+            await asyncio.sleep(0.1)
