@@ -46,6 +46,7 @@ class Runtime:
         self.hub = Hub(
             self.engine,
             queue_limit=settings.send_queue_max,
+            queue_bytes=settings.send_queue_bytes,
             heartbeat_seconds=settings.heartbeat_seconds,
         )
         self.relay = Relay(self.store, self.engine, settings.outbox_interval)

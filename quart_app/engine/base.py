@@ -69,14 +69,19 @@ class Event:
         emits a raw newline), and cursor and name come from a safe alphabet, so user text
         cannot forge a frame."""
         if self._sse is None:
-            self._sse = f"id: {self.cursor}\nevent: {self.name}\ndata: {self.text}\n\n".encode()
+            self._sse = self._sse_frame()
         return self._sse
+
+    def _sse_frame(self) -> bytes:
+        return f"id: {self.cursor}\nevent: {self.name}\ndata: {self.text}\n\n".encode()
 
     @property
     def sse_chunk(self) -> bytes:
-        """The SSE frame as one HTTP/1.1 chunk, for streams written straight to the socket."""
+        """The SSE frame as one HTTP/1.1 chunk, for streams written straight to the socket.
+        Only the chunk is kept (not the frame as well): an event queued for raw sockets holds
+        one encoding besides its text."""
         if self._sse_chunk is None:
-            frame = self.sse
+            frame = self._sse or self._sse_frame()
             self._sse_chunk = b"%x\r\n%b\r\n" % (len(frame), frame)
         return self._sse_chunk
 

@@ -449,6 +449,8 @@ class Hub:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        for task in list(self._conflations):
+            task.cancel()
         for conn in list(self.connections.values()):
             conn.close("shutdown")
 

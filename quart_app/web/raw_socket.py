@@ -112,20 +112,23 @@ class _SocketSink:
 
 
 class ChunkedSink(_SocketSink):
-    """Writes SSE frames to a raw HTTP/1.1 socket: each write is one chunk.
+    """Writes SSE frames to a raw HTTP/1.1 socket, each event its own chunk.
 
-    The chunk is built at write time from the event's SSE frame, so a queued event holds one
-    encoding for this transport (its frame), not two (frame and chunk)."""
+    Each event's chunk is encoded once and shared by every stream (Event.sse_chunk keeps
+    only the chunk, so a queued event holds one encoding for this transport). Building the
+    chunk at write time instead cost a copy per delivery: +40% of the hub's time per
+    subscriber in bench/hub_overhead.py."""
 
     __slots__ = ()
 
     def write(self, batch: list[Event]) -> None:
         if len(batch) == 1:
             event = batch[0]
-            frames = PING if event is HEARTBEAT else event.sse
+            self.transport.write(PING_CHUNK if event is HEARTBEAT else event.sse_chunk)
         else:
-            frames = b"".join(PING if event is HEARTBEAT else event.sse for event in batch)
-        self.transport.write(b"%x\r\n%b\r\n" % (len(frames), frames))
+            self.transport.write(
+                b"".join(PING_CHUNK if event is HEARTBEAT else event.sse_chunk for event in batch)
+            )
 
     def write_bytes(self, data: bytes) -> None:
         self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
