@@ -150,6 +150,13 @@ class WSClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.socket.close()
 
+    async def drop(self) -> None:
+        """Go away as a lost network does: no Close handshake. (A graceful close() with
+        unread frames queued waits for its timeout: the library stops reading the socket
+        while its queue is full, so the server's Close cannot reach it.)"""
+        self.socket.transport.abort()
+        await self.socket.wait_closed()
+
     async def send(self, frame: dict[str, Any] | str) -> None:
         await self.socket.send(frame if isinstance(frame, str) else json.dumps(frame))
 
