@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from ..clients import HttpApi, SSEClient, WSClient, log_events, names, poll, poll_until
+from ..helpers import eventually
 from ..services import LiveServer, RedisServer
 
 SECRET = "cluster-test-secret-0123456789"
@@ -223,8 +224,13 @@ async def test_redis_losing_its_data_resets_streams_and_rebuilds_the_board(
         page = await HttpApi(server.url, token).request("GET", "/api/leaderboard")
         return {e["player_id"]: e["rating"] for e in page["entries"]}
 
-    async def rebuilt() -> None:
-        while await board(a) != want or await board(b) != want:
-            await asyncio.sleep(0.05)
+    async def boards() -> tuple[dict[str, float], dict[str, float]]:
+        return await board(a), await board(b)
 
-    await asyncio.wait_for(rebuilt(), 10)
+    async def rebuilt() -> bool:
+        # on a timeout, `eventually` shows the last failed assert: the boards it saw last
+        seen = await boards()
+        assert seen == (want, want), seen
+        return True
+
+    await eventually(rebuilt, 10, "both boards rebuilt from SQL")
