@@ -19,6 +19,7 @@ instance removed it while this one looked dead) or after a failed call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -59,6 +60,11 @@ class RedisLimits:
         ]
         self._local: dict[str, int] = {}
         self._dirty = True  # the Redis mirror needs a whole sync before it is trusted
+        self._in_flight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._sync_done = asyncio.Event()
+        self._sync_done.set()
 
     async def rate_limit(self, key: str, rate: int) -> RateDecision:
         allowed, remaining, retry_ms, reset_ms = await self._run(
@@ -72,36 +78,83 @@ class RedisLimits:
         per-instance limit still holds) and counted here, synced when Redis is back."""
         args = [self._instance_id, subject, limit, self._prefix + "limits:instance:"]
         try:
-            if self._dirty:
-                await self._sync_all()
-            status, _open = await self._call(self._admit, args)
-            if status == -1:
-                await self._sync_all()
-                status, _open = await self._call(self._admit, args)
+            for _attempt in range(2):
+                if self._dirty:
+                    await self._resync()
+                await self._begin()
+                try:
+                    status, _open = await self._call(self._admit, args)
+                    if status == 1:
+                        self._local[subject] = self._local.get(subject, 0) + 1
+                        return True
+                    if status == 0:
+                        return False
+                    self._dirty = True  # -1: this instance's counts are gone from Redis
+                finally:
+                    self._end()
         except EngineUnavailable as exc:
             log.warning("stream admitted without the per-user check: %s", exc)
-            status = 1
+            self._begin_nowait()
+            self._local[subject] = self._local.get(subject, 0) + 1
             self._dirty = True
-        if status != 1:
-            return False
-        self._local[subject] = self._local.get(subject, 0) + 1
-        return True
+            self._end()
+            return True
+        return False  # the counts vanished twice in a row: refuse rather than guess
 
     async def release(self, subject: str) -> None:
         """One stream of `subject` closed here. Never raises for an outage."""
-        count = self._local.get(subject, 0)
-        if count <= 0:
-            return
-        if count == 1:
-            del self._local[subject]
-        else:
-            self._local[subject] = count - 1
+        await self._begin()
         try:
-            if self._dirty or await self._call(self._release, [self._instance_id, subject]) == -1:
-                await self._sync_all()
+            count = self._local.get(subject, 0)
+            if count <= 0:
+                return
+            if count == 1:
+                del self._local[subject]
+            else:
+                self._local[subject] = count - 1
+            if not self._dirty:
+                if await self._call(self._release, [self._instance_id, subject]) == -1:
+                    self._dirty = True
         except Exception as exc:  # noqa: BLE001 - the local count is the truth; synced later
             self._dirty = True
             log.warning("stream count not released in Redis (%s); will re-sync", exc)
+        finally:
+            self._end()
+        if self._dirty:
+            try:
+                await self._resync()
+            except Exception as exc:  # noqa: BLE001 - retried by the next call
+                log.warning("stream counts not re-synced (%s)", exc)
+
+    # A whole sync replaces Redis' copy with the local counts. It must not overlap an
+    # admission or release: one that Redis applied but this process has not counted yet
+    # (or the reverse) would be lost. Calls are "in flight" between _begin and _end; a sync
+    # waits until none is, and new ones wait for the sync.
+    async def _begin(self) -> None:
+        while not self._sync_done.is_set():
+            await self._sync_done.wait()
+        self._begin_nowait()
+
+    def _begin_nowait(self) -> None:
+        self._in_flight += 1
+        self._drained.clear()
+
+    def _end(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._drained.set()
+
+    async def _resync(self) -> None:
+        if not self._sync_done.is_set():  # another caller is syncing: its sync will do
+            await self._sync_done.wait()
+            return
+        self._sync_done.clear()
+        try:
+            await self._drained.wait()
+            if self._dirty:
+                await self._sync_all()
+        finally:
+            self._sync_done.set()
 
     async def _call(self, script: Any, args: list[Any]) -> Any:
         try:
@@ -111,8 +164,8 @@ class RedisLimits:
             raise
 
     async def _sync_all(self) -> None:
+        self._dirty = False
         args: list[Any] = [self._instance_id]
         for subject, count in self._local.items():
             args += [subject, count]
         await self._call(self._sync, args)
-        self._dirty = False

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 # Every limit here is "rate per second, burst of the same size": the window is one second.
 WINDOW_MS = 1000.0
+_EPSILON = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +42,12 @@ def gcra(tat: float, now: float, rate: int) -> tuple[RateDecision, float]:
     """Decide one request at time `now` (ms) for a key whose stored TAT is `tat` (ms, 0 when
     none). Returns the decision and the TAT to store (unchanged when refused)."""
     interval = WINDOW_MS / rate
-    window = interval * rate
     tat = max(tat, now)
     new_tat = tat + interval
-    allow_at = new_tat - window
+    allow_at = new_tat - WINDOW_MS
     if now < allow_at:
         return RateDecision(False, rate, 0, allow_at - now, tat - now), tat
-    remaining = int((now - allow_at) // interval)
+    # (1000/3 * 2) / (1000/3) is 1.9999999999999998 in floating point: count whole
+    # intervals with a tolerance far below the clock's resolution.
+    remaining = math.floor((now - allow_at) / interval + _EPSILON)
     return RateDecision(True, rate, remaining, 0.0, new_tat - now), new_tat
