@@ -162,7 +162,16 @@ class PostgresServer:
             cwd=self.dir,
             **self._user(),
         )
-        wait_until(lambda: port_open(self.port), 30, f"postgres on {self.port}")
+        # An open port is not enough: until recovery ends, connections get "the database
+        # system is starting up". pg_isready says 0 only once they are accepted.
+        wait_until(self._accepting, 30, f"postgres on {self.port}")
+
+    def _accepting(self) -> bool:
+        ready = subprocess.run(
+            [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            check=False,
+        )
+        return ready.returncode == 0
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

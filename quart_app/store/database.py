@@ -4,8 +4,8 @@ serialize correctly on both SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +20,34 @@ class DatabaseUnavailable(Exception):
     """The database is not connected (yet): the request can be retried later (503)."""
 
 
+def _lost_connection_errors() -> tuple[type[BaseException], ...]:
+    """What losing the database looks like from the drivers: the network (refused, reset,
+    timed out) and, on PostgreSQL, a dead session or a server shutting down (class 08, 57).
+    SQL errors (a constraint, a bug) are not among them: those stay what they are."""
+    errors: list[type[BaseException]] = [OSError, TimeoutError]
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError:  # SQLite-only install
+        return tuple(errors)
+    errors += [
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.PostgresConnectionError,
+        asyncpg.exceptions.OperatorInterventionError,
+    ]
+    return tuple(errors)
+
+
+LOST_CONNECTION = _lost_connection_errors()
+
+
+@contextmanager
+def _unavailable_when_lost() -> Iterator[None]:
+    try:
+        yield
+    except LOST_CONNECTION as exc:
+        raise DatabaseUnavailable(f"database: {type(exc).__name__}: {exc}") from exc
+
+
 class _Database(Database):
     # Every query of `databases` goes through connection(): refusing here turns "not connected
     # yet" into one named error instead of an assertion deep inside the driver backend.
@@ -27,6 +55,25 @@ class _Database(Database):
         if not self.is_connected:
             raise DatabaseUnavailable("the database is not connected yet")
         return super().connection()
+
+    # The one-shot queries the services and the relay use: a lost database is a 503.
+    async def fetch_all(self, query: Any, values: dict[str, Any] | None = None) -> Any:
+        with _unavailable_when_lost():
+            return await super().fetch_all(query, values)
+
+    async def fetch_one(self, query: Any, values: dict[str, Any] | None = None) -> Any:
+        with _unavailable_when_lost():
+            return await super().fetch_one(query, values)
+
+    async def fetch_val(
+        self, query: Any, values: dict[str, Any] | None = None, column: Any = 0
+    ) -> Any:
+        with _unavailable_when_lost():
+            return await super().fetch_val(query, values, column)
+
+    async def execute(self, query: Any, values: dict[str, Any] | None = None) -> Any:
+        with _unavailable_when_lost():
+            return await super().execute(query, values)
 
 
 class Store:
@@ -76,7 +123,14 @@ class Store:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
-        """A transaction that may read-then-write safely under concurrency."""
+        """A transaction that may read-then-write safely under concurrency; losing the
+        database in it (or before it) raises DatabaseUnavailable, and nothing is applied."""
+        with _unavailable_when_lost():
+            async with self._write() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[Connection]:
         if not self.is_sqlite:
             async with self.db.connection() as conn, conn.transaction():
                 yield conn
