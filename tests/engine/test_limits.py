@@ -132,6 +132,8 @@ async def test_rate_limit_is_shared_by_instances(
 
 
 def test_gcra_counts_whole_intervals_despite_floating_point() -> None:
-    # 1000/3 ms intervals: a fresh quota of 3 leaves exactly 2 after one request
-    decision, _ = gcra(0.0, 1_795_000_000_000.0, 3)
-    assert decision.remaining == 2
+    # 1000/3 ms intervals: a fresh quota of 3 leaves exactly 2 after one request, at any
+    # time (at 12345.678 ms a plain floor division gave 1)
+    for now in (0.0, 12_345.678, 1_795_000_000_000.5):
+        decision, _ = gcra(0.0, now, 3)
+        assert decision.remaining == 2, now
