@@ -131,3 +131,28 @@ async def test_unknown_routes_are_not_counted(make_app: Callable[..., Quart]) ->
             assert (await api.put("/api/matches", {})).status == 405
         reply = await api.post("/api/matches", {"player_ids": ["a", "b"]})
         assert reply.status == 201
+
+
+async def test_puts_count_and_the_refusal_comes_before_the_body_is_read(
+    make_app: Callable[..., Quart],
+) -> None:
+    async with serving(make_app(rate_limit_writes=2)) as api:
+        await api.create("m1", "ann", "bob")
+        owner = api.token("ann")
+        allowed, refused = await _until_refused(
+            lambda n: api.put("/api/players/ann", {"name": f"Ann {n}"}, token=owner)
+        )
+        _assert_over_limit(refused, "writes", 2)
+        assert {reply.status for reply in allowed} == {200}
+        # the same bad body: a 400 while allowed (it was read), a 429 once over (it was not)
+        allowed, refused = await _until_refused(
+            lambda n: api.request(
+                "PUT",
+                "/api/players/ann",
+                data="{not json",
+                token=owner,
+                headers={"Content-Type": "application/json"},
+            )
+        )
+        assert {reply.status for reply in allowed} <= {400}
+        _assert_over_limit(refused, "writes", 2)
