@@ -19,6 +19,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from quart import Quart
 from schemathesis import Case
+from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from quart_app import create_app
 from quart_app.config import load_settings
@@ -59,6 +61,35 @@ def operator_token(app: Quart) -> str:
     return token
 
 
+# Stored things the generated calls can find (a random id almost never names one): a match
+# between two players, whose id an operation gets for about half of the generated ids.
+SEEDED = {"match_id": "m1", "player_id": "ann"}
+
+
+def seed(app: Quart, headers: dict[str, str]) -> None:
+    if app.extensions.get("fuzz_seeded"):
+        return
+    with asgi.get_client(app) as client:  # the same running app as the generated calls
+        body = {"match_id": "m1", "player_ids": ["ann", "bob"]}
+        answer = client.post(f"http://{asgi.HOST}/api/matches", json=body, headers=headers)
+        assert answer.status_code == 201, answer.text
+    app.extensions["fuzz_seeded"] = True
+
+
+def aim_at_seeded(case: Case) -> None:
+    """Deterministic in the generated value, so a failure replays the same way."""
+    for name, stored in SEEDED.items():
+        value = (case.path_parameters or {}).get(name)
+        if isinstance(value, str) and sum(value.encode()) % 2 == 0:
+            case.path_parameters[name] = stored  # type: ignore[index]
+
+
+# A body can be valid by the document and still refused with 422 by what only the stored data
+# tells (PROTOCOL 4): a winner or a score key who does not play in the match. For these two,
+# "a schema-valid body is accepted" cannot hold; every other check still runs.
+STATE_DEPENDENT_422 = {"/api/matches/{match_id}/result", "/api/matches/{match_id}/progress"}
+
+
 @schema.parametrize()
 @settings(
     max_examples=25,
@@ -71,7 +102,10 @@ def operator_token(app: Quart) -> str:
 )
 def test_every_operation_answers_as_documented_and_never_5xx(case: Case, fuzzed_app: Quart) -> None:
     headers = {"Authorization": f"Bearer {operator_token(fuzzed_app)}"}
-    case.call_and_validate(app=fuzzed_app, headers=headers)
+    seed(fuzzed_app, headers)
+    aim_at_seeded(case)
+    excluded = [positive_data_acceptance] if case.operation.path in STATE_DEPENDENT_422 else []
+    case.call_and_validate(app=fuzzed_app, headers=headers, excluded_checks=excluded)
 
 
 async def test_a_wrong_method_is_a_405_naming_the_allowed_ones(memory_api: Api) -> None:
@@ -94,3 +128,13 @@ async def test_a_numeric_scheduled_at_is_a_422(memory_api: Api) -> None:
     reply = await memory_api.post("/api/matches", body)
     assert_problem(reply, 422)
     assert reply.body["errors"]
+
+
+async def test_a_name_longer_than_64_characters_as_sent_is_a_422(memory_api: Api) -> None:
+    """Found by schemathesis: the limit applied after stripping, so " " + 64 characters (65,
+    over the document's maxLength) was accepted."""
+    await memory_api.play("m1", "ann", "bob", "ann")
+    reply = await memory_api.put("/api/players/ann", {"name": " " + "x" * 64}, token="admin")
+    assert_problem(reply, 422)
+    reply = await memory_api.put("/api/players/ann", {"name": " " + "x" * 63}, token="admin")
+    assert (reply.status, reply.body["name"]) == (200, "x" * 63)
