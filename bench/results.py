@@ -1,26 +1,40 @@
 """results/s of the match-result write path, per engine configuration.
 
-For each configuration (SQLite with the memory engine; SQLite with the Redis engine) and each
-repeat: start a fresh `rankpulse serve` (pinned to --server-cpu) on a fresh SQLite file
-(and a fresh redis-server), create N matches among M players, then POST their results with
-C keep-alive connections, each one request at a time (the client is pinned to --client-cpu).
-Prints results/s and latency p50/p99 (medians over the repeats) and writes JSON.
+For each code variant (--variants name=dir: the checkout whose quart_app the server runs, so
+"before" and "after" a change are measured in one run), configuration (SQLite with the memory
+engine; SQLite with the Redis engine), concurrency and repeat: migrate a fresh SQLite file,
+seed --players players straight into it in one statement (store/seed.py), start a fresh
+`rankpulse serve` (pinned to --server-cpu; a fresh redis-server) and time its start-up (to
+/readyz 200 with the whole board served), create the matches among the seeded players, then
+POST their results with C keep-alive connections, each one request at a time (the client is
+pinned to --client-cpu) while an SSE subscriber of `matches` counts that every match:result
+arrives. Prints results/s and latency p50/p99 (medians over the repeats) and writes JSON.
 
     .venv/bin/python bench/results.py --matches 2000 --players 200 --concurrency 16 --repeat 3
+    .venv/bin/python bench/results.py --players 1000000 --matches 300 --concurrency 1,16 \
+        --configs sqlite --variants before=/tmp/before,after=. \
+        --json docs/benchmarks/results-1m.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import random
 import shutil
+import subprocess
 import tempfile
 import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from _common import (
+    PYTHON,
+    ROOT,
     Client,
     Redis,
     Server,
@@ -30,10 +44,13 @@ from _common import (
     run_benchmark,
     target,
     token,
+    wait_until,
 )
 
 from quart_app.loadtest.sysinfo import ServerProbe
 from quart_app.loadtest.tracker import summarize
+from quart_app.store.database import Store
+from quart_app.store.seed import seed_players, seeded_id
 
 CONFIGS = {"sqlite": "SQLite + memory engine", "redis": "SQLite + Redis engine"}
 
@@ -74,39 +91,164 @@ async def _drive(
     }
 
 
-async def one_run(config: str, args: argparse.Namespace, run: int) -> dict[str, Any]:
-    workdir = tempfile.mkdtemp(prefix="bench-results-")
-    redis = Redis(args.server_cpu) if config == "redis" else None
-    server = Server(workdir, redis_url=redis.url if redis else None, cpus=args.server_cpu)
+class Subscriber(asyncio.Protocol):
+    """An SSE stream of the room `matches` that counts `match:result` frames (the check that
+    results are delivered, not only answered)."""
+
+    MARKER = b"event: match:result\n"
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._tail = b""
+        self._changed = asyncio.Event()
+        self.transport: asyncio.Transport | None = None
+
+    @classmethod
+    async def open(cls, url: str) -> Subscriber:
+        where = target(url)
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(cls, "127.0.0.1", where.port)
+        reader = token("bench-watcher", "")
+        transport.write(
+            f"GET /api/events?rooms=matches HTTP/1.1\r\nHost: 127.0.0.1:{where.port}\r\n"
+            f"Authorization: Bearer {reader}\r\n\r\n".encode()
+        )
+        return protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        # A frame may straddle two reads: keep what could be the start of a marker.
+        buffer = self._tail + data
+        self.count += buffer.count(self.MARKER)
+        self._tail = buffer[-(len(self.MARKER) - 1) :]
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.count < count and time.monotonic() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await self._changed.wait()
+        return self.count >= count
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _get_json(url: str, bearer: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {bearer}"})
     try:
-        rng = random.Random(run)
-        players = [f"p{i}" for i in range(args.players)]
-        pairs = [rng.sample(players, 2) for _ in range(args.matches)]
-        creates = [
-            ("/api/matches", {"match_id": f"m{run}-{i}", "player_ids": pair})
-            for i, pair in enumerate(pairs)
-        ]
-        created = await _drive(server.url, args.concurrency, creates, {201})
-        results = [
-            (
-                f"/api/matches/m{run}-{i}/result",
-                {"draw": True} if rng.random() < 0.1 else {"winner_id": rng.choice(pair)},
-            )
-            for i, pair in enumerate(pairs)
-        ]
-        rng.shuffle(results)
-        probe = ServerProbe([server.pid])
-        cpu0, wall0 = probe.cpu_seconds() or {}, time.perf_counter()
-        resulted = await _drive(server.url, args.concurrency, results, {200})
-        cpu1, wall1 = probe.cpu_seconds() or {}, time.perf_counter()
-        if cpu0 and cpu1:
-            # CPU-bound near 100%; well below, the time goes to waiting (SQLite fsync, Redis).
-            resulted["server_cpu_percent"] = (
-                100 * (cpu1[server.pid] - cpu0[server.pid]) / (wall1 - wall0)
-            )
-        return {"config": config, "run": run, "create": created, "result": resulted}
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def _ready_with_board(url: str, players: int) -> bool:
+    """/readyz 200 and the whole board served."""
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
+            if response.status != 200:
+                return False
+    except OSError:
+        return False
+    page = _get_json(url + "/api/leaderboard?limit=1", token("bench-watcher", ""))
+    return bool(page) and page.get("total") == players
+
+
+async def _prepare_database(workdir: str, code: str, players: int) -> float:
+    """Migrate a fresh SQLite file (with the variant's code) and seed it; seconds to seed."""
+    database_url = f"sqlite:///{workdir}/bench.db"
+    subprocess.run(
+        [PYTHON, "-m", "quart_app", "migrate"],
+        cwd=workdir,
+        env={**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": code},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    store = Store(database_url)
+    await store.db.connect()
+    try:
+        started = time.perf_counter()
+        await seed_players(store, players)
+        return time.perf_counter() - started
     finally:
-        server.stop()
+        await store.db.disconnect()
+
+
+async def one_run(
+    config: str, variant: str, code: str, args: argparse.Namespace, run: int
+) -> dict[str, Any]:
+    workdir = tempfile.mkdtemp(prefix="bench-results-")
+    redis = None
+    server = None
+    subscriber = None
+    try:
+        seed_s = await _prepare_database(workdir, code, args.players)
+        redis = Redis(args.server_cpu) if config == "redis" else None
+        spawned = time.perf_counter()
+        server = Server(
+            workdir,
+            redis_url=redis.url if redis else None,
+            cpus=args.server_cpu,
+            env={"PYTHONPATH": code},
+        )
+        wait_until(
+            lambda: _ready_with_board(server.url, args.players), 600, "/readyz and the board"
+        )
+        startup_s = time.perf_counter() - spawned
+        subscriber = await Subscriber.open(server.url)
+        rng = random.Random(run)
+        out: dict[str, Any] = {
+            "config": config,
+            "variant": variant,
+            "run": run,
+            "seed_s": seed_s,
+            "startup_s": startup_s,
+            "by_concurrency": {},
+        }
+        delivered = 0
+        for concurrency in args.concurrency:
+            pairs = [
+                [seeded_id("s", i) for i in rng.sample(range(args.players), 2)]
+                for _ in range(args.matches)
+            ]
+            ids = [f"m{run}-c{concurrency}-{i}" for i in range(len(pairs))]
+            creates = [
+                ("/api/matches", {"match_id": match_id, "player_ids": pair})
+                for match_id, pair in zip(ids, pairs, strict=True)
+            ]
+            created = await _drive(server.url, concurrency, creates, {201})
+            results = [
+                (
+                    f"/api/matches/{match_id}/result",
+                    {"draw": True} if rng.random() < 0.1 else {"winner_id": rng.choice(pair)},
+                )
+                for match_id, pair in zip(ids, pairs, strict=True)
+            ]
+            rng.shuffle(results)
+            probe = ServerProbe([server.pid])
+            cpu0, wall0 = probe.cpu_seconds() or {}, time.perf_counter()
+            resulted = await _drive(server.url, concurrency, results, {200})
+            cpu1, wall1 = probe.cpu_seconds() or {}, time.perf_counter()
+            if cpu0 and cpu1:
+                # CPU-bound near 100%; well below, the time goes to waiting (SQLite, Redis).
+                resulted["server_cpu_percent"] = (
+                    100 * (cpu1[server.pid] - cpu0[server.pid]) / (wall1 - wall0)
+                )
+            delivered += len(results)
+            resulted["delivered"] = await subscriber.wait_for(delivered, 30.0)
+            out["by_concurrency"][str(concurrency)] = {"create": created, "result": resulted}
+        return out
+    finally:
+        if subscriber:
+            subscriber.close()
+        if server:
+            server.stop()
         if redis:
             redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -117,73 +259,93 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpu.split(",")})
     runs: list[dict[str, Any]] = []
     for run in range(args.repeat):
-        # Interleave the configurations so a drift of the machine hits both alike.
-        for config in args.configs:
-            print(f"run {run + 1}/{args.repeat}: {CONFIGS[config]} ...", flush=True)
-            result = await one_run(config, args, run)
-            r = result["result"]
-            print(
-                f"  {r['per_s']:,.0f} results/s, p50 {r['latency_ms']['p50']:.2f} ms, "
-                f"p99 {r['latency_ms']['p99']:.2f} ms, server CPU "
-                f"{r.get('server_cpu_percent', 0):.0f}%",
-                flush=True,
-            )
-            runs.append(result)
+        # Interleave variants and configurations so a drift of the machine hits all alike.
+        for variant, code in args.variants.items():
+            for config in args.configs:
+                print(f"run {run + 1}/{args.repeat}: {variant}, {CONFIGS[config]} ...", flush=True)
+                result = await one_run(config, variant, code, args, run)
+                print(
+                    f"  seeded {args.players:,} in {result['seed_s']:.1f} s, "
+                    f"start-up {result['startup_s']:.1f} s",
+                    flush=True,
+                )
+                for concurrency, one in result["by_concurrency"].items():
+                    r = one["result"]
+                    print(
+                        f"  c={concurrency}: {r['per_s']:,.0f} results/s, "
+                        f"p50 {r['latency_ms']['p50']:.2f} ms, "
+                        f"p99 {r['latency_ms']['p99']:.2f} ms, "
+                        f"server CPU {r.get('server_cpu_percent', 0):.0f}%, "
+                        f"delivered {'yes' if r['delivered'] else 'NO'}",
+                        flush=True,
+                    )
+                runs.append(result)
     summary = []
-    for config in args.configs:
-        mine = [r for r in runs if r["config"] == config]
-        summary.append(
-            {
-                "config": config,
-                "name": CONFIGS[config],
-                "results_per_s": median([r["result"]["per_s"] for r in mine]),
-                "result_p50_ms": median([r["result"]["latency_ms"]["p50"] for r in mine]),
-                "result_p99_ms": median([r["result"]["latency_ms"]["p99"] for r in mine]),
-                "creates_per_s": median([r["create"]["per_s"] for r in mine]),
-                "server_cpu_percent": median([r["result"].get("server_cpu_percent") for r in mine]),
-                "errors": sum(
-                    sum(r["result"]["errors"].values()) + sum(r["create"]["errors"].values())
-                    for r in mine
-                ),
-                "runs": [round(r["result"]["per_s"], 1) for r in mine],
-            }
-        )
+    for variant in args.variants:
+        for config in args.configs:
+            mine = [r for r in runs if r["config"] == config and r["variant"] == variant]
+            for concurrency in args.concurrency:
+                at = [r["by_concurrency"][str(concurrency)] for r in mine]
+                summary.append(
+                    {
+                        "variant": variant,
+                        "config": config,
+                        "name": CONFIGS[config],
+                        "concurrency": concurrency,
+                        "results_per_s": median([a["result"]["per_s"] for a in at]),
+                        "result_p50_ms": median([a["result"]["latency_ms"]["p50"] for a in at]),
+                        "result_p99_ms": median([a["result"]["latency_ms"]["p99"] for a in at]),
+                        "server_cpu_percent": median(
+                            [a["result"].get("server_cpu_percent") for a in at]
+                        ),
+                        "startup_s": median([r["startup_s"] for r in mine]),
+                        "seed_s": median([r["seed_s"] for r in mine]),
+                        "delivered": all(a["result"]["delivered"] for a in at),
+                        "errors": sum(
+                            sum(a["result"]["errors"].values())
+                            + sum(a["create"]["errors"].values())
+                            for a in at
+                        ),
+                        "runs": [round(a["result"]["per_s"], 1) for a in at],
+                    }
+                )
     print()
     print(
-        f"match results: {args.matches} matches among {args.players} players, concurrency "
-        f"{args.concurrency}, median of {args.repeat}; server on CPU {args.server_cpu}, "
+        f"match results: {args.players:,} seeded players, {args.matches} results per "
+        f"concurrency, median of {args.repeat}; server on CPU {args.server_cpu}, "
         f"client on CPU {args.client_cpu}"
     )
     print_table(
         (
+            "variant",
             "configuration",
+            "conc.",
             "results/s",
             "p50 ms",
             "p99 ms",
             "server CPU %",
-            "creates/s",
+            "start-up s",
+            "delivered",
             "errors",
             "runs results/s",
         ),
         [
             (
+                s["variant"],
                 s["name"],
+                s["concurrency"],
                 s["results_per_s"],
                 s["result_p50_ms"],
                 s["result_p99_ms"],
                 s["server_cpu_percent"],
-                s["creates_per_s"],
+                s["startup_s"],
+                s["delivered"],
                 s["errors"],
                 ", ".join(f"{v:,.0f}" for v in s["runs"]),
             )
             for s in summary
         ],
     )
-    if len(summary) == 2 and summary[0]["results_per_s"] and summary[1]["results_per_s"]:
-        print(
-            f"ratio {summary[1]['name']} / {summary[0]['name']}: "
-            f"{summary[1]['results_per_s'] / summary[0]['results_per_s']:.2f}"
-        )
     return {
         "benchmark": "results",
         "machine": machine(),
@@ -198,8 +360,22 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--matches", type=int, default=2000)
-    parser.add_argument("--players", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--players", type=int, default=200, help="players seeded in bulk into SQL before start"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=lambda s: [int(c) for c in s.split(",") if c],
+        default=[16],
+        help="comma-separated, e.g. 1,16 (each on the same server, one after the other)",
+    )
+    parser.add_argument(
+        "--variants",
+        type=lambda s: dict(v.split("=", 1) for v in s.split(",") if v),
+        default={"current": str(ROOT)},
+        help="name=dir,...: checkouts whose quart_app the server runs (PYTHONPATH), "
+        "e.g. before=/tmp/before,after=.",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--configs",
@@ -211,6 +387,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--client-cpu", default="1", help="CPUs for this client")
     parser.add_argument("--json", default="bench/out/results.json")
     args = parser.parse_args()
+    args.variants = {name: str(Path(code).resolve()) for name, code in args.variants.items()}
     unknown = set(args.configs) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown configuration(s) {sorted(unknown)}")
