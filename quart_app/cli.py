@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
 
     add_loadtest_parser(commands)
 
+    from .loadtest.soak import add_parser as add_soak_parser
+
+    add_soak_parser(commands)
+
     args = parser.parse_args(argv)
     try:
         args.run(args)

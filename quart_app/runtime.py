@@ -72,6 +72,11 @@ class Runtime:
             "rankpulse_rooms", "rooms with at least one connection here", lambda: len(hub.rooms)
         )
         metrics.gauge(
+            "rankpulse_asyncio_tasks",
+            "asyncio tasks alive in this instance (a leak shows as growth over a soak)",
+            lambda: len(asyncio.all_tasks()),
+        )
+        metrics.gauge(
             "rankpulse_log_head",
             "sequence number of the newest event fanned out",
             lambda: hub.head_seq,
