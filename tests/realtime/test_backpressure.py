@@ -47,9 +47,11 @@ class StalledSSE:
             )
         )
         self.sock.sendall(self.http.send(h11.EndOfMessage()))
-        self.body = b""
+        self.body = bytearray()  # grown in place: the reader must not be the limit
         self.ended = False
         self.received = 0  # bytes off the socket
+        self.longest_pause = 0.0  # between two reads that got bytes, while draining
+        self._last_read: float | None = None
 
     def _pump(self, size: int = 1 << 20) -> bool:
         """Read once and parse; False at EOF or the end of the response."""
@@ -60,13 +62,18 @@ class StalledSSE:
         except TimeoutError:
             return True
         self.received += len(data)
+        now = time.monotonic()
+        if data and self._last_read is not None:
+            self.longest_pause = max(self.longest_pause, now - self._last_read)
+        if data:
+            self._last_read = now
         self.http.receive_data(data)
         while True:
             event = self.http.next_event()
             if event is h11.NEED_DATA:
                 break
             if isinstance(event, h11.Data):
-                self.body += bytes(event.data)
+                self.body += event.data
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 self.ended = True
                 return False
@@ -80,12 +87,16 @@ class StalledSSE:
             assert time.monotonic() < deadline, f"no {marker!r} within {timeout} s"
             assert self._pump(), f"stream ended before {marker!r}"
 
-    def drain(self, done: Any, timeout: float) -> float:
-        """Read at full speed until `done(envelopes)` or the end; returns the seconds taken."""
+    def drain(self, marker: bytes | None, timeout: float) -> float:
+        """Read at full speed until `marker` arrived (None: until the end); returns the
+        seconds taken. Only the new bytes are searched: the reader must not be the limit."""
         self.sock.settimeout(1)
-        started = time.monotonic()
-        while not done(self.envelopes()) and time.monotonic() - started < timeout:
+        started, self._last_read = time.monotonic(), None
+        while time.monotonic() - started < timeout:
+            seen = len(self.body)
             if not self._pump() and self.ended:
+                break
+            if marker is not None and marker in self.body[max(0, seen - len(marker)) :]:
                 break
         return time.monotonic() - started
 
@@ -123,7 +134,7 @@ async def test_the_byte_budget_cuts_off_a_client_stalled_on_big_announcements(li
         assert [e["data"]["n"] for e in log_events(events)] == list(range(count))
         rss_growth_mb = (server.rss_kb() - rss_before) / 1024
     # Its socket drains to the slow hint, then EOF: it was cut off, not left to hold ~22 MB.
-    took = await asyncio.to_thread(stalled.drain, lambda _: False, 30)
+    took = await asyncio.to_thread(stalled.drain, None, 30)
     stalled.close()
     assert stalled.ended, f"the stalled client was never cut off ({took:.1f} s of reading)"
     last = stalled.envelopes()[-1]
@@ -168,9 +179,7 @@ async def test_a_lagging_board_watcher_gets_a_conflated_snapshot_and_every_criti
         marker = await writer.announce("matches", {"last": True})
         await control.wait_for(lambda evs: any(e["id"] == marker for e in evs), timeout=30)
         expected = [(e["id"], e["event"]) for e in log_events(control.events)]
-    took = await asyncio.to_thread(
-        stalled.drain, lambda envs: any(e["id"] == marker for e in envs), 60
-    )
+    took = await asyncio.to_thread(stalled.drain, f"id: {marker}\n".encode(), 60)
     stalled.close()
     envelopes = stalled.envelopes()
     assert any(e["id"] == marker for e in envelopes), f"backlog incomplete after {took:.1f} s"
@@ -219,10 +228,12 @@ async def test_a_stalled_client_gets_its_backlog_at_the_speed_of_its_socket(live
         await admin.announce_many("matches", [{"blob": blob, "n": n} for n in range(count)])
         await control.wait_for(lambda evs: len(log_events(evs)) >= count, timeout=60)
     # A quiet period: no pushes from here on. The whole backlog must come within seconds.
-    took = await asyncio.to_thread(
-        stalled.drain, lambda envs: len(_announcements(envs)) >= count, 30
-    )
+    last = f'"n":{count - 1}}}'.encode()  # the last announcement's data ends so
+    took = await asyncio.to_thread(stalled.drain, last, 30)
     stalled.close()
     got = _announcements(stalled.envelopes())
     assert got == list(range(count)), f"{len(got)} of {count} in {took:.1f} s"
-    assert took < 5, f"{stalled.received / 1e6:.1f} MB took {took:.1f} s"
+    assert took < 5, (
+        f"{stalled.received / 1e6:.1f} MB took {took:.1f} s "
+        f"(longest pause {stalled.longest_pause:.2f} s)"
+    )
