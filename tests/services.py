@@ -63,9 +63,11 @@ def port_open(port: int) -> bool:
 
 
 class RedisServer:
-    """A throwaway redis-server on a free port, no persistence."""
+    """A throwaway redis-server on a free port, no persistence unless `appendonly` (then an
+    AOF fsynced at every write, so a kill -9 loses nothing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, appendonly: bool = False) -> None:
+        self.appendonly = appendonly
         self.binary = require_tool("redis-server")
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="lrp-redis-")
@@ -86,7 +88,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 self.dir,
                 "--loglevel",
@@ -100,6 +104,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no shutdown save."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(10)
         self.process = None
 

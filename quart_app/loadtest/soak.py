@@ -95,7 +95,7 @@ class Writes:
 
     def note(self, what: str, response: httpx.Response | None, error: str | None = None) -> None:
         if response is None:
-            self.statuses[f"{what} network error"] += 1
+            self.statuses[f"{what} {error or 'no answer'}"] += 1
             return
         status = response.status_code
         self.statuses[f"{what} {status}"] += 1
@@ -235,7 +235,7 @@ class Soak:
         try:
             response = await self.http[instance].post(path, json=body)
         except httpx.HTTPError as exc:
-            self.writes.note(what, None, repr(exc))
+            self.writes.note(what, None, type(exc).__name__)
             return None
         self.writes.note(what, response)
         return response
