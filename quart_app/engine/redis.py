@@ -139,6 +139,7 @@ _SCRIPTS: dict[str, tuple[str, ...]] = {
     "presence_sweep": ("_log.lua", "_presence.lua", "presence_sweep.lua"),
 }
 
+REDIS_POOL_SIZE = 100  # commands in flight per instance; more wait (up to 5 s) for one
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 
 _COMMAND_TIMEOUT = 5.0
@@ -247,14 +248,20 @@ class RedisEngine(Engine):
         # publication would be appended twice, a presence delta applied twice). A pooled
         # connection that the server closed is replaced when taken from the pool; any other
         # failure is EngineUnavailable, and the caller (outbox, presence re-sync) retries.
-        self._redis = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=2.0,
-            socket_timeout=None,
-            socket_keepalive=True,
-            health_check_interval=10,
-            retry=Retry(NoBackoff(), 0),
+        # A blocking pool: a burst of more commands than connections (1,000 clients resuming)
+        # waits for a free one; redis-py's default pool raised "Too many connections" at once.
+        self._redis = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=REDIS_POOL_SIZE,
+                timeout=5,
+                decode_responses=True,
+                socket_connect_timeout=2.0,
+                socket_timeout=None,
+                socket_keepalive=True,
+                health_check_interval=10,
+                retry=Retry(NoBackoff(), 0),
+            )
         )
         # The subscriber: errors surface at once, the loop below reconnects and backfills.
         self._sub = aioredis.Redis.from_url(
