@@ -5,6 +5,7 @@ and switch, at run time, what the network does (`tc netem` is not available here
     proxy.delay(0.2)     # every byte arrives 200 ms late, in order
     proxy.blackhole()    # connections stay open but nothing gets through: no FIN, no RST
     proxy.reset()        # every open connection gets an RST (SO_LINGER 0), now
+    proxy.refuse()       # the peer is down: open and new connections get an RST
     proxy.pass_through() # back to normal
     proxy.stop()
 
@@ -28,7 +29,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-Mode = Literal["pass", "delay", "blackhole"]
+Mode = Literal["pass", "delay", "blackhole", "refuse"]
 T = TypeVar("T")
 
 _CHUNK = 65536
@@ -91,6 +92,11 @@ class FaultProxy:
         """Accept and hold: new and open connections stay up, every byte is dropped."""
         self._call(self._switch("blackhole", 0.0))
 
+    def refuse(self) -> None:
+        """A peer that is down: every open connection and every new one gets an RST."""
+        self._call(self._switch("refuse", 0.0))
+        self.reset()
+
     def reset(self) -> None:
         """RST every open connection now (client and upstream side); the mode stays."""
         self._call(self._reset_all())
@@ -132,6 +138,9 @@ class FaultProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self.mode == "refuse":
+            _abort_with_rst(writer)
+            return
         link = _Link(writer)
         self._links.add(link)
         try:
