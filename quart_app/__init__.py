@@ -15,10 +15,12 @@ from .web import errors
 from .web.api import api, dev
 from .web.openapi import ProblemDocumentingOpenAPI
 from .web.ops import ops
-from .web.poll import poll
+from .web.poll import PATH as POLL_PATH
+from .web.poll import LongPoll
 from .web.sse import PATH as SSE_PATH
 from .web.sse import EventStream
 from .web.streams import change_rooms
+from .web.token_cache import TokenCache
 from .web.ws import PATH as WS_PATH
 from .web.ws import WebSocketEndpoint
 
@@ -51,19 +53,21 @@ def create_app(settings: Settings | None = None) -> Quart:
     if settings.dev_mode:
         app.register_blueprint(dev)
     app.register_blueprint(ops)
-    app.register_blueprint(poll)
 
-    # The two streaming endpoints bypass Quart's request machinery (see web/sse.py, web/ws.py);
-    # everything else goes through it.
+    # The realtime endpoints bypass Quart's request machinery (see web/sse.py, web/ws.py,
+    # web/poll.py); everything else goes through it.
     quart_asgi = app.asgi_app
     event_stream = EventStream(runtime)
     websocket = WebSocketEndpoint(runtime)
+    long_poll = LongPoll(runtime, TokenCache(runtime.auth.verify))
 
     async def asgi(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
         if scope["type"] == "http" and scope["path"] == SSE_PATH:
             await event_stream(scope, receive, send)
         elif scope["type"] == "websocket" and scope["path"] == WS_PATH:
             await websocket(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == POLL_PATH:
+            await long_poll(scope, receive, send)
         else:
             await quart_asgi(scope, receive, send)  # type: ignore[arg-type]
 

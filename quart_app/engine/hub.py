@@ -22,6 +22,7 @@ from ..domain.ids import GLOBAL_BOARD
 from .base import Engine, EngineUnavailable, Event, LogGap
 from .board_state import BOARD_REBUILT, BoardReader
 from .cursor import BadCursor, decode, encode
+from .poll_answers import PollAnswers
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +411,8 @@ class Hub:
         self._resets: set[asyncio.Task[None]] = set()
         engine.listen(self._fan_out)
         engine.listen(self._watch_board_refresh)  # after the fan-out: watchers have it all
+        # Long-pollers: no connection each, they wait in groups (listens after the fan-out).
+        self.polls = PollAnswers(self)
 
     def _schedule_flush(self, conn: Connection) -> None:
         # Connections that got events are written together, in one write each. Normally at
@@ -451,6 +454,7 @@ class Hub:
                 await self._ticker
         for task in list(self._conflations):
             task.cancel()
+        self.polls.release_all()
         for conn in list(self.connections.values()):
             conn.close("shutdown")
 

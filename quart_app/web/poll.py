@@ -1,85 +1,202 @@
-"""Long-polling: GET /api/poll, stateless, answered by any instance."""
+"""Long-polling: GET /api/poll, stateless, answered by any instance (PROTOCOL 3.2).
+
+A raw ASGI handler, like sse.py and ws.py: under a crowd of pollers, Quart's per-request
+machinery (request context, routing, Response) and a JWT check per poll were most of an
+instance's time, and starved every other request. Here a poll costs a query parse, a cached
+token (token_cache.py), and an answer shared with every poller that asks the same question
+(engine/poll_answers.py): no connection, queue or task of its own.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
 
-from quart import Blueprint, Response, request
-from quart_schema import hide
-
+from ..auth import AuthError, Identity
 from ..domain.ids import GLOBAL_BOARD
-from ..engine.base import EngineUnavailable, Event
-from ..engine.hub import HEARTBEAT, Closed, Reset
-from ..runtime import runtime
-from .errors import BadRequestBody
-from .requests import identify
-from .streams import authorized_rooms, open_connection, parse_top, reset_events
+from ..engine.base import EngineUnavailable, Event, LogGap
+from ..engine.poll_answers import RESET, SHUTDOWN, answer_body, rooms_key
+from ..runtime import Runtime
+from ..services.errors import ServiceError
+from ..store.database import DatabaseUnavailable
+from .errors import BadRequestBody, send_problem
+from .streams import authorized_rooms, parse_top, scope_headers
+from .token_cache import TokenCache
+from .tokens import token_from
 
-poll = Blueprint("poll", __name__)
+log = logging.getLogger(__name__)
 
-MAX_EVENTS = 500
+PATH = "/api/poll"
 DEFAULT_TIMEOUT = 25.0
 MAX_TIMEOUT = 30.0
+# Presence is "long-polled within the last 40 s" (PROTOCOL 4): telling the engine once per
+# 10 s per sub keeps that true and spares the engine (Redis) a call per poll.
+PRESENCE_EVERY = 10.0
+PRESENCE_MEMORY = 100_000  # subs remembered for that; pruned past this
+
+Scope = dict[str, Any]
 
 
-def _timeout() -> float:
-    raw = request.args.get("timeout")
+class LongPoll:
+    def __init__(self, runtime: Runtime, tokens: TokenCache) -> None:
+        self.rt = runtime
+        self.tokens = tokens
+        self._presence_told: dict[str, float] = {}
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        status, body = 200, b""
+        try:
+            identity, rooms, cursor, timeout, top = self._parse(scope)
+            if identity.sub is not None:
+                await self._presence(identity.sub)
+            body = await self._answer(identity, rooms, cursor, timeout, top)
+        except AuthError as exc:
+            status = 401
+            await send_problem(send, "http", 401, "Unauthorized", str(exc))
+        except (BadRequestBody, ServiceError) as exc:
+            status = exc.status
+            await send_problem(send, "http", exc.status, exc.title, exc.detail)
+        except (EngineUnavailable, DatabaseUnavailable):
+            status = 503
+            await send_problem(send, "http", 503, "Service Unavailable", "retry shortly")
+        except Exception:
+            log.exception("long-poll failed")
+            status = 500
+            await send_problem(send, "http", 500, "Internal Server Error", "unexpected error")
+        else:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"cache-control", b"no-store"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            if scope["method"] == "HEAD":
+                body = b""
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+        self.rt.metrics.observe_request(
+            PATH, scope["method"], status, time.perf_counter() - started
+        )
+
+    # the request -------------------------------------------------------------------------------
+    def identify(self, token: str | None) -> Identity:
+        """The caller, with the token's verification cached for its lifetime."""
+        if token:
+            return self.tokens.verify(token)
+        return self.rt.auth.identify(None)
+
+    def _parse(self, scope: Scope) -> tuple[Identity, list[str], str | None, float, int]:
+        if scope["method"] not in ("GET", "HEAD"):
+            raise BadRequestBody(405, "Method Not Allowed", "use GET")
+        query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
+        headers = scope_headers(scope)
+        identity = self.identify(
+            token_from(
+                headers.get("authorization"),
+                query.get("access_token"),
+                headers.get("cookie"),
+                allow_query=True,
+            )
+        )
+        rooms = authorized_rooms(identity, query.get("rooms"))
+        if not rooms:
+            raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
+        return identity, rooms, query.get("cursor"), _timeout(query.get("timeout")), parse_top(
+            query.get("top")
+        )
+
+    async def _presence(self, sub: str) -> None:
+        now = time.monotonic()
+        told = self._presence_told
+        last = told.get(sub)
+        if last is not None and now - last < PRESENCE_EVERY:
+            return
+        try:
+            await self.rt.engine.presence_poll(sub)
+        except EngineUnavailable:
+            return  # presence is best effort; the poll itself may still be answered
+        if len(told) >= PRESENCE_MEMORY:
+            for stale in [s for s, at in told.items() if now - at >= PRESENCE_EVERY]:
+                del told[stale]
+        told[sub] = now
+
+    # the answer --------------------------------------------------------------------------------
+    async def _answer(
+        self, identity: Identity, rooms: list[str], cursor: str | None, timeout: float, top: int
+    ) -> bytes:
+        hub = self.rt.hub
+        if not cursor:
+            snapshot = [await hub.snapshot(top)] if GLOBAL_BOARD in rooms else []
+            return answer_body(snapshot, snapshot[0].cursor if snapshot else hub.cursor())
+        try:
+            position = hub.resume_position(cursor)
+        except LogGap as gap:
+            return await self._reset(gap.reason, rooms, top, hub.head_seq)
+        epoch, key, polls = hub.engine.epoch, rooms_key(rooms), hub.polls
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if identity.expires_at is not None:  # an answer by expiry; the next poll is a 401
+            deadline = min(deadline, loop.time() + identity.expires_at - time.time())
+        checked = False
+        while True:
+            # Behind the head (or ahead of it: a cursor from an instance whose feed is ahead,
+            # checked once against the log): the log has the answer, shared per question.
+            while position < hub.head_seq or (position > hub.head_seq and not checked):
+                checked = True
+                try:
+                    body, position = await polls.read(epoch, position, key)
+                except LogGap as gap:
+                    return await self._reset(gap.reason, rooms, top, hub.head_seq)
+                if hub.engine.epoch != epoch:
+                    return await self._reset("unknown", rooms, top, 0)
+                if body is not None:
+                    return body
+            if getattr(hub, "draining", False) or loop.time() >= deadline:
+                return answer_body([], hub.cursor(max(position, hub.head_seq)))
+            # At the head: wait with every poller of these rooms for the next of their events.
+            group = polls.join(key)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    reason = await asyncio.shield(group.done)
+            except TimeoutError:
+                return answer_body([], hub.cursor(max(position, hub.head_seq)))
+            if reason == RESET:
+                return await self._reset("unknown", rooms, top, 0)
+            if reason == SHUTDOWN:
+                return answer_body([], hub.cursor(max(position, hub.head_seq)))
+            body = polls.body_for(group, position)
+            if body is not None:
+                return body
+            position = max(position, group.fired_at)  # its events were all behind us
+
+    async def _reset(self, reason: str, rooms: list[str], top: int, position: int) -> bytes:
+        """stream:reset, then a fresh snapshot where the client watches the board; the
+        cursor of `position` (the head, or the start of a new log)."""
+        hub = self.rt.hub
+        events: list[Event] = [hub.stream_event("stream:reset", {"reason": reason}, position)]
+        if GLOBAL_BOARD in rooms:
+            try:
+                events.append(await hub.snapshot(top))
+            except (EngineUnavailable, DatabaseUnavailable):
+                raise EngineUnavailable("the board cannot be read now") from None
+        return answer_body(events, hub.cursor(position))
+
+
+def _timeout(raw: str | None) -> float:
     if raw in (None, ""):
         return DEFAULT_TIMEOUT
     try:
         value = float(raw)
     except ValueError:
         raise BadRequestBody(400, "Bad Request", "timeout must be a number of seconds") from None
-    if not 0 <= value <= MAX_TIMEOUT:
+    if not 0 <= value <= MAX_TIMEOUT:  # (NaN fails this too)
         raise BadRequestBody(400, "Bad Request", f"timeout must be between 0 and {MAX_TIMEOUT:g}")
     return value
-
-
-def _answer(events: list[Event], cursor: str) -> Response:
-    # The envelopes are already JSON: splice them in instead of decoding and re-encoding.
-    body = '{"events":[' + ",".join(event.text for event in events) + f'],"cursor":"{cursor}"}}'
-    response = Response(body, content_type="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-@poll.get("/api/poll")
-@hide
-async def long_poll() -> Response:
-    rt = runtime()
-    identity = identify(allow_query=True)
-    rooms = authorized_rooms(identity, request.args.get("rooms"))
-    if not rooms:
-        raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
-    timeout, top = _timeout(), parse_top(request.args.get("top"))
-    if identity.sub is not None:
-        with contextlib.suppress(EngineUnavailable):
-            await rt.engine.presence_poll(identity.sub)
-
-    cursor = request.args.get("cursor")
-    if not cursor:
-        snapshot = [await rt.hub.snapshot(top)] if GLOBAL_BOARD in rooms else []
-        return _answer(snapshot, snapshot[0].cursor if snapshot else rt.hub.cursor())
-
-    conn, _, initial = await open_connection(rt, identity, rooms, cursor, top)
-    conn.conflate = False  # per request: over budget, answer with what fits (below)
-    try:
-        if initial:
-            return _answer(initial, rt.hub.cursor(conn.last_seq))
-        try:
-            batch = [e for e in await conn.next_batch(timeout) if e is not HEARTBEAT]
-        except Reset as reset:
-            return _answer(
-                await reset_events(rt, conn, reset.reason, top), rt.hub.cursor(conn.last_seq)
-            )
-        except Closed:
-            # Too slow to take a burst (or shutting down): come back from where you were.
-            return _answer([], rt.hub.cursor(conn.last_seq))
-        if len(batch) > MAX_EVENTS:
-            batch = batch[:MAX_EVENTS]
-            return _answer(batch, batch[-1].cursor)
-        # Nothing pending means everything the hub fanned out so far was not for us.
-        position = conn.last_seq if batch else max(conn.last_seq, rt.hub.head_seq)
-        return _answer(batch, rt.hub.cursor(position))
-    finally:
-        conn.close("gone")

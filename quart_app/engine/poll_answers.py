@@ -1,0 +1,200 @@
+"""Long-poll answers, computed once per crowd.
+
+A long-poll is stateless: each request carries a cursor and rooms, and is answered with the
+events of those rooms after the cursor (at most MAX_EVENTS) or, when there are none yet, with
+the first ones to arrive. Thousands of pollers ask the same question at once (they all hold
+the cursor of the last answer), so the answers are shared:
+
+- Pollers behind the head read the log. The answer for one (epoch, position, rooms) is read
+  and encoded once, also when a crowd asks at the same moment, and kept in a small LRU: the
+  log never changes behind the head, so such an answer stays true.
+- Pollers at the head wait in a group per rooms-key: one future per group, set once by the
+  fan-out that carries events of those rooms. The group collects those events; its answer body
+  is encoded once per position and shared by every waiter there. No connection, queue or task
+  per poll: a wake-up is one future callback per waiting request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .base import Event
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+# PROTOCOL 3.2: an answer holds at most this many events; the client polls again for more.
+MAX_EVENTS = 500
+# Answers read from the log, remembered (each up to MAX_EVENTS envelopes).
+READ_CACHE_ENTRIES = 128
+
+RoomsKey = tuple[str, ...]
+
+# Why a group was released without events of its rooms.
+SHUTDOWN = "shutdown"
+RESET = "reset"
+
+
+def rooms_key(rooms: Iterable[str]) -> RoomsKey:
+    """One key for one set of rooms, whatever order the client named them in."""
+    return tuple(sorted(set(rooms)))
+
+
+def answer_body(events: list[Event], cursor: str) -> bytes:
+    # The envelopes are already JSON: spliced in, not decoded and encoded again.
+    return ('{"events":[' + ",".join(e.text for e in events) + f'],"cursor":"{cursor}"}}').encode()
+
+
+class WaitGroup:
+    """Pollers of one rooms-key waiting at the head for the next events of those rooms."""
+
+    __slots__ = ("key", "rooms", "events", "done", "fired_at", "_bodies")
+
+    def __init__(self, key: RoomsKey) -> None:
+        self.key = key
+        self.rooms = frozenset(key)
+        self.events: list[Event] = []
+        # Its result: None (events arrived), SHUTDOWN or RESET.
+        self.done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        # The head when the group was released: every event of its rooms up to there is in
+        # `events`.
+        self.fired_at = 0
+        self._bodies: dict[int, bytes | None] = {}
+
+
+class PollAnswers:
+    """The long-poll side of one hub (see the module's docstring)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._groups: dict[RoomsKey, WaitGroup] = {}
+        self._by_room: dict[str, set[WaitGroup]] = {}
+        self._reads: OrderedDict[tuple[str, int, RoomsKey], tuple[bytes | None, int]] = (
+            OrderedDict()
+        )
+        self._reading: dict[tuple[str, int, RoomsKey], asyncio.Task[tuple[bytes | None, int]]]
+        self._reading = {}
+        self._last_seq = 0
+        self._epoch: str | None = None
+        # Answer bodies built (each shared by every poller that got it): the test of sharing.
+        self.encodings = 0
+        hub.engine.listen(self._on_events)
+
+    @property
+    def waiting_groups(self) -> int:
+        return len(self._groups)
+
+    # pollers at the head ------------------------------------------------------------------------
+    def join(self, key: RoomsKey) -> WaitGroup:
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = WaitGroup(key)
+            for room in key:
+                self._by_room.setdefault(room, set()).add(group)
+        return group
+
+    def body_for(self, group: WaitGroup, position: int) -> bytes | None:
+        """The answer of a released group for a poller at `position`, or None when none of
+        its events are after that position (the poller then waits again, from fired_at)."""
+        if position in group._bodies:
+            return group._bodies[position]
+        fresh = [e for e in group.events if e.seq > position or e.seq == 0]
+        body: bytes | None = None
+        if len(fresh) > MAX_EVENTS:
+            fresh = fresh[:MAX_EVENTS]
+            body = self._encode(fresh, fresh[-1].cursor)
+        elif fresh:
+            body = self._encode(fresh, self._hub.cursor(max(position, group.fired_at)))
+        group._bodies[position] = body
+        return body
+
+    def _on_events(self, events: list[Event]) -> None:
+        """Engine listener, after the hub's fan-out: release the groups these events are for."""
+        hub = self._hub
+        if self._epoch != hub.epoch:  # the log restarted: every waiting position is gone
+            if self._epoch is not None:
+                self.release_all(RESET)
+            self._epoch = hub.epoch
+            self._last_seq = 0
+            self._reads.clear()
+        if not self._groups:
+            self._last_seq = max(self._last_seq, hub.head_seq)
+            return
+        by_room, touched = self._by_room, set()
+        for event in events:
+            if event.seq and event.seq <= self._last_seq:
+                continue  # (the engine promises no repeats; the hub checks too)
+            if event.seq:
+                self._last_seq = event.seq
+            for room in event.rooms:
+                for group in by_room.get(room, ()):
+                    if group not in touched:
+                        touched.add(group)
+                        group.events.append(event)
+                    elif group.events[-1] is not event:
+                        group.events.append(event)
+        for group in touched:
+            self._release(group, None)
+
+    def _release(self, group: WaitGroup, reason: str | None) -> None:
+        if self._groups.get(group.key) is group:
+            del self._groups[group.key]
+            for room in group.key:
+                members = self._by_room.get(room)
+                if members is not None:
+                    members.discard(group)
+                    if not members:
+                        del self._by_room[room]
+        group.fired_at = self._hub.head_seq
+        if not group.done.done():
+            group.done.set_result(reason)
+
+    def release_all(self, reason: str = SHUTDOWN) -> None:
+        """Answer every waiting poller now (shutdown, draining: PROTOCOL 3.7; a new log)."""
+        for group in list(self._groups.values()):
+            self._release(group, reason)
+
+    # pollers behind the head --------------------------------------------------------------------
+    async def read(self, epoch: str, position: int, key: RoomsKey) -> tuple[bytes | None, int]:
+        """The answer for pollers at `position` from the log: (its body, the position it
+        reaches), or (None, the position read up to) when the log holds no events of these
+        rooms after `position`. LogGap as the engine raises it."""
+        cache_key = (epoch, position, key)
+        cached = self._reads.get(cache_key)
+        if cached is not None:
+            self._reads.move_to_end(cache_key)
+            return cached
+        reading = self._reading.get(cache_key)
+        if reading is None:
+            # One read per question, in its own task: a poller that leaves (its request
+            # cancelled) does not cancel the answer the others wait for.
+            reading = asyncio.get_running_loop().create_task(self._read(position, frozenset(key)))
+            self._reading[cache_key] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(cache_key, None))
+        answer = await asyncio.shield(reading)
+        if answer[0] is not None and epoch == self._hub.engine.epoch:
+            self._reads[cache_key] = answer
+            if len(self._reads) > READ_CACHE_ENTRIES:
+                self._reads.popitem(last=False)
+        return answer
+
+    async def _read(self, position: int, rooms: frozenset[str]) -> tuple[bytes | None, int]:
+        engine = self._hub.engine
+        while True:
+            page = await engine.read_after(position, MAX_EVENTS)
+            if not page:
+                return None, position
+            position = page[-1].seq
+            found = [e for e in page if not rooms.isdisjoint(e.rooms)]
+            if found:
+                # The cursor passes over the page's events of other rooms (PROTOCOL 3.2).
+                return self._encode(found, page[-1].cursor), position
+            if len(page) < MAX_EVENTS:
+                return None, position
+
+    def _encode(self, events: list[Event], cursor: str) -> bytes:
+        self.encodings += 1
+        return answer_body(events, cursor)
