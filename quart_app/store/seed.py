@@ -21,7 +21,8 @@ FROM n
 _POSTGRES = """
 INSERT INTO players (player_id, name, rating, wins, losses, draws, games, version, created_at)
 SELECT :prefix || lpad(i::text, 7, '0'), :prefix || lpad(i::text, 7, '0'),
-       1000 + (i::bigint * 7919 - (i::bigint * 7919 / 40000) * 40000) / 100.0, 0, 0, 0, 0, 1, :created
+       1000 + (i::bigint * 7919 - (i::bigint * 7919 / 40000) * 40000) / 100.0,
+       0, 0, 0, 0, 1, :created
 FROM generate_series(0, :count - 1) AS i
 """
 
