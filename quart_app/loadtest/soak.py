@@ -29,13 +29,16 @@ from typing import Any
 import httpx
 
 from .soak_check import ClientCheck, Reference, scan
-from .soak_clients import TRANSPORTS, Session, SessionEnded, run_session
+from .soak_clients import TRANSPORTS, Session, SessionEnded, post_json, run_session
 from .soak_probe import settle, snapshot
 from .sysinfo import cpu_seconds, raise_nofile
 from .tokens import dev_token, mint
 from .wire import Target, WireError, parse_target
 
 WRITER_SUB = "soak-writer"
+Answer = tuple[int, dict[str, str], bytes]  # status, headers (lower-case names), body
+WRITE_TIMEOUT = 30.0
+MAX_WRITES_IN_FLIGHT = 100  # beyond, the deployment is not keeping up: skip and count
 
 
 @dataclass
@@ -93,16 +96,16 @@ class Writes:
     server_errors: list[str] = field(default_factory=list)
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def note(self, what: str, response: httpx.Response | None, error: str | None = None) -> None:
+    def note(self, what: str, response: Answer | None, error: str | None = None) -> None:
         if response is None:
             self.statuses[f"{what} {error or 'no answer'}"] += 1
             return
-        status = response.status_code
+        status, headers, body = response
         self.statuses[f"{what} {status}"] += 1
-        if status == 503 and not response.headers.get("retry-after"):
+        if status == 503 and not headers.get("retry-after"):
             self.server_errors.append(f"{what} 503 without Retry-After")
         elif status >= 500 and status != 503:
-            self.server_errors.append(f"{what} {status}: {response.text[:200]}")
+            self.server_errors.append(f"{what} {status}: {body[:200]!r}")
 
 
 class Soak:
@@ -200,42 +203,55 @@ class Soak:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)  # the rate's pace
-            task = asyncio.create_task(self._play(n))
-            self.writes.in_flight.add(task)
-            task.add_done_callback(self.writes.in_flight.discard)
+            if len(self.writes.in_flight) >= MAX_WRITES_IN_FLIGHT:
+                self.writes.statuses["skipped: writes in flight at the limit"] += 1
+            else:
+                task = asyncio.create_task(self._play(n))
+                self.writes.in_flight.add(task)
+                task.add_done_callback(self.writes.in_flight.discard)
             n += 1
             if n % max(1, int(self.options.rate * 60)) == 0:
+                failures: Counter[str] = Counter()
+                for check in self.checks:
+                    failures.update(check.failures)
                 self.say(
                     f"{n} matches played, reference at {len(self.reference)} events, "
-                    f"statuses {dict(self.writes.statuses)}"
+                    f"statuses {dict(self.writes.statuses)}, session failures {dict(failures)}"
                 )
 
     async def _play(self, n: int) -> None:
         players = self.rng.sample(range(self.options.players), 2)
         a, b = (f"soak-{self.run_id}-p{p}" for p in players)
         match_id = f"soak-{self.run_id}-m{n}"
-        first = n % len(self.http)
-        second = (n + 1) % len(self.http)
+        first = n % len(self.targets)
+        second = (n + 1) % len(self.targets)
         created = await self._post(
             first, "create", "/api/matches", {"match_id": match_id, "player_ids": [a, b]}
         )
-        if created is None or created.status_code not in (200, 201):
+        if created is None or created[0] not in (200, 201):
             return
         self.writes.creates_ok.append(match_id)
         outcome: dict[str, Any] = self.rng.choice(
             [{"winner_id": a}, {"winner_id": b}, {"draw": True}]
         )
         result = await self._post(second, "result", f"/api/matches/{match_id}/result", outcome)
-        if result is not None and result.status_code == 200:
+        if result is not None and result[0] == 200:
             self.writes.results_ok.append(match_id)
 
     async def _post(
         self, instance: int, what: str, path: str, body: dict[str, Any]
-    ) -> httpx.Response | None:
+    ) -> Answer | None:
         try:
-            response = await self.http[instance].post(path, json=body)
-        except httpx.HTTPError as exc:
-            self.writes.note(what, None, type(exc).__name__)
+            response = await post_json(
+                self.targets[instance],
+                self.addresses[instance],
+                path,
+                self.tokens.writer[instance],
+                json.dumps(body).encode(),
+                WRITE_TIMEOUT,
+            )
+        except (OSError, TimeoutError, WireError, SessionEnded) as exc:
+            self.writes.note(what, None, f"{type(exc).__name__} {exc}".strip())
             return None
         self.writes.note(what, response)
         return response
