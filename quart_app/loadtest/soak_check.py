@@ -118,17 +118,9 @@ class ClientCheck:
     _jump_allowed: bool = False  # a stream:reset (expired/unknown): the client starts over
 
     def take(self, seen: Seen) -> None:
-        if seen.event == "stream:reset":
-            reason = seen.reset_reason or "?"
-            self.resets[reason] = self.resets.get(reason, 0) + 1
-            if reason != "slow":  # "slow": resume with the cursor, nothing may be lost
-                self._jump_allowed = True
-                self.pending.clear()
-            return
-        if seen.event == "leaderboard:initial":
-            self._conflated = self._conflated or seen.conflated
-            return
-        if seen.event in SNAPSHOTS:
+        # Snapshots and resets queue with the events: what they allow depends on where they
+        # came in the stream, and events wait here until the reference has them.
+        if seen.event in SNAPSHOTS and seen.event not in ("stream:reset", "leaderboard:initial"):
             return
         self.pending.append(seen)
 
@@ -136,11 +128,19 @@ class ClientCheck:
         """Check what the reference already holds, in the order it arrived."""
         while self.pending:
             seen = self.pending[0]
-            ordinal = reference.ordinal.get(seen.cursor)
-            if ordinal is None:
-                return
+            if seen.event == "stream:reset":
+                reason = seen.reset_reason or "?"
+                self.resets[reason] = self.resets.get(reason, 0) + 1
+                # "slow": the client resumes with its cursor, nothing may be lost
+                self._jump_allowed = self._jump_allowed or reason != "slow"
+            elif seen.event == "leaderboard:initial":
+                self._conflated = self._conflated or seen.conflated
+            else:
+                ordinal = reference.ordinal.get(seen.cursor)
+                if ordinal is None:
+                    return
+                self._check(seen, ordinal, reference)
             self.pending.popleft()
-            self._check(seen, ordinal, reference)
 
     def _check(self, seen: Seen, ordinal: int, reference: Reference) -> None:
         self.checked += 1
