@@ -23,6 +23,7 @@ from ..runtime import Runtime
 from ..services.errors import ServiceError
 from ..store.database import DatabaseUnavailable
 from .errors import BadRequestBody, send_problem
+from .raw_response import hypercorn_h11_responder
 from .streams import authorized_rooms, parse_top, scope_headers
 from .token_cache import TokenCache
 from .tokens import token_from
@@ -36,6 +37,7 @@ MAX_TIMEOUT = 30.0
 # 10 s per sub keeps that true and spares the engine (Redis) a call per poll.
 PRESENCE_EVERY = 10.0
 PRESENCE_MEMORY = 100_000  # subs remembered for that; pruned past this
+ANSWER_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 Scope = dict[str, Any]
 
@@ -68,20 +70,23 @@ class LongPoll:
             status = 500
             await send_problem(send, "http", 500, "Internal Server Error", "unexpected error")
         else:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"cache-control", b"no-store"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            if scope["method"] == "HEAD":
-                body = b""
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            respond = hypercorn_h11_responder(send, scope) if scope["method"] == "GET" else None
+            if respond is not None:
+                await respond(200, ANSWER_HEADERS, body)
+            else:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            *ANSWER_HEADERS,
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                if scope["method"] == "HEAD":
+                    body = b""
+                await send({"type": "http.response.body", "body": body, "more_body": False})
         self.rt.metrics.observe_request(
             PATH, scope["method"], status, time.perf_counter() - started
         )
@@ -109,8 +114,12 @@ class LongPoll:
         rooms = authorized_rooms(identity, query.get("rooms"))
         if not rooms:
             raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
-        return identity, rooms, query.get("cursor"), _timeout(query.get("timeout")), parse_top(
-            query.get("top")
+        return (
+            identity,
+            rooms,
+            query.get("cursor"),
+            _timeout(query.get("timeout")),
+            parse_top(query.get("top")),
         )
 
     async def _presence(self, sub: str) -> None:
