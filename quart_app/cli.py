@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from .config import ConfigError, load_settings
@@ -14,15 +15,32 @@ def _serve(args: argparse.Namespace) -> None:
     from hypercorn.config import Config
 
     from . import create_app
+    from .drain import shutdown_trigger
+    from .workers import WORKER_ENV, reuse_port_socket, supervise
 
     settings = load_settings(**({"port": args.port} if args.port else {}))
+    if args.workers > 1:
+        if settings.redis_url is None:
+            sys.exit(
+                "rankpulse serve: --workers needs REDIS_URL: without it each worker would run "
+                "its own in-process engine (its own board and event log), not one service"
+            )
+        worker_argv = ["--host", args.host, "--port", str(settings.port)]
+        worker_argv += ["--access-log"] if args.access_log else []
+        sys.exit(supervise(args.workers, worker_argv))
     app = create_app(settings)
     config = Config()
-    config.bind = [f"{args.host}:{settings.port}"]
+    if os.environ.get(WORKER_ENV):  # one of --workers N: share the port with the others
+        listener = reuse_port_socket(args.host, settings.port)
+        config.bind = [f"fd://{listener.fileno()}"]
+    else:
+        config.bind = [f"{args.host}:{settings.port}"]
     config.accesslog = "-" if args.access_log else None
     # %(r)s is method, path and protocol without the query string: tokens never reach the log.
     config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
-    config.graceful_timeout = 5
+    # After the drain (PROTOCOL 3.7) only short requests are left: exit within
+    # DRAIN_SECONDS + 5 s needs this, plus the bounded Runtime.stop().
+    config.graceful_timeout = 1
     # Thousands of clients reconnecting at once must not overflow the accept queue.
     config.backlog = 2048
     # PROTOCOL 3.3: a client frame over 64 KiB closes the socket with 1009.
@@ -38,12 +56,14 @@ def _serve(args: argparse.Namespace) -> None:
             task.cancel()
 
     print(f"Love Rank Pulse: open {url}/", flush=True)
+    # SIGTERM drains instead of cutting every stream at once (drain.py).
+    trigger = shutdown_trigger(app.extensions["pulse"])
     try:
         import uvloop
 
-        uvloop.run(serve(app.asgi_app, config))
+        uvloop.run(serve(app.asgi_app, config, shutdown_trigger=trigger))
     except ImportError:
-        asyncio.run(serve(app.asgi_app, config))
+        asyncio.run(serve(app.asgi_app, config, shutdown_trigger=trigger))
 
 
 def _display_host(host: str) -> str:
@@ -113,6 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, help="default: $PORT, else 8000")
     serve.add_argument("--access-log", action="store_true", help="log each request")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run N instances sharing the port (SO_REUSEPORT; needs REDIS_URL); "
+        "about one per core, see the README",
+    )
     serve.add_argument(
         "--demo",
         action="store_true",

@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     # POST /api/publish, which has its own limit.
     rate_limit_writes: int = Field(100, ge=0, le=1_000_000)
     rate_limit_publish: int = Field(1_000, ge=0, le=1_000_000)
+    # PROTOCOL 3.7: on SIGTERM, open streams end spread evenly over this many seconds (then
+    # the process exits within 5 s more). Each SSE stream's last word is `retry:` with a
+    # random delay up to drain_retry_max_ms, so bare EventSources come back spread out.
+    drain_seconds: float = Field(10.0, ge=0, le=600)
+    drain_retry_max_ms: int = Field(3_000, ge=0, le=60_000)
+    # PROTOCOL 3.6 dead peers. WebSocket: a ping every ws_ping_seconds; a peer that sent
+    # nothing (no pong) for ws_ping_timeout_seconds after a ping is closed. SSE: the
+    # heartbeat write is the probe, and TCP_USER_TIMEOUT (plus keepalive) on the socket makes
+    # unacknowledged data fail the connection after tcp_user_timeout_seconds (0: the kernel's
+    # default, about 15 minutes). Defaults: found within 15 + 15 s (WS), 15 + 30 s (SSE).
+    ws_ping_seconds: float = Field(15.0, gt=0, le=30)
+    ws_ping_timeout_seconds: float = Field(15.0, gt=0, le=30)
+    tcp_user_timeout_seconds: float = Field(30.0, ge=0, le=45)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("redis_url")

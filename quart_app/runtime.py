@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from quart import current_app
@@ -30,6 +31,9 @@ DATABASE_RETRY_FIRST = 0.5
 DATABASE_RETRY_MAX = 5.0
 # How long start() waits for the first attempt before serving anyway (/healthz must answer).
 DATABASE_FIRST_ATTEMPT_WAIT = 5.0
+# Each step of stop() gets this long: with Redis or the database unreachable, a close that
+# waits on the network must not hold the exit past DRAIN_SECONDS + 5 s (PROTOCOL 3.7).
+STOP_STEP_SECONDS = 1.0
 
 
 class Runtime:
@@ -170,6 +174,21 @@ class Runtime:
         self._watch = asyncio.create_task(self._watch_epoch())
         return True
 
+    @property
+    def draining(self) -> bool:
+        return self.hub.draining
+
+    async def drain(self) -> None:
+        """PROTOCOL 3.7 (SIGTERM): /readyz and new streams answer 503 from now on; open
+        streams end spread over DRAIN_SECONDS. Needs neither Redis nor the database."""
+        log.warning(
+            "draining: ending %d connections over %g s",
+            len(self.hub.connections),
+            self.settings.drain_seconds,
+        )
+        await self.hub.drain(self.settings.drain_seconds)
+        log.info("drained: stopping")
+
     async def stop(self) -> None:
         if self._database_up:
             self._database_up.cancel()
@@ -179,10 +198,20 @@ class Runtime:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        await self.relay.stop()
-        await self.hub.stop()
-        await self.engine.stop()
-        await self.store.disconnect()
+        started = time.monotonic()
+        for step in (self.relay.stop, self.hub.stop, self.engine.stop, self.store.disconnect):
+            try:
+                async with asyncio.timeout(STOP_STEP_SECONDS):
+                    await step()
+            except TimeoutError:
+                log.warning(
+                    "stop: %s gave up after %g s (a dependency unreachable?)",
+                    step.__qualname__,
+                    STOP_STEP_SECONDS,
+                )
+            except Exception:  # noqa: BLE001 - stopping goes on: the process is exiting
+                log.warning("stop: %s failed", step.__qualname__, exc_info=True)
+        log.info("stopped in %.2f s", time.monotonic() - started)
 
     async def _rebuild_if_empty(self) -> None:
         # The memory engine starts empty in every process, and a Redis may have lost its

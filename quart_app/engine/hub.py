@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -45,7 +46,8 @@ HEARTBEAT = Event(0, "", (), ":ping", "")
 
 
 class Closed(Exception):
-    """The connection is over; `reason` says why ("slow", "expired", "gone", "shutdown")."""
+    """The connection is over; `reason` says why ("slow", "expired", "gone", "shutdown",
+    "drain": the instance is draining and the client should resume elsewhere)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -102,6 +104,7 @@ class Connection:
         "conflate",
         "_conflating",
         "_conflated_at",
+        "opened",
     )
 
     def __init__(
@@ -143,6 +146,8 @@ class Connection:
         # then the log position it reflects, for last_seq once it is taken.
         self._conflating = False
         self._conflated_at = 0
+        # The hub's count of opened connections when this one registered (shared reads).
+        self.opened = 0
 
     # called by the hub, on the event loop -------------------------------------------------
     def push(self, event: Event) -> None:
@@ -179,7 +184,7 @@ class Connection:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         elif (
-            (reason == "slow" or self.sink is not None)
+            (reason in ("slow", "drain") or self.sink is not None)
             and self.writer is not None
             and self.writer is not asyncio.current_task()
         ):
@@ -345,7 +350,7 @@ class Connection:
     async def catch_up_step(self) -> list[Event]:
         """The next page of missed events of this connection's rooms (maybe empty)."""
         try:
-            page = await self._hub.engine.read_after(self.last_seq, CATCH_UP_PAGE)
+            page = await self._hub.read_after(self.last_seq, self.opened)
         except LogGap as gap:
             self._catching_up = False
             self._queue.clear()
@@ -409,6 +414,13 @@ class Hub:
         self._board_generation = 0
         self.epoch = ""
         self._resets: set[asyncio.Task[None]] = set()
+        # PROTOCOL 3.7: set once draining began; connections opened after that are born closed.
+        self.draining = False
+        # Called each housekeeping tick with time.monotonic() (the WebSocket dead-peer pings).
+        self.tickers: list[Callable[[float], None]] = []
+        # Catch-up reads in flight, by position: (opens counted when issued, the read).
+        self._opened = 0
+        self._reads: dict[int, tuple[int, asyncio.Future[list[Event]]]] = {}
         engine.listen(self._fan_out)
         engine.listen(self._watch_board_refresh)  # after the fan-out: watchers have it all
         # Long-pollers: no connection each, they wait in groups (listens after the fan-out).
@@ -457,6 +469,33 @@ class Hub:
         self.polls.release_all()
         for conn in list(self.connections.values()):
             conn.close("shutdown")
+
+    async def drain(self, seconds: float) -> None:
+        """PROTOCOL 3.7: end every connection, streams spread evenly over `seconds`.
+
+        Long-polls (no writer task) answer at once: each is one request, cheap to repeat
+        elsewhere. Streams end in random order, one every seconds/n, so the clients that
+        come back to the other instances arrive as a steady trickle, not a storm. Returns
+        when the last one was told (about `seconds` later)."""
+        self.draining = True
+        self.polls.release_all()  # pending long-polls answer now (new ones see `draining`)
+        loop = asyncio.get_running_loop()
+        streams: list[Connection] = []
+        for conn in list(self.connections.values()):
+            if conn.writer is None:
+                conn.close("drain")
+            else:
+                streams.append(conn)
+        random.shuffle(streams)
+        start, count = loop.time(), len(streams)
+        for index, conn in enumerate(streams):
+            # Centred in its slot: the first and the last are half a slot from the ends.
+            delay = start + seconds * (index + 0.5) / count - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            conn.close("drain")
+        for conn in list(self.connections.values()):  # opened while the drain began
+            conn.close("drain")
 
     # fan-out --------------------------------------------------------------------------------
     def _fan_out(self, events: list[Event]) -> None:
@@ -558,11 +597,15 @@ class Hub:
             self.head_seq if after_seq is None else after_seq,
             self.queue_bytes,
         )
+        self._opened += 1
+        conn.opened = self._opened
         self.connections[conn.id] = conn
         for room in conn.rooms:
             self.rooms.setdefault(room, set()).add(conn)
         if after_seq is not None:
             conn.begin_catch_up()
+        if self.draining:  # the caller finds it closed: a poll answers at once, a stream ends
+            conn.close("drain")
         return conn
 
     def join(self, conn: Connection, rooms: Iterable[str]) -> list[str]:
@@ -588,6 +631,26 @@ class Hub:
             self.slow_closed += 1
         self.connections.pop(conn.id, None)
         self.leave(conn, list(conn.rooms))
+
+    async def read_after(self, seq: int, opened: int) -> list[Event]:
+        """The log after `seq` (a catch-up page), one read shared by every connection that
+        resumes from the same position at the same time: a thousand clients of a drained
+        instance arrive with the same cursor. A connection may join a read only if the read
+        was issued after it registered: what was fanned out before it registered must be in
+        what the read returns (an older read might have been answered before it)."""
+        shared = self._reads.get(seq)
+        if shared is None or shared[0] < opened:
+            read = asyncio.ensure_future(self.engine.read_after(seq, CATCH_UP_PAGE))
+            shared = self._reads[seq] = (self._opened, read)
+            read.add_done_callback(lambda done: self._read_done(seq, done))
+        return await asyncio.shield(shared[1])
+
+    def _read_done(self, seq: int, read: asyncio.Future[list[Event]]) -> None:
+        current = self._reads.get(seq)
+        if current is not None and current[1] is read:
+            del self._reads[seq]
+        if not read.cancelled():
+            read.exception()  # retrieved: every waiter may have left
 
     # snapshots and cursors ---------------------------------------------------------------------
     def cursor(self, seq: int | None = None) -> str:
@@ -651,6 +714,8 @@ class Hub:
             beat = time.monotonic() + 1.0 >= next_beat
             if beat:
                 next_beat = time.monotonic() + self.heartbeat_seconds
+            for ticker in self.tickers:
+                ticker(time.monotonic())
             for conn in list(self.connections.values()):
                 if conn.expires_at is not None and conn.expires_at <= now:
                     conn.close("expired")

@@ -26,6 +26,13 @@ async def healthz() -> Response:
 @hide
 async def readyz() -> Response:
     rt = runtime()
+    if rt.draining:  # PROTOCOL 3.7: at once, without asking the dependencies
+        return Response(
+            '{"status":"draining"}',
+            status=503,
+            content_type="application/json",
+            headers={"Retry-After": "1"},
+        )
     database, engine = await asyncio.gather(rt.store.ping(), rt.engine.ping())
     ready = database and engine
     body = {"status": "ready" if ready else "unavailable", "database": database, "engine": engine}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -18,13 +19,14 @@ from ..auth import AuthError, Identity
 from ..engine.hub import Closed, Connection, Reset
 from ..runtime import Runtime
 from ..services.errors import ServiceError
+from .dead_peers import bound_unacknowledged
 from .errors import BadRequestBody, send_problem
 from .limits import StreamRefused, stream_limits
 from .raw_socket import ChunkedSink, hypercorn_h11_writer, sse_frames
+from .stream_exit import release_stream
 from .streams import (
     authorized_rooms,
     enter_presence,
-    leave_presence,
     open_connection,
     parse_top,
     reset_events,
@@ -41,6 +43,8 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 Scope = dict[str, Any]
+# Retry-After of a stream refused while this instance drains: another instance can take it.
+RETRY_DRAINING_SECONDS = 1
 
 
 class EventStream:
@@ -65,6 +69,9 @@ class EventStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         rt = self.rt
+        if rt.draining:  # PROTOCOL 3.7: new streams go to another instance
+            await _draining().send(send, "http")
+            return
         try:  # PROTOCOL 3.6: over a connection limit, refused before the stream starts
             slot = await stream_limits(rt).admit(identity, scope)
         except StreamRefused as refused:
@@ -79,6 +86,10 @@ class EventStream:
         except BaseException:
             await slot.release()
             raise
+        if conn.closed:  # born closed: draining began while it was admitted
+            await slot.release()
+            await _draining().send(send, "http")
+            return
         del identity
         conn.writer = asyncio.current_task()
         writer = hypercorn_h11_writer(send, scope)
@@ -90,6 +101,9 @@ class EventStream:
                 while conn.catching_up:
                     await self._send(send, await self._catch_up(conn, top))
                 if writer is not None:
+                    # The heartbeat write is the dead-peer probe: bound how long it may
+                    # stay unacknowledged (PROTOCOL 3.6, see dead_peers.py).
+                    bound_unacknowledged(writer.transport, rt.settings.tcp_user_timeout_seconds)
                     conn.attach(ChunkedSink(writer.transport, writer))
                     while (await receive())["type"] != "http.disconnect":
                         pass
@@ -98,22 +112,37 @@ class EventStream:
             except asyncio.CancelledError:
                 if not conn.closed:  # not the hub ending the stream: the server is
                     raise
-            if conn.closed == "slow":
-                # Lands after what the socket already holds; the client resumes with its cursor.
-                hint = rt.hub.stream_event("stream:reset", {"reason": "slow"}, conn.last_seq)
+            if conn.closed in ("slow", "drain"):
+                # Lands after what the socket already holds; the client resumes with its
+                # cursor. Draining (PROTOCOL 3.7): no stream:reset, only a jittered retry, so
+                # EventSources come back to the other instances spread out.
+                if conn.closed == "slow":
+                    hint = rt.hub.stream_event("stream:reset", {"reason": "slow"}, conn.last_seq)
+                    last_word = hint.sse
+                else:
+                    retry_ms = random.randint(0, rt.settings.drain_retry_max_ms)
+                    last_word = f"retry: {retry_ms}\n\n".encode()
                 if writer is not None:
-                    ChunkedSink(writer.transport).write_bytes(hint.sse)
+                    ChunkedSink(writer.transport).write_bytes(last_word)
                 else:
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(1.0):
-                            await self._send(send, [hint])
+                            await send(
+                                {"type": "http.response.body", "body": last_word, "more_body": True}
+                            )
         finally:
+            reason: str | None = conn.closed  # (mypy narrows it from before the awaits)
+            drained = reason == "drain"
             conn.close("gone")
-            await slot.release()
-            await leave_presence(rt, conn)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # The client hears the end before the bookkeeping, which may wait on Redis.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if drained and writer is not None:
+                # Not kept alive: the client's next request must not come back here through
+                # this connection, but go wherever the load balancer sends it now.
+                writer.transport.close()
+            await release_stream(rt, slot, conn)
 
     def _parse(self, scope: Scope) -> tuple[Identity, list[str], str | None, int]:
         if scope["method"] not in ("GET", "HEAD"):
@@ -187,3 +216,7 @@ class EventStream:
                 await self._send(send, batch)
         finally:
             watcher.cancel()
+
+
+def _draining() -> StreamRefused:
+    return StreamRefused(503, RETRY_DRAINING_SECONDS, "this instance is shutting down; retry")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import weakref
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,13 +21,14 @@ from ..domain.ids import GLOBAL_BOARD
 from ..engine.hub import HEARTBEAT, Closed, Connection, Reset
 from ..runtime import Runtime
 from ..services.errors import ServiceError
+from .dead_peers import WebSocketPinger, bound_unacknowledged
 from .errors import BadRequestBody, send_problem
 from .limits import StreamRefused, stream_limits
 from .raw_socket import WebSocketSink, hypercorn_h11_writer, hypercorn_ws_closing
+from .stream_exit import release_stream
 from .streams import (
     authorized_rooms,
     enter_presence,
-    leave_presence,
     open_connection,
     parse_top,
     reset_events,
@@ -40,7 +42,10 @@ CLOSE_CODES = {
     "slow": (4008, "slow"),
     "expired": (4001, "token expired"),
     "shutdown": (1001, "server shutting down"),
+    "drain": (1012, "service restart"),  # PROTOCOL 3.7: resume with your cursor elsewhere
 }
+# Retry-After of a stream refused while this instance drains: another instance can take it.
+RETRY_DRAINING_SECONDS = 1
 CLOSE_BAD_FRAME, CLOSE_TOO_BIG = 1003, 1009
 Scope = dict[str, Any]
 
@@ -71,6 +76,12 @@ class Session:
         self.identity = identity
         self.send = send
         self.socket_writer = hypercorn_h11_writer(send, scope)
+        self.liveness: object | None = None  # held while open: the pinger watches it
+        if self.socket_writer is not None:
+            self.liveness = pinger(rt).watch(
+                send, self.socket_writer.transport, hypercorn_ws_closing(send)
+            )
+            bound_unacknowledged(self.socket_writer.transport, rt.settings.tcp_user_timeout_seconds)
         self.conn: Connection | None = None
         self.top = 100
         self.writer: asyncio.Task[None] | None = None
@@ -139,6 +150,8 @@ class Session:
         )
         self.conn = conn
         conn.writer = asyncio.current_task()
+        if conn.closed:  # born closed (draining began meanwhile): ends as a drained socket
+            raise asyncio.CancelledError
         await self.send_json({"type": "subscribed", "rooms": self.rooms()})
         await self.send_events(initial)
         await enter_presence(self.rt, conn)
@@ -175,6 +188,11 @@ class WebSocketEndpoint:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         first = await receive()
         if first["type"] not in ("websocket.connect", "websocket.receive"):
+            return
+        if self.rt.draining:  # PROTOCOL 3.7: new streams go to another instance
+            await StreamRefused(
+                503, RETRY_DRAINING_SECONDS, "this instance is shutting down; retry"
+            ).send(send, "websocket.http")
             return
         # Quart's test client skips websocket.connect and sends the first frame at once.
         pending = first if first["type"] == "websocket.receive" else None
@@ -219,10 +237,9 @@ class WebSocketEndpoint:
         finally:
             if session.writer is not None:
                 session.writer.cancel()
-            await slot.release()
             if session.conn is not None:
                 session.conn.close("gone")
-                await leave_presence(self.rt, session.conn)
+            await release_stream(self.rt, slot, session.conn)
 
     @staticmethod
     async def _read(receive: Any, session: Session, pending: dict[str, Any] | None) -> None:
@@ -235,3 +252,18 @@ class WebSocketEndpoint:
                 raw = message.get("bytes")
             if not await session.handle(raw):
                 return
+
+
+_pingers: weakref.WeakKeyDictionary[Runtime, WebSocketPinger] = weakref.WeakKeyDictionary()
+
+
+def pinger(rt: Runtime) -> WebSocketPinger:
+    """The instance's WebSocket pinger, ticking with its hub."""
+    found = _pingers.get(rt)
+    if found is None:
+        settings = rt.settings
+        found = _pingers[rt] = WebSocketPinger(
+            settings.ws_ping_seconds, settings.ws_ping_timeout_seconds
+        )
+        rt.hub.tickers.append(found.tick)
+    return found
