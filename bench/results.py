@@ -258,12 +258,22 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.client_cpu is not None:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpu.split(",")})
     runs: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     for run in range(args.repeat):
         # Interleave variants and configurations so a drift of the machine hits all alike.
         for variant, code in args.variants.items():
             for config in args.configs:
                 print(f"run {run + 1}/{args.repeat}: {variant}, {CONFIGS[config]} ...", flush=True)
-                result = await one_run(config, variant, code, args, run)
+                try:
+                    result = await one_run(config, variant, code, args, run)
+                except (TimeoutError, RuntimeError, subprocess.CalledProcessError) as exc:
+                    # A server that never got ready (the old code at 1,000,000 players took
+                    # minutes): recorded, and the other runs still count.
+                    print(f"  FAILED: {exc}", flush=True)
+                    failures.append(
+                        {"config": config, "variant": variant, "run": run, "error": str(exc)}
+                    )
+                    continue
                 print(
                     f"  seeded {args.players:,} in {result['seed_s']:.1f} s, "
                     f"start-up {result['startup_s']:.1f} s",
@@ -284,6 +294,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     for variant in args.variants:
         for config in args.configs:
             mine = [r for r in runs if r["config"] == config and r["variant"] == variant]
+            if not mine:
+                continue
             for concurrency in args.concurrency:
                 at = [r["by_concurrency"][str(concurrency)] for r in mine]
                 summary.append(
@@ -352,6 +364,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "args": vars(args),
         "summary": summary,
         "runs": runs,
+        "failures": failures,
     }
 
 
