@@ -77,14 +77,18 @@ class Session:
         self.send = send
         self.socket_writer = hypercorn_h11_writer(send, scope)
         self.liveness: object | None = None  # held while open: the pinger watches it
-        if self.socket_writer is not None:
-            self.liveness = pinger(rt).watch(
-                send, self.socket_writer.transport, hypercorn_ws_closing(send)
-            )
-            bound_unacknowledged(self.socket_writer.transport, rt.settings.tcp_user_timeout_seconds)
         self.conn: Connection | None = None
         self.top = 100
         self.writer: asyncio.Task[None] | None = None
+
+    def watch_liveness(self) -> None:
+        """Once accepted (wsproto's connection exists from then on): pings, and a bound on
+        unacknowledged data (PROTOCOL 3.6 dead peers, see dead_peers.py)."""
+        if self.socket_writer is not None:
+            transport = self.socket_writer.transport
+            closing = hypercorn_ws_closing(self.send)
+            self.liveness = pinger(self.rt).watch(self.send, transport, closing)
+            bound_unacknowledged(transport, self.rt.settings.tcp_user_timeout_seconds)
 
     async def send_json(self, obj: dict[str, Any]) -> None:
         await self.send({"type": "websocket.send", "text": json.dumps(obj)})
@@ -228,6 +232,7 @@ class WebSocketEndpoint:
         session = Session(self.rt, identity, send, scope)
         try:
             await send({"type": "websocket.accept"})
+            session.watch_liveness()
             await self._read(receive, session, pending)
         except asyncio.CancelledError:
             conn = session.conn
