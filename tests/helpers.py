@@ -151,14 +151,17 @@ async def board_matches_sql(rt: Runtime) -> bool:
 
 
 async def log_events(engine: Engine) -> list[dict[str, Any]]:
-    """Every event the log still holds, oldest first, parsed."""
+    """Every event the log still holds that a client could receive, oldest first, parsed.
+
+    Internal markers (an event of no room, such as a rebuild's `board:rebuilt`) reach no
+    client and are left out."""
     events: list[dict[str, Any]] = []
     seq = 0
     while True:
         batch = await engine.read_after(seq, 500)
         if not batch:
             return events
-        events += [json.loads(event.text) for event in batch]
+        events += [json.loads(event.text) for event in batch if event.rooms]
         seq = batch[-1].seq
 
 
