@@ -143,7 +143,7 @@ class Soak:
                 await client.aclose()
         # Read the end state once the servers have seen every client go (the soak's own
         # connections included), so what is left open is what leaked.
-        settled = await settle(options.urls, report["servers"]["start"]["metrics"], 15)
+        settled = await settle(options.urls, report["servers"]["start"]["metrics"], 90)
         report["servers"]["end"] = await snapshot(options.urls, options.pids)
         report["servers"]["end"]["settled_seconds"] = settled
         return report

@@ -13,6 +13,8 @@ import httpx
 
 from .sysinfo import process_tree, rss_kib
 
+IDLE_TASKS_MARGIN = 5  # tasks above the start's that still count as idle
+
 # The unlabelled series of /metrics worth comparing between the start and the end of a soak.
 METRICS = (
     "rankpulse_connections",
@@ -80,18 +82,26 @@ async def snapshot(urls: list[str], pids: list[int]) -> dict[str, Any]:
 
 
 async def settle(urls: list[str], start: dict[str, Any], timeout: float) -> float:
-    """Wait (up to `timeout` s) until every instance holds no more connections than at the
-    start; returns how long that took."""
+    """Wait (up to `timeout` s) until every instance is back to its idle level: no more
+    connections than at the start, and asyncio tasks within a few of the start's (a handler
+    finishing late on a loaded machine is not a leak; what stays after `timeout` may be).
+    Returns how long that took."""
     began = time.monotonic()
+
+    def idle(url: str, now: dict[str, float] | str) -> bool:
+        before = start.get(url)
+        if not isinstance(now, dict) or not isinstance(before, dict):
+            return False
+        connections = now.get("rankpulse_connections", 0.0)
+        tasks = now.get("rankpulse_asyncio_tasks", 0.0)
+        idle_connections: float = before.get("rankpulse_connections", 0.0)
+        idle_tasks: float = before.get("rankpulse_asyncio_tasks", tasks)
+        return connections <= idle_connections and tasks <= idle_tasks + IDLE_TASKS_MARGIN
+
     async with httpx.AsyncClient() as client:
         while time.monotonic() - began < timeout:
             now = {url: await metrics_of(client, url) for url in urls}
-            if all(
-                isinstance(m, dict)
-                and isinstance(start.get(url), dict)
-                and m.get("rankpulse_connections", 0) <= start[url].get("rankpulse_connections", 0)
-                for url, m in now.items()
-            ):
+            if all(idle(url, metrics) for url, metrics in now.items()):
                 break
             await asyncio.sleep(0.5)  # the servers notice dropped peers on their own time
     return round(time.monotonic() - began, 1)
