@@ -106,6 +106,8 @@ const RECENT_IDS = 512;
  * @property {number} [pollTimeout=25]      seconds the server may hold a long-poll
  * @property {number} [backoffInitial=500]  first reconnect delay ceiling, ms
  * @property {number} [backoffMax=30000]    largest reconnect delay ceiling, ms
+ * @property {number} [drainJitterMax=3000] a WebSocket closed by a draining instance (1012)
+ *                                          resumes after a random delay up to this, ms
  * @property {number} [sseRetryAfter=300000] ms on long-poll (after SSE failed in `auto`) before trying SSE again
  * @property {number} [wsPingInterval=25000] ms between WebSocket pings
  */
@@ -162,6 +164,7 @@ export class PulseClient {
       pollTimeout: options.pollTimeout ?? 25,
       backoffInitial: options.backoffInitial ?? 500,
       backoffMax: options.backoffMax ?? 30000,
+      drainJitterMax: options.drainJitterMax ?? 3000,
       sseRetryAfter: options.sseRetryAfter ?? 300000,
       wsPingInterval: options.wsPingInterval ?? 25000,
     };
@@ -994,6 +997,12 @@ export class PulseClient {
       if (e.code === 4008) this._resumeQuickly = true; // slow: resume with the cursor
       if (e.code === 1008 || e.code === 4401 || e.code === 4403) {
         this._emitError({ status: e.code, title: e.reason || 'refused', fatal: false });
+      }
+      if (e.code === 1012 || e.code === 1001) {
+        // The instance drains (PROTOCOL 3.7): resume with the cursor after a random
+        // delay, so its clients reach the other instances spread out, not all at once.
+        this._retry('websocket', Math.random() * this._opts.drainJitterMax);
+        return;
       }
       this._retry('websocket', null);
     };
