@@ -966,7 +966,19 @@ function showConnection({ state, transport }, note) {
   const [icon, word] = STATE_VIEW[state];
   /** @type {HTMLElement} */ (el.querySelector('.connection-icon')).textContent = icon;
   /** @type {HTMLElement} */ (el.querySelector('.connection-text')).textContent =
-    `${word} · ${TRANSPORT_NAMES[transport]}${state === 'open' ? '' : state === 'closed' ? '' : '…'}${note ? `: ${note}` : ''}`;
+    state === 'open'
+      ? `${word} (${liveTransportText(transport)})${note ? `: ${note}` : ''}`
+      : `${word} · ${TRANSPORT_NAMES[transport]}${state === 'closed' ? '' : '…'}${note ? `: ${note}` : ''}`;
+}
+
+/**
+ * How the page is live: the transport, and on long-poll in automatic mode that streaming is
+ * blocked on this network (the client fell back on its own; it tries SSE again later).
+ * @param {keyof TRANSPORT_NAMES} transport
+ */
+function liveTransportText(transport) {
+  if (transport === 'poll' && TRANSPORT === 'auto') return 'long-poll: streaming is blocked here';
+  return TRANSPORT_NAMES[transport];
 }
 
 // ---------------------------------------------------------------- event log

@@ -45,7 +45,9 @@ def hypercorn_h11_responder(send: Any, scope: dict[str, Any]) -> Respond | None:
     if (
         type(protocol).__name__ != "H11Protocol"
         or type(connection) is not h11.Connection
+        or stream.closed  # the client left while the poll waited: nothing to write
         or stream.state is not ASGIHTTPState.REQUEST
+        or transport.is_closing()
         or connection.our_state is not h11.SEND_RESPONSE
         or transport.get_write_buffer_size() > HIGH_WATER
     ):
