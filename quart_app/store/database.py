@@ -15,6 +15,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .migrate import migrate_to_head, require_head
 
+PG_STATEMENT_TIMEOUT = 5.0  # seconds; longer than any statement of this service takes
+
 
 class DatabaseUnavailable(Exception):
     """The database is not connected (yet): the request can be retried later (503)."""
@@ -81,10 +83,13 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         # A busy SQLite file (another instance writing) waits up to 10 s instead of failing.
+        # PostgreSQL: every statement bounded (asyncpg's command_timeout), so a network that
+        # drops silently makes a write answer 503 (TimeoutError -> DatabaseUnavailable) instead
+        # of hanging until the network returns.
         self.db = (
             _Database(url, timeout=10)
             if self.is_sqlite
-            else _Database(url, min_size=1, max_size=10)
+            else _Database(url, min_size=1, max_size=10, command_timeout=PG_STATEMENT_TIMEOUT)
         )
         # SQLite allows one writer: queueing writers of this process here keeps them from
         # contending on the file lock; BEGIN IMMEDIATE orders them with other processes.
