@@ -61,6 +61,7 @@ class Runtime:
         self.players = PlayerService(self.store, self.relay)
         self.leaderboard = LeaderboardService(self.engine, self.store)
         self.hub.read_board_with(self.leaderboard.board_page)
+        self.hub.windows.read_with(self.leaderboard)
         self._watch: asyncio.Task[None] | None = None
         self._database_up: asyncio.Task[None] | None = None
         self.metrics = self._metrics()

@@ -13,6 +13,7 @@ GLOBAL_BOARD = "leaderboard:global"
 MATCHES = "matches"
 PRESENCE = "presence"
 PUBLIC_ROOMS = frozenset({GLOBAL_BOARD, MATCHES, PRESENCE})
+WINDOW_PREFIXES = ("leaderboard:top:", "leaderboard:around:")
 
 
 class UnknownRoom(ValueError):
@@ -34,6 +35,14 @@ def player_room(player_id: str) -> str:
 def room_owner(room: str) -> str | None:
     """The player a private room belongs to, None for a public room; UnknownRoom if invalid."""
     if room in PUBLIC_ROOMS:
+        return None
+    if room.startswith(WINDOW_PREFIXES):  # rank windows: public, like the board they show
+        from .windows import parse_window  # (windows.py imports this module)
+
+        try:
+            parse_window(room)
+        except ValueError:
+            raise UnknownRoom(room) from None
         return None
     kind, sep, ident = room.partition(":")
     if sep and is_valid_id(ident):

@@ -24,6 +24,7 @@ from .base import Engine, EngineUnavailable, Event, LogGap
 from .board_state import BOARD_REBUILT, BoardReader
 from .cursor import BadCursor, decode, encode
 from .poll_answers import PollAnswers
+from .windows import WindowRooms
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +305,7 @@ class Connection:
         if GLOBAL_BOARD in self.rooms:
             self._conflating = True
             self._hub._conflate(self)
+        self._hub.windows.resend_soon(self)  # its dropped windows, fresh (PROTOCOL 3.5)
         return True
 
     async def _conflated_snapshot(self) -> None:
@@ -425,6 +427,8 @@ class Hub:
         engine.listen(self._watch_board_refresh)  # after the fan-out: watchers have it all
         # Long-pollers: no connection each, they wait in groups (listens after the fan-out).
         self.polls = PollAnswers(self)
+        # Rank windows (leaderboard:top:n, leaderboard:around:id:r): listens after the polls.
+        self.windows = WindowRooms(self)
 
     def _schedule_flush(self, conn: Connection) -> None:
         # Connections that got events are written together, in one write each. Normally at

@@ -55,7 +55,10 @@ class LongPoll:
             identity, rooms, cursor, timeout, top = self._parse(scope)
             if identity.sub is not None:
                 await self._presence(identity.sub)
+            windows = self.rt.hub.windows  # rank windows ride along (PROTOCOL 3.2)
+            timeout = windows.poll_timeout(rooms, cursor, timeout)
             body = await self._answer(identity, rooms, cursor, timeout, top)
+            body = await windows.add_to_poll(body, rooms, cursor)
         except AuthError as exc:
             status = 401
             await send_problem(send, "http", 401, "Unauthorized", str(exc))

@@ -57,7 +57,17 @@ async def reset_events(rt: Runtime, conn: Connection, reason: str, top: int) -> 
     events = [rt.hub.stream_event("stream:reset", {"reason": reason}, conn.last_seq)]
     if GLOBAL_BOARD in conn.rooms:
         events.append(await rt.hub.snapshot(top))
+    events += await rt.hub.windows.current(conn.rooms)  # fresh windows too
     return events
+
+
+async def resumed_windows(rt: Runtime, conn: Connection) -> list[Event]:
+    """Windows are never replayed: a resumed client gets fresh ones first."""
+    try:
+        return await rt.hub.windows.current(conn.rooms)
+    except (EngineUnavailable, DatabaseUnavailable):
+        conn.close("gone")
+        raise Unavailable("the board cannot be read now; retry") from None
 
 
 async def open_connection(
@@ -73,7 +83,7 @@ async def open_connection(
             conn = hub.open(
                 identity.sub, rooms, identity.expires_at, after_seq=hub.resume_position(cursor)
             )
-            return conn, cursor, []
+            return conn, cursor, await resumed_windows(rt, conn)
         except LogGap as gap:
             conn = hub.open(identity.sub, rooms, identity.expires_at)
             try:
@@ -86,6 +96,7 @@ async def open_connection(
     start = hub.cursor(conn.last_seq)
     try:
         initial = [await hub.snapshot(top)] if GLOBAL_BOARD in rooms else []
+        initial += await hub.windows.current(rooms)
     except (EngineUnavailable, DatabaseUnavailable):
         # The board comes from the engine, or from SQL while the engine's is incomplete:
         # with either down the stream cannot start with it (503, never a 500).
@@ -126,6 +137,7 @@ async def change_rooms(rt: Runtime, request: dict[str, Any]) -> dict[str, Any]:
         added = rt.hub.join(conn, request["rooms"])
         if GLOBAL_BOARD in added:
             conn.push(await rt.hub.snapshot(DEFAULT_SNAPSHOT_TOP))
+        await rt.hub.windows.push_current(conn, added)
     else:
         rt.hub.leave(conn, request["rooms"])
     return {"status": 200, "rooms": sorted(conn.rooms)}

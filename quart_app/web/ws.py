@@ -147,6 +147,7 @@ class Session:
             await self.send_json({"type": "subscribed", "rooms": self.rooms()})
             if GLOBAL_BOARD in added:
                 self.conn.push(await self.rt.hub.snapshot(self.top))
+            await self.rt.hub.windows.push_current(self.conn, added)
             return
         # The first subscribe may resume from a cursor; later ones join from now on.
         conn, _, initial = await open_connection(

@@ -1,0 +1,333 @@
+"""Rank windows, live (PROTOCOL 1, 2 and 3.2): per instance, the window rooms wanted here,
+re-read only when a board change touches them, at most once per room per COALESCE_SECONDS,
+each new window encoded once and pushed to every connection of its room.
+
+Which windows a `leaderboard:update` touches is decided from its rows alone (each carries the
+player's rank and previous_rank, filled by the engine): no board read for that. Only touched
+windows are re-read, once per instance per tick whatever their number of subscribers, and
+sent only when their entries differ from the last ones sent. Window events are not in the log:
+their `id` is the cursor of the position the read started at (it reflects at least that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..domain.board import Ranked
+from ..domain.windows import (
+    WindowSpec,
+    covered_ranks,
+    is_window_room,
+    parse_window,
+    rank_moves,
+    touches,
+)
+from .base import Event, LogGap
+from .board_state import BOARD_REBUILT
+
+if TYPE_CHECKING:
+    from .hub import Connection, Hub
+
+log = logging.getLogger(__name__)
+
+WINDOW_EVENT = "leaderboard:window"
+# PROTOCOL 1: "at most one window per room per 100 ms is fine" under a burst.
+COALESCE_SECONDS = 0.1
+# A window that only long-pollers want is kept this long after the last poll that named it
+# (longer than a poll's longest wait, 30 s).
+POLL_INTEREST_SECONDS = 60.0
+# How long a long-poll answer waits for a pending window to be re-read (it is due within
+# COALESCE_SECONDS plus one board read).
+SETTLE_SECONDS = 1.0
+
+PageReader = Callable[[int, int], Awaitable[tuple[list[Ranked], int]]]
+AroundReader = Callable[[str, int], Awaitable[list[Ranked]]]
+
+
+class BoardReads(Protocol):
+    """Where windows are read: the engine, or the leaderboard service (SQL while the engine's
+    board is incomplete after a data loss)."""
+
+    async def board_page(self, offset: int, limit: int) -> tuple[list[Ranked], int]: ...
+    async def board_around(self, player_id: str, radius: int) -> list[Ranked]: ...
+
+
+class Window:
+    __slots__ = ("spec", "entries", "covered", "event", "changed_at", "dirty", "wanted_at")
+
+    def __init__(self, spec: WindowSpec) -> None:
+        self.spec = spec
+        self.entries: list[dict[str, Any]] | None = None  # None: never read here
+        self.covered: tuple[float, float] | None = None
+        self.event: Event | None = None
+        # The log position of the newest window that differed from the one before.
+        self.changed_at = 0
+        self.dirty = True
+        self.wanted_at = time.monotonic()
+
+    def touched_by(self, moves: list[Any]) -> bool:
+        if self.entries is None:
+            return True
+        return touches(self.spec, self.covered, moves)
+
+
+def window_rooms(rooms: Iterable[str]) -> list[str]:
+    return [room for room in rooms if is_window_room(room)]
+
+
+class WindowRooms:
+    """The window rooms of one hub (see the module's docstring)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._page: PageReader = hub.engine.board_page
+        self._around: AroundReader = hub.engine.board_around
+        self._windows: dict[str, Window] = {}
+        self._epoch: str | None = None
+        self._due: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_tick = 0.0
+        # Board changes seen while a tick reads: checked against the windows it read.
+        self._reading = False
+        self._deferred: list[list[Any]] = []
+        self._ticked: asyncio.Future[None] | None = None
+        # Counters (tests, /metrics): windows read and window events built.
+        self.reads = 0
+        self.sent = 0
+        hub.engine.listen(self._on_events)
+
+    def read_with(self, reads: BoardReads) -> None:
+        self._page, self._around = reads.board_page, reads.board_around
+
+    # what is wanted here ---------------------------------------------------------------------
+    def _window(self, room: str) -> Window:
+        window = self._windows.get(room)
+        if window is None:
+            spec = parse_window(room)
+            assert spec is not None, room  # rooms are validated at the edge (parse_rooms)
+            window = self._windows[room] = Window(spec)
+        window.wanted_at = time.monotonic()
+        return window
+
+    def _wanted(self, window: Window, now: float) -> bool:
+        return window.spec.room in self._hub.rooms or now - window.wanted_at < (
+            POLL_INTEREST_SECONDS
+        )
+
+    # the current windows (subscribe, resume, long-poll) ---------------------------------------
+    async def current(self, rooms: Iterable[str]) -> list[Event]:
+        """The window event of each window room among `rooms`, as it is now: the last one
+        built when nothing touched it since, else read now."""
+        events = []
+        for room in window_rooms(rooms):
+            window = self._window(room)
+            if window.event is not None and not window.dirty:
+                events.append(window.event)
+                continue
+            position = self._hub.head_seq
+            event = await self._read_event(window.spec, position)
+            events.append(event)
+            if window.event is None:
+                # The first read here: what the next tick compares with. The window stays
+                # dirty, so that tick reads it again (a change during this read is not lost).
+                self._store(window, event, position)
+        return events
+
+    async def push_current(self, conn: Connection, rooms: Iterable[str]) -> None:
+        """Rooms newly joined by a live connection: their current windows."""
+        for event in await self.current(rooms):
+            conn.push(event)
+
+    def resend_soon(self, conn: Connection) -> None:
+        """A conflated connection (PROTOCOL 3.5) dropped its queued windows: the latest ones
+        again, once its queue has room (not from inside its push)."""
+        rooms = window_rooms(conn.rooms)
+        if rooms:
+            asyncio.get_running_loop().call_soon(self._resend, conn, rooms)
+
+    def _resend(self, conn: Connection, rooms: list[str]) -> None:
+        for room in rooms:
+            window = self._windows.get(room)
+            if window is not None and window.event is not None and not conn.closed:
+                conn.push(window.event)
+
+    # long-poll (PROTOCOL 3.2) -------------------------------------------------------------------
+    def poll_timeout(self, rooms: list[str], cursor: str | None, timeout: float) -> float:
+        """0 when a window of these rooms changed after the cursor: the poll answers at once."""
+        rooms = window_rooms(rooms)
+        if not rooms or not cursor:
+            return timeout
+        try:
+            position = self._hub.resume_position(cursor)
+        except LogGap:
+            return timeout
+        for room in rooms:
+            if self._window(room).changed_at > position:
+                return 0.0
+        return timeout
+
+    async def add_to_poll(self, body: bytes, rooms: list[str], cursor: str | None) -> bytes:
+        """The answer `body` with the windows the poll is owed: all of them without a cursor
+        or after a reset; else each one that changed after the cursor's position and is not
+        in the answer yet (waiting, briefly, for windows a change in the answer touched)."""
+        rooms = window_rooms(rooms)
+        if not rooms:
+            return body
+        fresh = not cursor or b'"event":"stream:reset"' in body
+        position = 0
+        if not fresh:
+            try:
+                position = self._hub.resume_position(cursor or "")
+            except LogGap:
+                fresh = True
+        if fresh:
+            owed = await self.current(rooms)
+        else:
+            await self.settled(rooms)
+            owed = []
+            for room in rooms:
+                window = self._window(room)
+                if window.event is not None and window.changed_at > position:
+                    owed.append(window.event)
+        added = [e.text.encode() for e in owed if e.text.encode() not in body]
+        if not added:
+            return body
+        head, sep, tail = body.partition(b'],"cursor":')
+        if not sep:
+            return body
+        joiner = b"," if head.endswith(b"}") else b""
+        return head + joiner + b",".join(added) + sep + tail
+
+    async def settled(self, rooms: Iterable[str]) -> None:
+        """Until none of these windows awaits a re-read (at most SETTLE_SECONDS)."""
+        windows = [self._window(room) for room in rooms]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_SECONDS):
+                while any(w.dirty for w in windows) or (self._reading and self._ticked):
+                    if self._ticked is None:
+                        self._ticked = asyncio.get_running_loop().create_future()
+                        self._schedule()
+                    await asyncio.shield(self._ticked)
+
+    # board changes ------------------------------------------------------------------------------
+    def _on_events(self, events: list[Event]) -> None:
+        """Engine listener (after the hub's fan-out): mark the windows these changes touch."""
+        if self._epoch != self._hub.epoch:  # a new log: old positions mean nothing
+            self._epoch = self._hub.epoch
+            for window in self._windows.values():
+                window.changed_at = 0
+                window.dirty = True
+        if not self._windows:
+            return
+        for event in events:
+            if event.name == BOARD_REBUILT:
+                for window in self._windows.values():
+                    window.dirty = True
+            elif event.name == "leaderboard:update":
+                moves = rank_moves(json.loads(event.text)["data"])
+                if self._reading:
+                    self._deferred.append(moves)
+                else:
+                    self._mark(moves)
+        if any(window.dirty for window in self._windows.values()):
+            self._schedule()
+
+    def _mark(self, moves: list[Any]) -> None:
+        for window in self._windows.values():
+            if not window.dirty and window.touched_by(moves):
+                window.dirty = True
+
+    def _schedule(self) -> None:
+        if self._due is not None or self._task is not None:
+            return  # a tick is due, or running (it schedules the next one itself)
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last_tick + COALESCE_SECONDS - loop.time())
+        self._due = loop.call_later(delay, self._start_tick)
+
+    def _start_tick(self) -> None:
+        self._due = None
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        hub = self._hub
+        self._last_tick = asyncio.get_running_loop().time()
+        now = time.monotonic()
+        for room, window in list(self._windows.items()):
+            if not self._wanted(window, now):
+                del self._windows[room]
+        due = [window for window in self._windows.values() if window.dirty]
+        position, epoch = hub.head_seq, hub.epoch
+        for window in due:
+            window.dirty = False
+        self._reading = True
+        try:
+            read = await asyncio.gather(
+                *(self._read_event(w.spec, position) for w in due), return_exceptions=True
+            )
+        finally:
+            self._reading = False
+            self._task = None
+        for window, outcome in zip(due, read, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("window %s not read (%r): retried", window.spec.room, outcome)
+                window.dirty = True
+            elif hub.epoch != epoch:
+                window.dirty = True  # read across a new log: read again at its positions
+            else:
+                self._publish(window, outcome, position)
+        deferred, self._deferred = self._deferred, []
+        for moves in deferred:
+            self._mark(moves)
+        ticked, self._ticked = self._ticked, None
+        if ticked is not None and not ticked.done():
+            ticked.set_result(None)
+        if any(window.dirty for window in self._windows.values()):
+            self._schedule()
+
+    def _store(self, window: Window, event: Event, position: int) -> None:
+        window.entries = json.loads(event.text)["data"]["entries"]
+        window.covered = covered_ranks(window.spec, window.entries)
+        window.event = event
+        window.changed_at = position
+
+    def _publish(self, window: Window, event: Event, position: int) -> None:
+        if position < window.changed_at:
+            return  # older than what a subscribe read meanwhile
+        first = window.entries is None
+        if json.loads(event.text)["data"]["entries"] == window.entries:
+            return
+        self._store(window, event, position)
+        if first:
+            return  # never read here before: nobody here holds an older one
+        self.sent += 1
+        for conn in tuple(self._hub.rooms.get(window.spec.room, ())):
+            conn.push(event)
+        self._hub.polls._on_events([event])  # long-pollers waiting on this room
+
+    # reading -------------------------------------------------------------------------------------
+    async def _read_event(self, spec: WindowSpec, position: int) -> Event:
+        self.reads += 1
+        if spec.player_id is None:
+            ranked, total = await self._page(0, spec.size)
+        else:
+            ranked = await self._around(spec.player_id, spec.size)
+            total = (await self._page(0, 1))[1]
+        entries = [entry.as_entry(rank) for rank, entry in ranked]
+        cursor = self._hub.cursor(position)
+        text = json.dumps(
+            {
+                "id": cursor,
+                "rooms": [spec.room],
+                "event": WINDOW_EVENT,
+                "data": {"window": spec.room, "entries": entries, "total": total},
+                "ts": int(time.time() * 1000),
+            },
+            separators=(",", ":"),
+        )
+        return Event(0, cursor, (spec.room,), WINDOW_EVENT, text)
