@@ -209,10 +209,10 @@ class WindowRooms:
         windows = [self._window(room) for room in rooms]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SETTLE_SECONDS):
-                while any(w.dirty for w in windows) or (self._reading and self._ticked):
+                while self._reading or any(w.dirty for w in windows):
                     if self._ticked is None:
                         self._ticked = asyncio.get_running_loop().create_future()
-                        self._schedule()
+                    self._schedule()
                     await asyncio.shield(self._ticked)
 
     # board changes ------------------------------------------------------------------------------
