@@ -106,6 +106,7 @@ class Server:
         redis_url: str | None = None,
         cpus: str | None = "0",
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.port = free_port()
         self.log_path = os.path.join(workdir, f"server-{self.port}.log")
@@ -127,7 +128,7 @@ class Server:
             environment["REDIS_URL"] = redis_url
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                pinned([PYTHON, "-m", "quart_app", "serve", "--port", str(self.port)], cpus),
+                pinned([PYTHON, "-m", "quart_app", "serve", "--port", str(self.port), *args], cpus),
                 cwd=workdir,
                 env=environment,
                 stdout=log,

@@ -12,7 +12,9 @@ the generator pinned to --gen-cpu, on this machine:
   c2  the same over two instances sharing Redis (subscribers split across both, all
       events published to the first): p99 latency
   d   1 event/s for --duration s to 10,000 subscribers: p99 latency
-  each over SSE and over WebSocket (--transports sse,ws).
+  each over SSE and over WebSocket (--transports sse,ws), and for each --workers count
+  (`rankpulse serve --workers N`: N processes on one port, Redis engine; e.g. --workers 1,2
+  compares one worker with two in one run; scenario names get a -wN suffix when N > 1).
 
 A scenario also FAILS when any subscriber did not connect, lost its connection, or missed,
 repeated or reordered an event. The targets are the TARGETS below (override with
@@ -26,6 +28,7 @@ repeated or reordered an event. The targets are the TARGETS below (override with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -61,10 +64,11 @@ class Scenario:
     duration: float = 0.0
     hold: float = 0.0
     processes: int = 1
+    workers: int = 1  # rankpulse serve --workers N (per instance)
 
     @property
     def name(self) -> str:
-        return f"{self.key}-{self.transport}"
+        return f"{self.key}-{self.transport}" + (f"-w{self.workers}" if self.workers > 1 else "")
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
@@ -119,7 +123,12 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
                     processes=max(2, -(-args.max_idle // 15_000)),
                 )
             )
-    return [s for s in found if not args.only or s.key in args.only]
+    chosen = [s for s in found if not args.only or s.key in args.only]
+    return [
+        dataclasses.replace(s, workers=n, title=s.title + (f", --workers {n}" if n > 1 else ""))
+        for s in chosen
+        for n in args.workers
+    ]
 
 
 def judge(
@@ -176,12 +185,19 @@ def judge(
 
 async def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
     workdir = tempfile.mkdtemp(prefix="bench-fanout-")
-    redis = Redis(args.server_cpu) if scenario.instances > 1 or args.engine == "redis" else None
+    shared = scenario.instances > 1 or scenario.workers > 1 or args.engine == "redis"
+    redis = Redis(args.server_cpu) if shared else None
+    serve_args = ("--workers", str(scenario.workers)) if scenario.workers > 1 else ()
     servers: list[Server] = []
     try:
         for _ in range(scenario.instances):
             servers.append(
-                Server(workdir, redis_url=redis.url if redis else None, cpus=args.server_cpu)
+                Server(
+                    workdir,
+                    redis_url=redis.url if redis else None,
+                    cpus=args.server_cpu,
+                    args=serve_args,
+                )
             )
         options = Options(
             urls=[server.url for server in servers],
@@ -194,7 +210,7 @@ async def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str
             processes=max(scenario.processes, args.processes),
             jwt_secret=SECRET,
             cpus=args.gen_cpus,
-            server_pids=[server.pid for server in servers],
+            server_pids=[pid for server in servers for pid in _serving_pids(server.pid)],
             settle=2.0,
             drain_timeout=args.drain_timeout,
             quiet=True,
@@ -210,6 +226,16 @@ async def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str
         if redis:
             redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _serving_pids(pid: int) -> list[int]:
+    """The processes holding connections: with --workers N, the supervisor's children."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            workers = [int(child) for child in children.read().split()]
+    except OSError:
+        workers = []
+    return workers or [pid]
 
 
 def summary_line(scenario: Scenario, report: dict[str, Any]) -> str:
@@ -338,6 +364,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--processes", type=int, default=1, help="generator processes (min)")
     parser.add_argument("--target", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--workers",
+        type=lambda raw: [int(n) for n in raw.split(",")],
+        default=[1],
+        help="rankpulse serve --workers counts to run each scenario with, e.g. 1,2 "
+        "(N > 1 runs on the Redis engine; give --server-cpu N cores)",
+    )
     parser.add_argument("--verbose", action="store_true", help="print each run's full table")
     parser.add_argument("--json", default="bench/out/fanout.json")
     args = parser.parse_args()

@@ -23,6 +23,7 @@ from .dead_peers import bound_unacknowledged
 from .errors import BadRequestBody, send_problem
 from .limits import StreamRefused, stream_limits
 from .raw_socket import ChunkedSink, hypercorn_h11_writer, sse_frames
+from .raw_start import hypercorn_start_stream
 from .stream_exit import release_stream
 from .streams import (
     authorized_rooms,
@@ -32,6 +33,7 @@ from .streams import (
     reset_events,
     scope_headers,
 )
+from .token_cache import TokenCache
 from .tokens import token_from
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ RETRY_DRAINING_SECONDS = 1
 class EventStream:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        # A reconnect storm is many clients with tokens verified before (by this instance,
+        # a minute ago): each check is a signature and claims check, cached until `exp`.
+        self.tokens = TokenCache(runtime.auth.verify)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         # One flat coroutine on purpose: every suspended frame and local is memory held for
@@ -95,7 +100,7 @@ class EventStream:
         writer = hypercorn_h11_writer(send, scope)
         try:
             try:
-                await self._begin(send, conn, start, initial)
+                await self._begin(send, scope, conn, start, initial)
                 del initial, start, rooms, cursor  # a snapshot is large: not kept meanwhile
                 await enter_presence(rt, conn)
                 while conn.catching_up:
@@ -149,41 +154,33 @@ class EventStream:
             raise BadRequestBody(405, "Method Not Allowed", "use GET")
         query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
         headers = scope_headers(scope)
-        identity = self.rt.auth.identify(
-            token_from(
-                headers.get("authorization"),
-                query.get("access_token"),
-                headers.get("cookie"),
-                allow_query=True,
-            )
+        token = token_from(
+            headers.get("authorization"),
+            query.get("access_token"),
+            headers.get("cookie"),
+            allow_query=True,
         )
+        identity = self.tokens.verify(token) if token else self.rt.auth.identify(None)
         rooms = authorized_rooms(identity, query.get("rooms"))
         if not rooms:
             raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
         cursor = headers.get("last-event-id") or query.get("last_event_id")
         return identity, rooms, cursor, parse_top(query.get("top"))
 
-    async def _begin(self, send: Any, conn: Connection, start: str, initial: list[Any]) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": SSE_HEADERS,
-            }
-        )
+    async def _begin(
+        self, send: Any, scope: Scope, conn: Connection, start: str, initial: list[Any]
+    ) -> None:
         opened = self.rt.hub.stream_event(
             "stream:open",
             {"connection_id": conn.id, "rooms": sorted(conn.rooms), "cursor": start},
             conn.last_seq,
         )
         retry = f"retry: {self.rt.settings.sse_retry_ms}\n\n".encode()
-        await send(
-            {
-                "type": "http.response.body",
-                "more_body": True,
-                "body": retry + sse_frames([opened, *initial]),
-            }
-        )
+        first = retry + sse_frames([opened, *initial])
+        if hypercorn_start_stream(send, scope, 200, SSE_HEADERS, first):
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await send({"type": "http.response.body", "more_body": True, "body": first})
 
     async def _catch_up(self, conn: Connection, top: int) -> list[Any]:
         try:
