@@ -110,14 +110,30 @@ def covered_ranks(spec: WindowSpec, entries: list[dict[str, Any]]) -> tuple[floa
     return (low, high)
 
 
+@dataclass(frozen=True, slots=True)
+class BoardChange:
+    """The moves of one `leaderboard:update`, prepared once for checking every window."""
+
+    spans: tuple[tuple[float, float], ...]
+    players: frozenset[str]
+
+    @classmethod
+    def of(cls, moves: list[RankMove]) -> BoardChange:
+        return cls(tuple(m.shifted() for m in moves), frozenset(m.player_id for m in moves))
+
+
 def touches(spec: WindowSpec, covered: tuple[float, float] | None, moves: list[RankMove]) -> bool:
     """Whether these moves may change the window that covers `covered` (see covered_ranks)."""
-    for move in moves:
-        if spec.player_id is not None and move.player_id == spec.player_id:
-            return True
-        if covered is None:
-            continue
-        low, high = move.shifted()
-        if low <= covered[1] and covered[0] <= high:
-            return True
-    return False
+    return change_touches(spec, covered, BoardChange.of(moves))
+
+
+def change_touches(
+    spec: WindowSpec, covered: tuple[float, float] | None, change: BoardChange
+) -> bool:
+    """`touches`, for a change prepared once (checked against every window of an instance)."""
+    if spec.player_id is not None and spec.player_id in change.players:
+        return True
+    if covered is None:
+        return False
+    first, last = covered
+    return any(low <= last and first <= high for low, high in change.spans)

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..domain.board import Ranked
 from ..domain.windows import (
+    BoardChange,
     WindowSpec,
+    change_touches,
     covered_ranks,
     is_window_room,
     parse_window,
     rank_moves,
-    touches,
 )
 from .base import Event, LogGap
 from .board_state import BOARD_REBUILT
@@ -71,10 +72,10 @@ class Window:
         self.dirty = True
         self.wanted_at = time.monotonic()
 
-    def touched_by(self, moves: list[Any]) -> bool:
+    def touched_by(self, change: BoardChange) -> bool:
         if self.entries is None:
             return True
-        return touches(self.spec, self.covered, moves)
+        return change_touches(self.spec, self.covered, change)
 
 
 def window_rooms(rooms: Iterable[str]) -> list[str]:
@@ -95,8 +96,9 @@ class WindowRooms:
         self._last_tick = 0.0
         # Board changes seen while a tick reads: checked against the windows it read.
         self._reading = False
-        self._deferred: list[list[Any]] = []
+        self._deferred: list[BoardChange] = []
         self._ticked: asyncio.Future[None] | None = None
+        self._resend_all = False
         # Counters (tests, /metrics): windows read and window events built.
         self.reads = 0
         self.sent = 0
@@ -131,12 +133,12 @@ class WindowRooms:
                 events.append(window.event)
                 continue
             position = self._hub.head_seq
-            event = await self._read_event(window.spec, position)
+            event, entries = await self._read_event(window.spec, position)
             events.append(event)
             if window.event is None:
                 # The first read here: what the next tick compares with. The window stays
                 # dirty, so that tick reads it again (a change during this read is not lost).
-                self._store(window, event, position)
+                self._store(window, event, entries, position)
         return events
 
     async def push_current(self, conn: Connection, rooms: Iterable[str]) -> None:
@@ -219,6 +221,8 @@ class WindowRooms:
     def _on_events(self, events: list[Event]) -> None:
         """Engine listener (after the hub's fan-out): mark the windows these changes touch."""
         if self._epoch != self._hub.epoch:  # a new log: old positions mean nothing
+            if self._epoch is not None:
+                self._resend_all = True  # clients were told stream:reset: fresh windows
             self._epoch = self._hub.epoch
             for window in self._windows.values():
                 window.changed_at = 0
@@ -230,17 +234,17 @@ class WindowRooms:
                 for window in self._windows.values():
                     window.dirty = True
             elif event.name == "leaderboard:update":
-                moves = rank_moves(json.loads(event.text)["data"])
+                change = BoardChange.of(rank_moves(json.loads(event.text)["data"]))
                 if self._reading:
-                    self._deferred.append(moves)
+                    self._deferred.append(change)
                 else:
-                    self._mark(moves)
+                    self._mark(change)
         if any(window.dirty for window in self._windows.values()):
             self._schedule()
 
-    def _mark(self, moves: list[Any]) -> None:
+    def _mark(self, change: BoardChange) -> None:
         for window in self._windows.values():
-            if not window.dirty and window.touched_by(moves):
+            if not window.dirty and window.touched_by(change):
                 window.dirty = True
 
     def _schedule(self) -> None:
@@ -263,6 +267,7 @@ class WindowRooms:
                 del self._windows[room]
         due = [window for window in self._windows.values() if window.dirty]
         position, epoch = hub.head_seq, hub.epoch
+        resend, self._resend_all = self._resend_all, False
         for window in due:
             window.dirty = False
         self._reading = True
@@ -280,29 +285,38 @@ class WindowRooms:
             elif hub.epoch != epoch:
                 window.dirty = True  # read across a new log: read again at its positions
             else:
-                self._publish(window, outcome, position)
+                self._publish(window, *outcome, position, resend)
         deferred, self._deferred = self._deferred, []
-        for moves in deferred:
-            self._mark(moves)
+        for change in deferred:
+            self._mark(change)
         ticked, self._ticked = self._ticked, None
         if ticked is not None and not ticked.done():
             ticked.set_result(None)
         if any(window.dirty for window in self._windows.values()):
             self._schedule()
 
-    def _store(self, window: Window, event: Event, position: int) -> None:
-        window.entries = json.loads(event.text)["data"]["entries"]
-        window.covered = covered_ranks(window.spec, window.entries)
+    def _store(
+        self, window: Window, event: Event, entries: list[dict[str, Any]], position: int
+    ) -> None:
+        window.entries = entries
+        window.covered = covered_ranks(window.spec, entries)
         window.event = event
         window.changed_at = position
 
-    def _publish(self, window: Window, event: Event, position: int) -> None:
+    def _publish(
+        self,
+        window: Window,
+        event: Event,
+        entries: list[dict[str, Any]],
+        position: int,
+        resend: bool,
+    ) -> None:
         if position < window.changed_at:
             return  # older than what a subscribe read meanwhile
         first = window.entries is None
-        if json.loads(event.text)["data"]["entries"] == window.entries:
+        if entries == window.entries and not resend:
             return
-        self._store(window, event, position)
+        self._store(window, event, entries, position)
         if first:
             return  # never read here before: nobody here holds an older one
         self.sent += 1
@@ -311,7 +325,9 @@ class WindowRooms:
         self._hub.polls._on_events([event])  # long-pollers waiting on this room
 
     # reading -------------------------------------------------------------------------------------
-    async def _read_event(self, spec: WindowSpec, position: int) -> Event:
+    async def _read_event(
+        self, spec: WindowSpec, position: int
+    ) -> tuple[Event, list[dict[str, Any]]]:
         self.reads += 1
         if spec.player_id is None:
             ranked, total = await self._page(0, spec.size)
@@ -330,4 +346,4 @@ class WindowRooms:
             },
             separators=(",", ":"),
         )
-        return Event(0, cursor, (spec.room,), WINDOW_EVENT, text)
+        return Event(0, cursor, (spec.room,), WINDOW_EVENT, text), entries
