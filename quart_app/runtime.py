@@ -31,9 +31,11 @@ DATABASE_RETRY_FIRST = 0.5
 DATABASE_RETRY_MAX = 5.0
 # How long start() waits for the first attempt before serving anyway (/healthz must answer).
 DATABASE_FIRST_ATTEMPT_WAIT = 5.0
-# Each step of stop() gets this long: with Redis or the database unreachable, a close that
-# waits on the network must not hold the exit past DRAIN_SECONDS + 5 s (PROTOCOL 3.7).
+# Each step of stop() gets this long, and all of them this long together: with Redis or the
+# database unreachable, a close that waits on the network must not hold the exit past
+# DRAIN_SECONDS + 5 s (PROTOCOL 3.7).
 STOP_STEP_SECONDS = 1.0
+STOP_SECONDS = 2.0
 
 
 class Runtime:
@@ -201,14 +203,15 @@ class Runtime:
                 await self._watch
         started = time.monotonic()
         for step in (self.relay.stop, self.hub.stop, self.engine.stop, self.store.disconnect):
+            budget = min(STOP_STEP_SECONDS, started + STOP_SECONDS - time.monotonic())
             try:
-                async with asyncio.timeout(STOP_STEP_SECONDS):
+                async with asyncio.timeout(max(budget, 0.05)):
                     await step()
             except TimeoutError:
                 log.warning(
-                    "stop: %s gave up after %g s (a dependency unreachable?)",
+                    "stop: %s gave up after %.2f s (a dependency unreachable?)",
                     step.__qualname__,
-                    STOP_STEP_SECONDS,
+                    budget,
                 )
             except Exception:  # noqa: BLE001 - stopping goes on: the process is exiting
                 log.warning("stop: %s failed", step.__qualname__, exc_info=True)

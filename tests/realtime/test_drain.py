@@ -20,7 +20,8 @@ import pytest
 
 from ..clients import HttpApi
 from ..drain_clients import ROOM, Ending, Follower
-from ..services import LiveServer, RedisServer
+from ..faults import FaultProxy
+from ..services import LiveServer, PostgresServer, RedisServer
 
 SECRET = "drain-test-secret-0123456789"
 
@@ -209,3 +210,47 @@ async def _until(
                 raise AssertionError(what) from task.exception()
         assert time.monotonic() < deadline, f"timed out waiting: {what}"
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_exit_in_time_with_redis_and_the_database_blackholed(
+    live_servers: Callable[..., LiveServer], own_redis: RedisServer
+) -> None:
+    """Both dependencies unreachable (the network drops everything, nothing is refused) when
+    SIGTERM comes: the streams still end as drained and the process exits within
+    DRAIN_SECONDS + 5 s."""
+    drain = 2.0
+    postgres = PostgresServer()
+    postgres.start()
+    redis_link, database_link = FaultProxy(own_redis.port).start(), None
+    try:
+        database_link = FaultProxy(postgres.port).start()
+        server = live_servers(
+            env={
+                "REDIS_URL": f"redis://127.0.0.1:{redis_link.port}",
+                "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{database_link.port}/postgres",
+                "JWT_SECRET": SECRET,
+                "DRAIN_SECONDS": str(drain),
+            }
+        )
+        token = server.token("viewer")
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            auth = {"Authorization": f"Bearer {token}"}
+            head = (await http.get("/api/poll", params={"rooms": ROOM}, headers=auth)).json()
+        clients = [Follower(t, token, head["cursor"]) for t in ("sse", "ws")]
+        never = asyncio.Event()
+        sessions = [asyncio.create_task(c.session(server.port, never)) for c in clients]
+        await _until(lambda: all(c.opened.is_set() for c in clients), 10, "streams open", sessions)
+        redis_link.blackhole()
+        database_link.blackhole()
+        since = _sigterm(server)
+        sse, ws = await asyncio.wait_for(asyncio.gather(*sessions), drain + 5)
+        assert sse.kind == "sse-eof" and sse.retry_ms is not None and not sse.reset
+        assert (ws.kind, ws.close_code) == ("ws-close", 1012)
+        took = await _exit_time(server, since, drain + 5)
+        print(f"exit with Redis and PostgreSQL blackholed: {took:.2f} s (DRAIN_SECONDS={drain:g})")
+    finally:
+        redis_link.stop()
+        if database_link is not None:
+            database_link.stop()
+        postgres.stop()
