@@ -829,7 +829,9 @@ export class PulseClient {
       const url = this._url('/api/poll', {
         rooms: this.rooms.join(','),
         cursor: this._cursor,
-        timeout: this._opts.pollTimeout,
+        // The first poll of a session answers at once: it proves the server takes polls
+        // (the state becomes open) instead of sitting "reconnecting" while it waits.
+        timeout: succeeded ? this._opts.pollTimeout : 0,
         top: this._cursor ? null : this._opts.top,
       });
       const myCtrl = new AbortController();
@@ -838,6 +840,7 @@ export class PulseClient {
       const guard = setTimeout(() => myCtrl.abort('timeout'), (this._opts.pollTimeout + 15) * 1000);
       const sentAt = Date.now();
       const hadCursor = this._cursor !== null;
+      const confirmed = succeeded; // (a full long-poll, not the first one's quick answer)
       /** @type {Response} */
       let res;
       let body;
@@ -884,7 +887,7 @@ export class PulseClient {
         }
         if (typeof body.cursor === 'string') this._cursor = body.cursor;
         this._healthy();
-        if (hadCursor && !body.events.length && Date.now() - sentAt < 1000) {
+        if (hadCursor && confirmed && !body.events.length && Date.now() - sentAt < 1000) {
           await sleep(1000); // a server that answers empty at once must not be hammered
         }
         continue;

@@ -161,6 +161,10 @@ def test_long_poll_works(
     expect(row(page, l1)).to_have_attribute("data-rank", str(rank), timeout=left_ms)
     expect_board_equals_api(page, api)
     assert page.locator("#connection").get_attribute("data-transport") == "poll"
+    # The page says how it is live, and in auto mode why it is on long-poll.
+    expect(page.locator("#connection .connection-text")).to_have_text(
+        "Live (long-poll)" if query else "Live (long-poll: streaming is blocked here)"
+    )
     page.unroute_all(behavior="ignoreErrors")  # let go of held requests
 
 
@@ -293,7 +297,7 @@ def test_dev_panel_plays_a_match(api: Api, open_page: OpenPage) -> None:
     expect(page.locator('#match-feed li[data-event="match:result"]')).to_contain_text(
         f"{me} beat {opponent}"
     )
-    # Our own rank, from /around, refreshed by our player room.
+    # Our own rank, from our leaderboard:around window, pushed when it changes.
     rank = str(api.rank(me))
     expect(page.locator(f'#me-body tr[data-player-id="{me}"]')).to_have_attribute("data-rank", rank)
     expect(row(page, me)).to_have_attribute("data-rank", rank)
@@ -454,12 +458,12 @@ def test_you_panel_follows_a_newcomer_from_the_first_match(api: Api, open_page: 
     expect(status).to_contain_text("no rank yet")
 
     def around() -> list[list[str]]:
-        body = api.get(f"/api/players/{me}/around?radius=3")
+        body = api.get(f"/api/players/{me}/around?radius=5")  # its window: around:{me}:5
         return [[e["player_id"], str(e["rank"])] for e in body["entries"]]
 
     def expect_panel(started: float) -> None:
         expected = around()
-        assert len(expected) >= 4  # the player and up to three neighbours on each side
+        assert len(expected) >= 4  # the player and up to five neighbours on each side
         expect_rows(page, "#me-body", expected, ms_left(started))
         rank = {p: r for p, r in expected}[me]
         expect(status).to_have_attribute("data-rank", rank, timeout=ms_left(started, 200))

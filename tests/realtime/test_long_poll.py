@@ -159,6 +159,28 @@ async def test_bad_requests_get_their_status(live_server: LiveServer) -> None:
         assert post.status_code == 405
 
 
+async def test_a_poller_that_leaves_mid_wait_harms_nothing(
+    live_server: LiveServer, admin: HttpApi
+) -> None:
+    token = live_server.token("viewer")
+    head = (await poll(live_server.url, "matches", token)).json()["cursor"]
+    for _ in range(20):  # leave while waiting at the head (answered at its 1 s timeout)
+        _, writer = await asyncio.open_connection("127.0.0.1", live_server.port)
+        writer.write(
+            f"GET /api/poll?rooms=matches&cursor={head}&timeout=1 HTTP/1.1\r\n"
+            f"Host: test\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        writer.close()
+    # This poll waits 2 s: by its answer every abandoned one has come to its end.
+    assert (await poll(live_server.url, "matches", token, head, timeout=2)).json()["events"] == []
+    waiting = asyncio.create_task(poll(live_server.url, "matches", token, head, timeout=20))
+    await admin.announce("matches", {"n": 1})
+    answer = (await asyncio.wait_for(waiting, 20)).json()
+    assert [e["data"]["n"] for e in answer["events"]] == [1]
+    assert "Traceback" not in live_server.log()
+
+
 class Poller:
     """A long-poll client on one keep-alive connection, as lean as a browser's."""
 
