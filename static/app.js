@@ -575,81 +575,41 @@ setInterval(() => {
 
 // ---------------------------------------------------------------- "you" panel
 
-/** Neighbours shown on each side of the signed-in player. */
-const ME_RADIUS = 3;
-/** Least time between two reads of GET .../around, ms. */
-const ME_READ_GAP_MS = 100;
+/** Neighbours shown on each side of the signed-in player (PROTOCOL 1: at most 25). */
+const ME_RADIUS = 5;
+
+/** The rank window the "You" panel follows: the server pushes it whenever it changes. */
+function myWindowRoom() {
+  return auth.sub ? `leaderboard:around:${auth.sub}:${ME_RADIUS}` : null;
+}
 
 /**
- * The signed-in player's own row (from their events, the board, or the last
- * `/around`) and the rows around it (from the last `/around`).
+ * The signed-in player's own row (from their events, the board, or their
+ * window) and the rows around it (from the last `leaderboard:window`).
  */
 const mine = {
   /** @type {Entry|null} */
   entry: null,
   /** @type {Entry[]} */
   around: [],
-  /** Whether the read has answered at least once (until then: "Loading…"). */
+  /** Whether a window has come at least once (until then: "Loading…"). */
   read: false,
-  running: false,
-  again: false,
-  /** Bumped by every event about the player's own row: an /around read older than it is stale. */
-  heard: 0,
-  misses: 0,
-  last: 0,
 };
 
 /**
- * Read `GET /api/players/{me}/around` now: one read at a time, again at once
- * when something relevant happened meanwhile. A 404 after an event said the
- * player is on the board is a read that has not caught up yet: read again
- * shortly rather than show "no rank yet".
- * @returns {Promise<void>}
+ * A `leaderboard:window` of our `leaderboard:around:{me}:5` room: the player and
+ * their neighbours as the board is now. It comes on subscribe, on every resume
+ * and whenever one of its rows changes, so nothing is read again by hand.
+ * @param {{window: string, entries: Entry[], total: number}} data
  */
-async function refreshMe() {
-  if (!client || !auth.sub) return;
-  if (mine.running) {
-    mine.again = true;
-    return;
-  }
-  mine.running = true;
-  const me = auth.sub;
-  try {
-    do {
-      mine.again = false;
-      const wait = mine.last + ME_READ_GAP_MS - Date.now();
-      if (wait > 0) await sleep(wait);
-      mine.last = Date.now();
-      const heard = mine.heard;
-      try {
-        const body = await client.request(`/api/players/${encodeURIComponent(me)}/around?radius=${ME_RADIUS}`);
-        mine.misses = 0;
-        mine.read = true;
-        const entries = body.entries || [];
-        const own = entries.find((/** @type {Entry} */ e) => e.player_id === me);
-        // An event about our own row that came meanwhile is newer than this answer.
-        if (heard !== mine.heard) {
-          mine.again = true;
-          continue;
-        }
-        mine.around = entries;
-        if (own) mine.entry = { ...own };
-      } catch (err) {
-        const notFound = err instanceof PulseHttpError && err.status === 404;
-        if (!notFound) console.warn('around failed', err);
-        if (notFound && !mine.entry) {
-          mine.read = true;
-          mine.around = [];
-        } else if (mine.misses++ < 20) {
-          await sleep(notFound ? 200 : Math.min(10000, 500 * 2 ** mine.misses));
-          mine.again = true;
-        }
-      }
-      renderMe();
-    } while (mine.again);
-  } finally {
-    mine.running = false;
-  }
+function onMyWindow(data) {
+  if (!data || data.window !== myWindowRoom()) return;
+  const entries = data.entries || [];
+  mine.read = true;
+  mine.around = entries;
+  const own = entries.find((e) => e.player_id === auth.sub);
+  if (own) mine.entry = { ...own };
+  renderMe();
 }
 
 /**
@@ -664,7 +624,6 @@ function heardOfMe(data) {
     if (data[k] !== undefined && data[k] !== null) /** @type {any} */ (entry)[k] = data[k];
   }
   mine.entry = entry;
-  mine.heard++;
 }
 
 /** Our row as the page's board shows it, when it shows it (the same rank in both places). */
@@ -678,25 +637,19 @@ function syncMeFromBoard() {
 }
 
 /**
- * A `leaderboard:update`: our own row when we are in it, and a new read of
- * our neighbourhood when a change reaches into it (someone passing us, or a
- * newcomer ranked above us).
+ * A `leaderboard:update`: our own row when we are in it (our neighbours come
+ * with our window).
  * @param {{changes: Change[]}} data
  */
 function meOnUpdate(data) {
   if (!auth.sub) return;
-  const changes = data.changes || [];
-  const own = changes.find((c) => c.player_id === auth.sub);
+  const own = (data.changes || []).find((c) => c.player_id === auth.sub);
   if (own) {
     const { previous_rank: _p, delta: _d, ...row } = own;
     heardOfMe(row);
   }
   syncMeFromBoard();
-  const reach = mine.entry ? mine.entry.rank + ME_RADIUS + 1 : 0;
-  const relevant =
-    own || changes.some((c) => c.rank <= reach || (typeof c.previous_rank === 'number' && c.previous_rank <= reach));
   renderMe();
-  if (relevant) refreshMe();
 }
 
 /** @param {any} data `leaderboard:player_rank` or `player:stats_update` of our room */
@@ -705,7 +658,6 @@ function onMyStats(data) {
   heardOfMe(data);
   syncMeFromBoard();
   renderMe();
-  refreshMe();
 }
 
 function renderMe() {
@@ -1013,7 +965,7 @@ async function main() {
   $('me-status').textContent = auth.sub ? 'Loading your rank…' : 'Sign in to see your rank.';
 
   const rooms = ['leaderboard:global', 'matches', 'presence'];
-  if (auth.sub) rooms.push(`player:${auth.sub}`);
+  if (auth.sub) rooms.push(`player:${auth.sub}`, /** @type {string} */ (myWindowRoom()));
   client = new PulseClient({
     rooms,
     token: auth.mode === 'anonymous' ? null : tokenSource,
@@ -1028,7 +980,6 @@ async function main() {
     showConnection(s);
     if (s.state === 'open' && s.previousState !== 'open') {
       loadPresence();
-      refreshMe();
     }
   });
   client.on('error', (/** @type {any} */ err) => {
@@ -1048,13 +999,13 @@ async function main() {
     $('board-status').textContent = `Stream reset (${r.reason}): reloading…`;
     presenceEvents++;
     loadPresence();
-    refreshMe();
   });
   client.on('leaderboard:initial', onInitial);
   client.on('leaderboard:update', (/** @type {any} */ d) => {
     onUpdate(d);
     meOnUpdate(d);
   });
+  client.on('leaderboard:window', onMyWindow);
   client.on('leaderboard:player_rank', onMyStats);
   client.on('player:stats_update', onMyStats);
   client.on('player:online', onPresence);

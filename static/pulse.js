@@ -24,7 +24,7 @@
  * - The server promises "no duplicate across a resume". As a defence the
  *   client still drops a log event whose `id` it has just delivered (it keeps a
  *   small window of recent ids) and counts it in `stats.duplicates`.
- * - `stream:open`, `stream:reset` and `leaderboard:initial` are not log events:
+ * - `stream:open`, `stream:reset`, `leaderboard:initial` and `leaderboard:window` are not log events:
  *   their `id` is the position they reflect (often equal to the last delivered
  *   id), so they are never de-duplicated. Their ids do not move the cursor past
  *   events still to come: `stream:open` gives the stream's start in
@@ -48,6 +48,7 @@ export const EVENT_NAMES = Object.freeze([
   'stream:reset',
   'leaderboard:initial',
   'leaderboard:update',
+  'leaderboard:window',
   'leaderboard:player_rank',
   'match:created',
   'match:started',
@@ -61,7 +62,7 @@ export const EVENT_NAMES = Object.freeze([
 ]);
 
 /** Events that are not in the server's log: never de-duplicated, never filtered by room. */
-const SNAPSHOT_EVENTS = new Set(['stream:open', 'stream:reset', 'leaderboard:initial']);
+const SNAPSHOT_EVENTS = new Set(['stream:open', 'stream:reset', 'leaderboard:initial', 'leaderboard:window']);
 
 /** Names the client emits itself (not envelopes). */
 const CLIENT_EVENTS = new Set(['state', 'reset', 'error', '*']);
@@ -510,6 +511,10 @@ export class PulseClient {
       // too): resuming from its id could skip those. Only a client without any
       // position takes it.
       if (this._cursor === null && id !== null) this._cursor = id;
+    } else if (name === 'leaderboard:window') {
+      // A rank window (PROTOCOL 2): its id is the position it reflects, which events
+      // already delivered may be past; windows of two rooms can share it. It never
+      // moves the cursor and is never de-duplicated (a resume sends fresh ones).
     } else if (id !== null) {
       this._cursor = id;
     }
