@@ -20,7 +20,7 @@ from ..domain.ids import GLOBAL_BOARD
 from ..engine.base import EngineUnavailable, Event, LogGap
 from ..engine.poll_answers import RESET, SHUTDOWN, answer_body, rooms_key
 from ..runtime import Runtime
-from ..services.errors import ServiceError
+from ..services.errors import ServiceError, Unavailable
 from ..store.database import DatabaseUnavailable
 from .errors import BadRequestBody, send_problem
 from .raw_response import hypercorn_h11_responder
@@ -145,6 +145,8 @@ class LongPoll:
         self, identity: Identity, rooms: list[str], cursor: str | None, timeout: float, top: int
     ) -> bytes:
         hub = self.rt.hub
+        if hub.draining:  # PROTOCOL 3.7: a new poll goes elsewhere (a pending one answers)
+            raise Unavailable("this instance is shutting down; retry")
         if not cursor:
             snapshot = [await hub.snapshot(top)] if GLOBAL_BOARD in rooms else []
             return answer_body(snapshot, snapshot[0].cursor if snapshot else hub.cursor())
