@@ -60,7 +60,16 @@ class BoardReads(Protocol):
 
 
 class Window:
-    __slots__ = ("spec", "entries", "covered", "event", "changed_at", "dirty", "wanted_at")
+    __slots__ = (
+        "spec",
+        "entries",
+        "covered",
+        "event",
+        "changed_at",
+        "dirty",
+        "wanted_at",
+        "read_at",
+    )
 
     def __init__(self, spec: WindowSpec) -> None:
         self.spec = spec
@@ -71,6 +80,8 @@ class Window:
         self.changed_at = 0
         self.dirty = True
         self.wanted_at = time.monotonic()
+        # The loop time its last re-read began: the next one waits COALESCE_SECONDS after.
+        self.read_at = -COALESCE_SECONDS
 
     def touched_by(self, change: BoardChange) -> bool:
         if self.entries is None:
@@ -93,7 +104,6 @@ class WindowRooms:
         self._epoch: str | None = None
         self._due: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
-        self._last_tick = 0.0
         # Board changes seen while a tick reads: checked against the windows it read.
         self._reading = False
         self._deferred: list[BoardChange] = []
@@ -248,11 +258,21 @@ class WindowRooms:
                 window.dirty = True
 
     def _schedule(self) -> None:
-        if self._due is not None or self._task is not None:
-            return  # a tick is due, or running (it schedules the next one itself)
+        """A tick when the first dirty window may be read again: at once for a window not
+        read in the last COALESCE_SECONDS (each room is coalesced on its own, so a quiet
+        window is not held back by a busy one)."""
+        if self._task is not None:
+            return  # a tick is running: it schedules the next one itself
         loop = asyncio.get_running_loop()
-        delay = max(0.0, self._last_tick + COALESCE_SECONDS - loop.time())
-        self._due = loop.call_later(delay, self._start_tick)
+        dirty = [w.read_at for w in self._windows.values() if w.dirty]
+        if not dirty:
+            return
+        at = max(loop.time(), min(dirty) + COALESCE_SECONDS)
+        if self._due is not None:
+            if self._due.when() <= at:
+                return
+            self._due.cancel()
+        self._due = loop.call_at(at, self._start_tick)
 
     def _start_tick(self) -> None:
         self._due = None
@@ -260,16 +280,18 @@ class WindowRooms:
 
     async def _tick(self) -> None:
         hub = self._hub
-        self._last_tick = asyncio.get_running_loop().time()
+        started = asyncio.get_running_loop().time()
         now = time.monotonic()
         for room, window in list(self._windows.items()):
             if not self._wanted(window, now):
                 del self._windows[room]
-        due = [window for window in self._windows.values() if window.dirty]
+        ready = started - COALESCE_SECONDS + 0.001  # (timer slack)
+        due = [w for w in self._windows.values() if w.dirty and w.read_at <= ready]
         position, epoch = hub.head_seq, hub.epoch
         resend, self._resend_all = self._resend_all, False
         for window in due:
             window.dirty = False
+            window.read_at = started
         self._reading = True
         try:
             read = await asyncio.gather(
