@@ -180,7 +180,10 @@ class WindowRooms:
         except LogGap:
             return timeout
         for room in rooms:
-            if self._window(room).changed_at > position:
+            window = self._window(room)
+            # Never read here (a poller new to this instance): it gets the window now, as a
+            # resumed stream does, and from then on this instance watches it for changes.
+            if window.event is None or window.changed_at > position:
                 return 0.0
         return timeout
 

@@ -280,3 +280,32 @@ async def test_top_window_on_the_redis_engine(
         assert windows(sse.events, "leaderboard:top:2")[1]["data"]["entries"] == await board(
             server.url, token, 0, 2
         )
+
+
+async def test_a_poller_new_to_the_instance_hears_of_the_next_change(
+    live_server: LiveServer, admin: HttpApi
+) -> None:
+    """Its window was never read here (its cursor came from elsewhere): the change that
+    follows still ends its wait, not its timeout."""
+    await six_players(admin)
+    token = live_server.token("viewer")
+    room = "leaderboard:top:2"
+    # The match is ready before the poll: the first event the instance sees after it is the
+    # result itself (which changes the top 2: e 3 -> 1).
+    match = await admin.request("POST", "/api/matches", {"player_ids": ["e", "a"]})
+    await admin.request("POST", f"/api/matches/{match['match_id']}/start")
+    cursor = (await poll(live_server.url, "matches", token)).json()["cursor"]
+    got: list[Envelope] = []
+
+    async def poll_for_window() -> None:
+        position = cursor
+        while not windows(got):
+            answer = (await poll(live_server.url, room, token, position, timeout=25)).json()
+            got.extend(answer["events"])
+            position = answer["cursor"]
+
+    waiting = asyncio.create_task(poll_for_window())
+    await asyncio.sleep(0.5)  # the poll reaches its wait (if not, it is answered all the same)
+    await admin.request("POST", f"/api/matches/{match['match_id']}/result", {"winner_id": "e"})
+    await asyncio.wait_for(waiting, 10)  # well before the poll's 25 s timeout
+    assert ids(windows(got)[-1]) == ["e", "c"]
