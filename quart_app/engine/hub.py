@@ -353,6 +353,11 @@ class Connection:
         """The next page of missed events of this connection's rooms (maybe empty)."""
         try:
             page = await self._hub.read_after(self.last_seq, self.opened)
+        except EngineUnavailable:
+            # The log cannot be read (Redis gone): the stream ends, and the client resumes
+            # with its cursor, here or elsewhere, once the log answers again.
+            self.close("unavailable")
+            raise Closed("unavailable") from None
         except LogGap as gap:
             self._catching_up = False
             self._queue.clear()

@@ -117,6 +117,8 @@ class EventStream:
             except asyncio.CancelledError:
                 if not conn.closed:  # not the hub ending the stream: the server is
                     raise
+            except Closed:
+                pass  # the log was unreadable while catching up: the client resumes later
             if conn.closed in ("slow", "drain"):
                 # Lands after what the socket already holds; the client resumes with its
                 # cursor. Draining (PROTOCOL 3.7): no stream:reset, only a jittered retry, so

@@ -43,6 +43,7 @@ CLOSE_CODES = {
     "expired": (4001, "token expired"),
     "shutdown": (1001, "server shutting down"),
     "drain": (1012, "service restart"),  # PROTOCOL 3.7: resume with your cursor elsewhere
+    "unavailable": (1013, "the event log is unavailable; resume later"),  # try again later
 }
 # Retry-After of a stream refused while this instance drains: another instance can take it.
 RETRY_DRAINING_SECONDS = 1
@@ -136,6 +137,11 @@ class Session:
             )
         except (BadRequestBody, ServiceError) as exc:
             await self.send_json({"type": "error", "status": exc.status, "title": exc.detail})
+        except Closed:
+            # The log was unreadable while catching up (Redis gone): 1013 Try Again Later;
+            # the client resumes with its cursor.
+            await self.close(*CLOSE_CODES["unavailable"])
+            return False
         return True
 
     async def subscribe(self, frame: ClientFrame) -> None:
