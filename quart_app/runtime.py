@@ -104,6 +104,22 @@ class Runtime:
             "time the last write of pending events to all sockets took",
             lambda: hub.last_flush_seconds,
         )
+        metrics.counter(
+            "rankpulse_conflated_snapshots_total",
+            "board state of lagging connections replaced by one conflated snapshot",
+            lambda: hub.conflated,
+        )
+        windows = hub.windows
+        metrics.counter(
+            "rankpulse_window_reads_total",
+            "rank windows read again because a change touched them (once per instance)",
+            lambda: windows.reads,
+        )
+        metrics.counter(
+            "rankpulse_windows_sent_total",
+            "leaderboard:window events encoded and pushed to a window room",
+            lambda: windows.sent,
+        )
         hub.observe_flush = metrics.observe_flush
         relay = self.relay
         metrics.counter(

@@ -39,6 +39,15 @@ async def test_metrics_parse_and_large_counters_keep_every_digit(memory_api: Api
         assert (name, ()) in samples, name
 
 
+async def test_conflation_and_window_work_is_exported(memory_api: Api) -> None:
+    hub = memory_api.rt.hub
+    hub.conflated, hub.windows.reads, hub.windows.sent = 3, 40, 41
+    samples = await scrape(memory_api)
+    assert samples["rankpulse_conflated_snapshots_total", ()] == 3
+    assert samples["rankpulse_window_reads_total", ()] == 40
+    assert samples["rankpulse_windows_sent_total", ()] == 41
+
+
 async def test_requests_are_counted_and_timed_by_route_template(memory_api: Api) -> None:
     await memory_api.create("m1", "a", "b")
     for match_id in ("m1", "m2", "m3"):  # three raw paths, one route
