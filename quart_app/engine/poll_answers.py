@@ -51,7 +51,7 @@ def answer_body(events: list[Event], cursor: str) -> bytes:
 class WaitGroup:
     """Pollers of one rooms-key waiting at the head for the next events of those rooms."""
 
-    __slots__ = ("key", "rooms", "events", "done", "fired_at", "_bodies")
+    __slots__ = ("key", "rooms", "events", "done", "fired_at", "waiters", "_bodies")
 
     def __init__(self, key: RoomsKey) -> None:
         self.key = key
@@ -62,6 +62,9 @@ class WaitGroup:
         # The head when the group was released: every event of its rooms up to there is in
         # `events`.
         self.fired_at = 0
+        # Pollers waiting on it: the last to leave (its poll timed out, or the client went)
+        # unregisters a group that was never released, so quiet rooms leave nothing behind.
+        self.waiters = 0
         self._bodies: dict[int, bytes | None] = {}
 
 
@@ -94,7 +97,14 @@ class PollAnswers:
             group = self._groups[key] = WaitGroup(key)
             for room in key:
                 self._by_room.setdefault(room, set()).add(group)
+        group.waiters += 1
         return group
+
+    def leave(self, group: WaitGroup) -> None:
+        """A poller stopped waiting on `group` (answered, timed out, or gone)."""
+        group.waiters -= 1
+        if group.waiters <= 0:
+            self._unregister(group)
 
     def body_for(self, group: WaitGroup, position: int) -> bytes | None:
         """The answer of a released group for a poller at `position`, or None when none of
@@ -139,7 +149,7 @@ class PollAnswers:
         for group in touched:
             self._release(group, None)
 
-    def _release(self, group: WaitGroup, reason: str | None) -> None:
+    def _unregister(self, group: WaitGroup) -> None:
         if self._groups.get(group.key) is group:
             del self._groups[group.key]
             for room in group.key:
@@ -148,6 +158,9 @@ class PollAnswers:
                     members.discard(group)
                     if not members:
                         del self._by_room[room]
+
+    def _release(self, group: WaitGroup, reason: str | None) -> None:
+        self._unregister(group)
         group.fired_at = self._hub.head_seq
         if not group.done.done():
             group.done.set_result(reason)

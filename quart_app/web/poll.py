@@ -182,6 +182,8 @@ class LongPoll:
                     reason = await asyncio.shield(group.done)
             except TimeoutError:
                 return answer_body([], hub.cursor(max(position, hub.head_seq)))
+            finally:
+                polls.leave(group)
             if reason == RESET:
                 return await self._reset("unknown", rooms, top, 0)
             if reason == SHUTDOWN:

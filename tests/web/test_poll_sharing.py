@@ -93,3 +93,15 @@ async def test_an_answer_holds_at_most_500_events_and_pages_on(memory_api: Api) 
         cursor = answer["cursor"]
     assert pages == [500, 500, 100]
     assert got == list(range(1100))
+
+
+async def test_polls_of_quiet_rooms_that_time_out_leave_no_waiting_group(memory_api: Api) -> None:
+    """A poll that times out on rooms that stay quiet (a finished match) must not leave its
+    waiting group behind: one per distinct rooms-key would pile up for ever."""
+    head = json.loads(await _poll(memory_api, "matches"))["cursor"]
+    polls = memory_api.rt.hub.polls
+    answers = await asyncio.gather(
+        *(_poll(memory_api, f"match:quiet{n}", head, timeout=0.2) for n in range(20))
+    )
+    assert all(json.loads(body)["events"] == [] for body in answers)
+    assert polls.waiting_groups == 0
