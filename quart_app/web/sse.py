@@ -26,6 +26,7 @@ from .raw_socket import ChunkedSink, hypercorn_h11_writer, sse_frames
 from .raw_start import hypercorn_start_stream
 from .stream_exit import release_stream
 from .streams import (
+    DEPENDENCY_DOWN,
     authorized_rooms,
     enter_presence,
     open_connection,
@@ -105,6 +106,8 @@ class EventStream:
                 await enter_presence(rt, conn)
                 while conn.catching_up:
                     await self._send(send, await self._catch_up(conn, top))
+                if conn.closed:  # ended meanwhile (its token expired): nobody will wake us
+                    raise Closed(conn.closed)
                 if writer is not None:
                     # The heartbeat write is the dead-peer probe: bound how long it may
                     # stay unacknowledged (PROTOCOL 3.6, see dead_peers.py).
@@ -117,8 +120,8 @@ class EventStream:
             except asyncio.CancelledError:
                 if not conn.closed:  # not the hub ending the stream: the server is
                     raise
-            except Closed:
-                pass  # the log was unreadable while catching up: the client resumes later
+            except (Closed, *DEPENDENCY_DOWN):
+                pass  # the log or board was unreadable while catching up: resume later
             if conn.closed in ("slow", "drain"):
                 # Lands after what the socket already holds; the client resumes with its
                 # cursor. Draining (PROTOCOL 3.7): no stream:reset, only a jittered retry, so

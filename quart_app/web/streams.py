@@ -17,6 +17,10 @@ from .errors import BadRequestBody
 
 log = logging.getLogger(__name__)
 
+# A dependency that does not answer (Redis, the database) while a stream reads the board or
+# the log: the stream ends cleanly or answers 503, never an error inside the server.
+DEPENDENCY_DOWN = (EngineUnavailable, DatabaseUnavailable)
+
 MAX_TOP = 1000
 
 

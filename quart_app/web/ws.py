@@ -27,6 +27,7 @@ from .limits import StreamRefused, stream_limits
 from .raw_socket import WebSocketSink, hypercorn_h11_writer, hypercorn_ws_closing
 from .stream_exit import release_stream
 from .streams import (
+    DEPENDENCY_DOWN,
     authorized_rooms,
     enter_presence,
     open_connection,
@@ -137,6 +138,10 @@ class Session:
             )
         except (BadRequestBody, ServiceError) as exc:
             await self.send_json({"type": "error", "status": exc.status, "title": exc.detail})
+        except DEPENDENCY_DOWN:  # the board unreadable for a later subscribe: the socket stays
+            await self.send_json(
+                {"type": "error", "status": 503, "title": "a dependency is unavailable; retry"}
+            )
         except Closed:
             # The log was unreadable while catching up (Redis gone): 1013 Try Again Later;
             # the client resumes with its cursor.
@@ -171,6 +176,8 @@ class Session:
                 await self.send_events(await conn.catch_up_step())
             except Reset as reset:
                 await self.send_events(await reset_events(self.rt, conn, reset.reason, self.top))
+        if conn.closed:  # ended meanwhile (its token expired): close with its code now
+            raise asyncio.CancelledError
         writer = self.socket_writer
         if writer is not None:
             closing = hypercorn_ws_closing(self.send)

@@ -51,3 +51,24 @@ async def test_websocket_resume_closes_with_try_again_later(
                 await ws.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
     assert "Error in ASGI" not in server.log()
+
+
+async def test_websocket_subscribe_while_redis_is_gone_answers_503_and_stays_open(
+    live_servers: Callable[..., LiveServer], own_redis: RedisServer
+) -> None:
+    server = live_servers(env={"REDIS_URL": own_redis.url, "JWT_SECRET": SECRET})
+    async with WSClient(server.url, server.token("watcher")) as ws:
+        assert (await ws.subscribe(["matches"]))["type"] == "subscribed"
+        own_redis.stop()
+        answer = await ws.subscribe(["leaderboard:global"])  # needs a board snapshot
+        if answer["type"] == "subscribed":  # the snapshot itself follows: from SQL, or a 503
+            answer = await ws.recv(timeout=10)
+        assert answer.get("event") == "leaderboard:initial" or answer == {
+            "type": "error",
+            "status": 503,
+            "title": "a dependency is unavailable; retry",
+        }, answer
+        await ws.send({"type": "ping"})
+        while (frame := await ws.recv(timeout=10)).get("type") != "pong":
+            assert frame.get("type") != "error" or frame.get("status") == 503, frame
+    assert "Error in ASGI" not in server.log()
