@@ -69,6 +69,7 @@ class Window:
         "dirty",
         "wanted_at",
         "read_at",
+        "resend",
     )
 
     def __init__(self, spec: WindowSpec) -> None:
@@ -82,6 +83,8 @@ class Window:
         self.wanted_at = time.monotonic()
         # The loop time its last re-read began: the next one waits COALESCE_SECONDS after.
         self.read_at = -COALESCE_SECONDS
+        # Sent again at its next read even if unchanged: its clients were told stream:reset.
+        self.resend = False
 
     def touched_by(self, change: BoardChange) -> bool:
         if self.entries is None:
@@ -108,7 +111,6 @@ class WindowRooms:
         self._reading = False
         self._deferred: list[BoardChange] = []
         self._ticked: asyncio.Future[None] | None = None
-        self._resend_all = False
         # Counters (tests, /metrics): windows read and window events built.
         self.reads = 0
         self.sent = 0
@@ -234,12 +236,12 @@ class WindowRooms:
     def _on_events(self, events: list[Event]) -> None:
         """Engine listener (after the hub's fan-out): mark the windows these changes touch."""
         if self._epoch != self._hub.epoch:  # a new log: old positions mean nothing
-            if self._epoch is not None:
-                self._resend_all = True  # clients were told stream:reset: fresh windows
+            fresh = self._epoch is not None  # clients were told stream:reset: fresh windows
             self._epoch = self._hub.epoch
             for window in self._windows.values():
                 window.changed_at = 0
                 window.dirty = True
+                window.resend = window.resend or fresh
         if not self._windows:
             return
         for event in events:
@@ -291,7 +293,6 @@ class WindowRooms:
         ready = started - COALESCE_SECONDS + 0.001  # (timer slack)
         due = [w for w in self._windows.values() if w.dirty and w.read_at <= ready]
         position, epoch = hub.head_seq, hub.epoch
-        resend, self._resend_all = self._resend_all, False
         for window in due:
             window.dirty = False
             window.read_at = started
@@ -310,7 +311,7 @@ class WindowRooms:
             elif hub.epoch != epoch:
                 window.dirty = True  # read across a new log: read again at its positions
             else:
-                self._publish(window, *outcome, position, resend)
+                self._publish(window, *outcome, position)
         deferred, self._deferred = self._deferred, []
         for change in deferred:
             self._mark(change)
@@ -334,14 +335,14 @@ class WindowRooms:
         event: Event,
         entries: list[dict[str, Any]],
         position: int,
-        resend: bool,
     ) -> None:
         if position < window.changed_at:
             return  # older than what a subscribe read meanwhile
         first = window.entries is None
-        if entries == window.entries and not resend:
+        if entries == window.entries and not window.resend:
             return
         self._store(window, event, entries, position)
+        window.resend = False
         if first:
             return  # never read here before: nobody here holds an older one
         self.sent += 1
