@@ -295,3 +295,30 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+async def seed_sqlite(workdir: str, players: int, code: str | None = None) -> float:
+    """Migrate a fresh SQLite file `<workdir>/bench.db` (with the service code at `code`, or
+    this checkout's) and seed `players` players in bulk; returns the seconds seeding took."""
+    from quart_app.store.database import Store
+    from quart_app.store.seed import seed_players
+
+    database_url = f"sqlite:///{workdir}/bench.db"
+    env = {**os.environ, "DATABASE_URL": database_url}
+    if code is not None:
+        env["PYTHONPATH"] = code
+    subprocess.run(
+        [PYTHON, "-m", "quart_app", "migrate"],
+        cwd=workdir,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    store = Store(database_url)
+    await store.db.connect()
+    try:
+        started = time.perf_counter()
+        await seed_players(store, players)
+        return time.perf_counter() - started
+    finally:
+        await store.db.disconnect()

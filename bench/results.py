@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    PYTHON,
     ROOT,
     Client,
     Redis,
@@ -42,6 +41,7 @@ from _common import (
     median,
     print_table,
     run_benchmark,
+    seed_sqlite,
     target,
     token,
     wait_until,
@@ -49,8 +49,7 @@ from _common import (
 
 from quart_app.loadtest.sysinfo import ServerProbe
 from quart_app.loadtest.tracker import summarize
-from quart_app.store.database import Store
-from quart_app.store.seed import seed_players, seeded_id
+from quart_app.store.seed import seeded_id
 
 CONFIGS = {"sqlite": "SQLite + memory engine", "redis": "SQLite + Redis engine"}
 
@@ -160,26 +159,6 @@ def _ready_with_board(url: str, players: int) -> bool:
     return bool(page) and page.get("total") == players
 
 
-async def _prepare_database(workdir: str, code: str, players: int) -> float:
-    """Migrate a fresh SQLite file (with the variant's code) and seed it; seconds to seed."""
-    database_url = f"sqlite:///{workdir}/bench.db"
-    subprocess.run(
-        [PYTHON, "-m", "quart_app", "migrate"],
-        cwd=workdir,
-        env={**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": code},
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    store = Store(database_url)
-    await store.db.connect()
-    try:
-        started = time.perf_counter()
-        await seed_players(store, players)
-        return time.perf_counter() - started
-    finally:
-        await store.db.disconnect()
-
-
 async def one_run(
     config: str, variant: str, code: str, args: argparse.Namespace, run: int
 ) -> dict[str, Any]:
@@ -188,7 +167,7 @@ async def one_run(
     server = None
     subscriber = None
     try:
-        seed_s = await _prepare_database(workdir, code, args.players)
+        seed_s = await seed_sqlite(workdir, args.players, code)
         redis = Redis(args.server_cpu) if config == "redis" else None
         spawned = time.perf_counter()
         server = Server(

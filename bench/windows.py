@@ -22,28 +22,26 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.request
 from typing import Any
 
 from _common import (
-    PYTHON,
     Client,
     Server,
     fmt,
     machine,
     print_table,
     run_benchmark,
+    seed_sqlite,
     target,
     token,
     wait_until,
 )
 
 from quart_app.loadtest.sysinfo import ServerProbe
-from quart_app.store.database import Store
-from quart_app.store.seed import seed_players, seeded_id
+from quart_app.store.seed import seeded_id
 
 TARGET_P99_MS = 250.0
 
@@ -130,25 +128,6 @@ def _ready_with_board(url: str, players: int) -> bool:
         return False
 
 
-async def seeded_database(workdir: str, players: int) -> float:
-    database_url = f"sqlite:///{workdir}/bench.db"
-    subprocess.run(
-        [PYTHON, "-m", "quart_app", "migrate"],
-        cwd=workdir,
-        env={**os.environ, "DATABASE_URL": database_url},
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    store = Store(database_url)
-    await store.db.connect()
-    try:
-        started = time.perf_counter()
-        await seed_players(store, players)
-        return time.perf_counter() - started
-    finally:
-        await store.db.disconnect()
-
-
 def percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
@@ -162,7 +141,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     server = None
     streams: list[Stream] = []
     try:
-        seed_s = await seeded_database(workdir, args.players)
+        seed_s = await seed_sqlite(workdir, args.players)
         spawned = time.perf_counter()
         server = Server(workdir, cpus=args.server_cpu)
         wait_until(lambda: _ready_with_board(server.url, args.players), 600, "the board")
