@@ -13,6 +13,7 @@ import pytest
 
 from quart_app.engine.base import BoardEntry, Draft, Engine, Event, Publication
 from quart_app.engine.board_state import BoardIncomplete
+from quart_app.engine.hub import Hub
 from quart_app.engine.memory import MemoryEngine
 from quart_app.engine.redis import RedisEngine
 
@@ -144,3 +145,16 @@ async def _make_redis(redis_url: str) -> AsyncIterator[Callable[..., Awaitable[R
 
     yield make
     await _stop_all(engines)
+
+
+@pytest.fixture(name="hub")
+async def _hub() -> AsyncIterator[Hub]:
+    """A hub on the memory engine with a small byte budget (20,000), for the send-budget and
+    window tests. (test_hub.py defines its own.)"""
+    engine = MemoryEngine()
+    await engine.start()
+    hub = Hub(engine, queue_limit=1000, queue_bytes=20_000)
+    await hub.start()
+    yield hub
+    await hub.stop()
+    await engine.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +14,6 @@ import pytest
 from quart_app.config import ConfigError, load_settings
 from quart_app.engine.base import Draft, Event, Publication
 from quart_app.engine.hub import Connection, Hub
-from quart_app.engine.memory import MemoryEngine
 
 BOARD = "leaderboard:global"
 
@@ -50,17 +49,6 @@ class Socket:
 
     def envelopes(self) -> list[dict[str, Any]]:
         return [json.loads(event.text) for event in self.written if event.text]
-
-
-@pytest.fixture(name="hub")
-async def _hub() -> AsyncIterator[Hub]:
-    engine = MemoryEngine()
-    await engine.start()
-    hub = Hub(engine, queue_limit=1000, queue_bytes=20_000)
-    await hub.start()
-    yield hub
-    await hub.stop()
-    await engine.stop()
 
 
 async def emit(hub: Hub, room: str, name: str, **data: Any) -> None:

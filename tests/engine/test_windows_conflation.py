@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-
-import pytest
 
 from quart_app.engine.hub import Hub
-from quart_app.engine.memory import MemoryEngine
 
 from .test_hub_budget import BOARD, emit, settle, stalled
 
 WINDOW = "leaderboard:top:3"
-
-
-@pytest.fixture(name="hub")
-async def _hub() -> AsyncIterator[Hub]:
-    engine = MemoryEngine()
-    await engine.start()
-    hub = Hub(engine, queue_limit=1000, queue_bytes=20_000)
-    await hub.start()
-    yield hub
-    await hub.stop()
-    await engine.stop()
 
 
 async def test_a_conflated_connection_gets_its_windows_again(hub: Hub) -> None:
