@@ -10,13 +10,18 @@
  *
  * Test hooks: board rows carry `data-player-id` and `data-rank`; `#online-count`;
  * `#connection[data-state][data-transport]`; `#event-log > li[data-event-id][data-event]`,
- * one per delivered event; `window.pulseApp` holds the client and the board state.
+ * one per delivered event; `window.pulseApp` holds the client and the board state; the pager
+ * (`#pager[data-offset]`, `#page-top`, `#page-prev`, `#page-next`, `#page-me`, `#rank-input`).
+ *
+ * The board's state lives in board_model.js (no DOM), its drawing in board_view.js.
  *
  * @module app
  */
 
+import { BoardModel, YouModel, pageOffsetOf } from './board_model.js';
+import { BoardView, renderYou } from './board_view.js';
+import { $, h, signed, timeOf } from './dom.js';
 import { PulseClient, PulseHttpError } from './pulse.js';
-import { RowVersions } from './row_versions.js';
 
 // ----------------------------------------------------------------- settings
 
@@ -29,22 +34,9 @@ const TOP = clampInt(params.get('top'), 25, 1, 1000);
 const LOG_MAX = clampInt(params.get('logmax'), 10000, 1, 1000000);
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const REQUESTED_PLAYER = ID_RE.test(params.get('player') || '') ? /** @type {string} */ (params.get('player')) : randomId('guest');
-/** How long a row shows its last movement (▲/▼), ms. */
-const CHANGE_VISIBLE_MS = 15000;
 const FEED_MAX = 50;
-const reducedMotion = matchMedia('(prefers-reduced-motion: reduce)');
 
 // ---------------------------------------------------------------- utilities
-
-/**
- * @param {string} id
- * @returns {HTMLElement}
- */
-function $(id) {
-  const el = document.getElementById(id);
-  if (!el) throw new Error(`#${id} missing from index.html`);
-  return el;
-}
 
 /**
  * @param {string|null} raw
@@ -62,46 +54,9 @@ function randomId(prefix) {
   return `${prefix}-${Math.random().toString(36).slice(2, 6).padEnd(4, '0')}`;
 }
 
-/**
- * Create an element with attributes and children (text is always text, never HTML:
- * player names come from users).
- * @param {string} tag
- * @param {Record<string, string|number|boolean|null|undefined>} [attrs]
- * @param {...(Node|string|null|undefined|false)} children
- * @returns {HTMLElement}
- */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === 'class') el.className = String(v);
-    else if (k === 'text') el.textContent = String(v);
-    else el.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of children) if (c) el.append(c);
-  return el;
-}
-
-/** Text only for screen readers. @param {string} text */
-function srOnly(text) {
-  return h('span', { class: 'visually-hidden', text });
-}
-
-/** @param {number} x */
-function signed(x) {
-  const v = Math.round(x * 10) / 10;
-  return `${v > 0 ? '+' : v < 0 ? '−' : '±'}${Math.abs(v).toFixed(1)}`;
-}
-
 /** @param {number} ms */
 function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** @param {number|undefined} ts */
-function timeOf(ts) {
-  const d = new Date(ts || Date.now());
-  return h('time', { datetime: d.toISOString(), text: d.toLocaleTimeString([], { hour12: false }) });
 }
 
 /**
@@ -234,189 +189,47 @@ function askForToken() {
 
 // -------------------------------------------------------------------- board
 
-/**
- * @typedef {Object} Entry
- * @property {number} rank
- * @property {string} player_id
- * @property {string} name
- * @property {number} rating
- * @property {number} wins
- * @property {number} losses
- * @property {number} draws
- * @property {{places: number|null, delta: number, at: number}} [change] last movement shown
- */
-
-/**
- * @typedef {Entry & {previous_rank: number|null, delta: number}} Change
- * @typedef {{rating: number, player_id: string}} Key
- */
-
-/** Rows kept beyond `top` (players who climbed into the known part of the board). */
-const SLACK = 20;
-/** Least time between two re-reads of the board, ms. */
+/** Least time between two reads of the board page, ms. */
 const REREAD_GAP_MS = 250;
 /** How far reads may lag behind events (PROTOCOL: within 1 s), with a margin, ms. */
 const READ_LAG_MS = 2000;
+/** Neighbours shown on each side of the signed-in player (PROTOCOL 1: at most 25). */
+const ME_RADIUS = 5;
 
-/**
- * The page's picture of the board is a *prefix* of it: every player ordered
- * at or before `bound` (null: every player there is), with their current row.
- * Ranks are not stored but counted: the board's order is rating descending,
- * then player id ascending (byte order; ids are ASCII), so a known prefix
- * sorted that way gives each row its rank. A change is then applied by
- * putting the player's new row in or out of the prefix, which is the same
- * whether or not the picture already had it: events that a snapshot (the
- * stream's `leaderboard:initial` or an HTTP re-read) already reflects, and
- * that still arrive after it, do no harm.
- */
-const board = {
-  /** @type {Map<string, Entry>} the known prefix of the board, by player id */
-  entries: new Map(),
-  /** @type {Entry[]} the same rows in board order, ranks set */
-  order: [],
-  /** @type {Key|null} the last player of the known prefix; null when it holds every player */
-  bound: null,
-  total: 0,
-  ready: false,
-  /** Bumped when the stream replaces or drops the board: a re-read started before is stale. */
-  epoch: 0,
-};
-/** @type {Map<string, HTMLTableRowElement>} */
-const rowEls = new Map();
-/** Per player, the highest change-row version applied to `board` (see row_versions.js). */
-const rowVersions = new RowVersions();
+/** The page of the board shown (board_model.js); `top` rows a page. */
+const board = new BoardModel({ size: TOP, readLagMs: READ_LAG_MS });
+/** @type {BoardView} */
+let view;
+/** @type {YouModel} */
+let you = new YouModel(null, ME_RADIUS);
 
-/**
- * Whether `a` comes before `b` on the board.
- * @param {Key} a
- * @param {Key} b
- */
-function precedes(a, b) {
-  return a.rating > b.rating || (a.rating === b.rating && a.player_id < b.player_id);
+/** Draw the board and keep the You panel's own row equal to the board's. */
+function showBoard(/** @type {Set<string>} */ changed) {
+  view.render(board, changed);
+  if (you.syncFromBoard(board)) renderYou(you, board.total);
+  if (board.needsRead()) reconcile();
 }
 
-/** @param {Key} a @param {Key} b */
-function byBoardOrder(a, b) {
-  return precedes(a, b) ? -1 : precedes(b, a) ? 1 : 0;
-}
-
-/** @param {Key} k whether the player with this rating belongs to the known prefix */
-function inKnownPart(k) {
-  return board.bound === null || !precedes(board.bound, k);
-}
-
-/** Whether the page knows fewer rows than it must show. */
-function incomplete() {
-  return board.ready && board.entries.size < Math.min(TOP, board.total);
-}
-
-/** Sort the known rows, count their ranks, and keep at most TOP + SLACK of them. */
-function settle() {
-  const order = [...board.entries.values()].sort(byBoardOrder);
-  if (order.length > TOP + SLACK) {
-    for (const e of order.splice(TOP + SLACK)) board.entries.delete(e.player_id);
-    const last = order[order.length - 1];
-    board.bound = { rating: last.rating, player_id: last.player_id };
-  }
-  order.forEach((e, i) => {
-    e.rank = i + 1;
-  });
-  board.order = order;
-}
-
-/**
- * Replace the picture by a snapshot of the top of the board.
- * @param {Entry[]} entries the first rows of the board, asked for `TOP` of them
- * @param {number} total
- */
-function loadSnapshot(entries, total) {
-  const old = board.entries;
-  board.entries = new Map();
-  for (const e of entries) board.entries.set(e.player_id, { ...e, change: old.get(e.player_id)?.change });
-  const order = [...board.entries.values()].sort(byBoardOrder);
-  const everyone = order.length < TOP || order.length >= total;
-  board.total = everyone ? order.length : total;
-  const last = order[order.length - 1];
-  board.bound = everyone || !last ? null : { rating: last.rating, player_id: last.player_id };
-  board.ready = true;
-}
-
-/**
- * Put changed rows in (or out of) the known prefix.
- * @param {Change[]} changes
- * @param {number} at when they arrived (for the movement markers)
- * @param {boolean} overSnapshot replayed over a re-read that may or may not reflect them
- */
-function applyChanges(changes, at, overSnapshot) {
-  for (const c of changes) {
-    const { previous_rank: prev, delta, ...row } = c;
-    const had = board.entries.delete(c.player_id);
-    const known = inKnownPart(row);
-    if (known) {
-      board.entries.set(c.player_id, {
-        ...row,
-        change: { places: typeof prev === 'number' ? prev - c.rank : null, delta, at },
-      });
-    }
-    // A newcomer is one more player, unless the picture had them already (a
-    // snapshot that counted them). Over a re-read, one outside the known part
-    // is taken as counted: the re-read is the later word on the total.
-    if ((prev === null || prev === undefined) && !had && (known || !overSnapshot)) board.total++;
-  }
-}
-
-/** @param {{entries: Entry[], total: number}} data */
+/** @param {{entries: import('./board_model.js').Entry[], total: number}} data */
 function onInitial(data) {
-  board.epoch++;
-  loadSnapshot(data.entries || [], data.total ?? (data.entries || []).length);
-  settle();
-  renderBoard(new Set());
-  syncMeFromBoard();
-  if (incomplete()) reconcile();
+  board.applyInitial(data);
+  showBoard(new Set());
 }
 
-/**
- * Apply `leaderboard:update`: only the players whose rating changed are in
- * `changes`; everybody they passed moves too, which the counted ranks show.
- * When a player leaves the known prefix the row after the last known one is
- * unknown: then the top is read again.
- * @param {{match_id: string, changes: Change[]}} data
- */
+/** @param {{match_id: string, changes: import('./board_model.js').Change[]}} data */
 function onUpdate(data) {
-  if (!board.ready) return;
-  // Only rows not older than what the page holds (PulseClient already leaves those out; this
-  // keeps the model right whatever feeds it).
-  const changes = rowVersions.fresh(data.changes || []);
-  const at = Date.now();
-  reread.recent.push({ changes, at });
-  if (!reread.running) while (reread.recent.length && reread.recent[0].at < at - READ_LAG_MS) reread.recent.shift();
-  applyChanges(changes, at, false);
-  settle();
-  renderBoard(new Set(changes.map((c) => c.player_id)));
-  if (incomplete()) reconcile();
+  const changed = board.applyUpdate(data, Date.now());
+  if (board.ready) showBoard(changed);
 }
 
-/** The re-read of the board: one at a time, again if asked meanwhile. */
-const reread = {
-  running: false,
-  again: false,
-  last: 0,
-  failures: 0,
-  /**
-   * @type {{changes: Change[], at: number}[]} the updates of the last READ_LAG_MS, and all
-   * of them while a re-read is under way
-   */
-  recent: [],
-};
+/** The read of the board page: one at a time, again if asked meanwhile. */
+const reread = { running: false, again: false, last: 0, failures: 0 };
 
 /**
- * Re-read the top of the board over HTTP (`GET /api/leaderboard?limit=top`),
- * when the page's picture cannot be complete: a player left the top and the
- * next one is not known here. The answer may be older or newer than the
- * events delivered meanwhile, or shortly before (a read may lag events by up
- * to a second): those are applied again over it, in order (a no-op for the
- * ones it reflects), and the ones it reflects that are still to come change
- * nothing either.
+ * Read the page over HTTP (`GET /api/leaderboard?offset=&limit=`) when the model says so: a
+ * page just chosen, a player who left the top when the next one is not known here, a change
+ * that crossed a deep page. The model replays or confirms what the answer may not reflect
+ * (board_model.js).
  * @returns {Promise<void>}
  */
 async function reconcile() {
@@ -432,259 +245,97 @@ async function reconcile() {
       const wait = reread.last + REREAD_GAP_MS - Date.now();
       if (wait > 0) await sleep(wait);
       const sent = (reread.last = Date.now());
-      const epoch = board.epoch;
+      const epoch = board.beginRead(sent);
       let page;
       try {
-        page = await client.request(`/api/leaderboard?offset=0&limit=${TOP}`);
+        page = await client.request(`/api/leaderboard?offset=${board.offset}&limit=${TOP}`);
         reread.failures = 0;
       } catch (err) {
-        console.warn('leaderboard refresh failed', err);
+        console.warn('leaderboard read failed', err);
         reread.failures++;
         await sleep(Math.min(10000, 250 * 2 ** reread.failures));
         continue;
       }
-      // A snapshot of the stream came meanwhile (or a reset): it is the newer word.
-      if (epoch !== board.epoch || !board.ready) continue;
-      loadSnapshot(page.entries || [], page.total ?? 0);
-      for (const u of reread.recent) if (u.at >= sent - READ_LAG_MS) applyChanges(u.changes, u.at, true);
-      settle();
-      renderBoard(new Set());
-      syncMeFromBoard();
-    } while (reread.again || incomplete());
+      if (!board.applyRead(page, sent, epoch)) continue;
+      view.render(board, new Set());
+      if (you.syncFromBoard(board)) renderYou(you, board.total);
+      const confirmIn = board.confirmReadIn(sent, Date.now());
+      if (confirmIn !== null) {
+        await sleep(confirmIn);
+        reread.again = true;
+      }
+    } while (reread.again || board.needsRead());
   } finally {
     reread.running = false;
   }
 }
 
-/**
- * Render the board with FLIP movement: remember where each row was, put the
- * rows in rank order, then play each row from its old place to its new one.
- * @param {Set<string>} changed players to highlight
- */
-function renderBoard(changed) {
-  const tbody = $('board-body');
-  const sorted = board.order.slice(0, TOP);
-  /** @type {Map<string, number>} */
-  const first = new Map();
-  for (const [id, tr] of rowEls) {
-    first.set(id, tr.getBoundingClientRect().top);
-    for (const a of tr.getAnimations()) if (a.id === 'flip') a.cancel();
-  }
-  const keep = new Set();
-  for (const e of sorted) {
-    let tr = rowEls.get(e.player_id);
-    if (!tr) {
-      tr = /** @type {HTMLTableRowElement} */ (h('tr', { 'data-player-id': e.player_id }));
-      rowEls.set(e.player_id, tr);
-    }
-    fillRow(tr, e);
-    tbody.append(tr); // moves existing rows into order
-    keep.add(e.player_id);
-  }
-  for (const [id, tr] of rowEls) {
-    if (!keep.has(id)) {
-      tr.remove();
-      rowEls.delete(id);
-    }
-  }
-  if (!reducedMotion.matches) {
-    for (const [id, tr] of rowEls) {
-      const was = first.get(id);
-      if (was === undefined) continue;
-      const dy = was - tr.getBoundingClientRect().top;
-      if (Math.abs(dy) < 1) continue;
-      const anim = tr.animate([{ transform: `translateY(${dy}px)` }, { transform: 'translateY(0)' }], {
-        duration: 700,
-        easing: 'cubic-bezier(.2,.8,.2,1)',
-      });
-      anim.id = 'flip';
-    }
-  }
-  for (const id of changed) {
-    const tr = rowEls.get(id);
-    if (!tr) continue;
-    tr.classList.remove('flash');
-    void tr.offsetWidth; // restart the highlight animation
-    tr.classList.add('flash');
-  }
-  const shown = sorted.length;
-  $('board-status').textContent = shown
-    ? `Top ${shown} of ${board.total} players.`
-    : 'No ranked players yet: play a match.';
+/** Show the page starting at `offset` (0: the top, followed live by the stream's snapshot too). */
+function goToOffset(/** @type {number} */ offset) {
+  board.goTo(offset);
+  view.render(board, new Set());
+  reconcile();
 }
 
-/**
- * @param {HTMLTableRowElement} tr
- * @param {Entry} e
- */
-function fillRow(tr, e) {
-  tr.dataset.rank = String(e.rank);
-  const isMe = e.player_id === auth.sub;
-  tr.classList.toggle('is-me', isMe);
-  if (isMe) tr.setAttribute('aria-current', 'true');
-  else tr.removeAttribute('aria-current');
-  const cells = [
-    h('td', { class: 'col-rank' }, String(e.rank)),
-    h(
-      'th',
-      { scope: 'row', class: 'col-player' },
-      h('span', { class: 'name', text: e.name || e.player_id }),
-      e.name && e.name !== e.player_id ? h('span', { class: 'pid', text: ` ${e.player_id}` }) : null,
-      isMe ? h('span', { class: 'you', text: ' (you)' }) : null,
-    ),
-    h('td', { class: 'col-rating' }, e.rating.toFixed(1)),
-    h('td', { class: 'col-record' }, `${e.wins}–${e.losses}–${e.draws}`),
-    h('td', { class: 'col-change' }, changeBadge(e)),
-  ];
-  tr.replaceChildren(...cells);
+/** The page that holds the signed-in player, their row brought into view. */
+async function goToMe() {
+  if (!auth.sub) return;
+  let rank = you.entry?.rank;
+  try {
+    // Our rank as the server has it now (the panel's may be a window behind).
+    rank = (await client.request(`/api/players/${encodeURIComponent(auth.sub)}`)).rank;
+  } catch (err) {
+    if (!rank) return;
+  }
+  if (typeof rank !== 'number') return;
+  goToOffset(pageOffsetOf(rank, TOP));
+  for (let i = 0; i < 40 && !board.ready; i++) await sleep(50);
+  view.scrollToMe();
 }
 
-/**
- * ▲/▼ with the number of places and the rating delta, so movement reads without colour.
- * @param {Entry} e
- * @returns {Node|string}
- */
-function changeBadge(e) {
-  const c = e.change;
-  if (!c || Date.now() - c.at > CHANGE_VISIBLE_MS) return '';
-  const delta = h('span', { class: 'delta' }, ` ${signed(c.delta)}`);
-  if (c.places === null) {
-    return h('span', { class: 'change new' }, h('span', { 'aria-hidden': 'true', text: '★ new' }), srOnly('new on the board, rating'), delta);
-  }
-  if (c.places > 0) {
-    return h('span', { class: 'change up' }, h('span', { 'aria-hidden': 'true', text: `▲ ${c.places}` }), srOnly(`up ${c.places}, rating`), delta);
-  }
-  if (c.places < 0) {
-    return h('span', { class: 'change down' }, h('span', { 'aria-hidden': 'true', text: `▼ ${-c.places}` }), srOnly(`down ${-c.places}, rating`), delta);
-  }
-  return h('span', { class: 'change same' }, h('span', { 'aria-hidden': 'true', text: '=' }), srOnly('same rank, rating'), delta);
+function setupPager() {
+  $('page-top').addEventListener('click', () => goToOffset(0));
+  $('page-prev').addEventListener('click', () => goToOffset(Math.max(0, board.offset - TOP)));
+  $('page-next').addEventListener('click', () => goToOffset(board.offset + TOP));
+  $('page-me').addEventListener('click', () => goToMe());
+  $('rank-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const rank = Number.parseInt(/** @type {HTMLInputElement} */ ($('rank-input')).value, 10);
+    if (Number.isFinite(rank) && rank >= 1) goToOffset(pageOffsetOf(rank, TOP));
+  });
 }
 
 // Movement markers fade out after a while.
-setInterval(() => {
-  const now = Date.now();
-  for (const [id, e] of board.entries) {
-    if (e.change && now - e.change.at > CHANGE_VISIBLE_MS) {
-      delete e.change;
-      const tr = rowEls.get(id);
-      const cell = tr?.querySelector('.col-change');
-      if (cell) cell.replaceChildren();
-    }
-  }
-}, 2000);
+setInterval(() => view?.fadeMarkers(board, Date.now()), 2000);
 
 // ---------------------------------------------------------------- "you" panel
 
-/** Neighbours shown on each side of the signed-in player (PROTOCOL 1: at most 25). */
-const ME_RADIUS = 5;
-
-/** The rank window the "You" panel follows: the server pushes it whenever it changes. */
-function myWindowRoom() {
-  return auth.sub ? `leaderboard:around:${auth.sub}:${ME_RADIUS}` : null;
-}
-
-/**
- * The signed-in player's own row (from their events, the board, or their
- * window) and the rows around it (from the last `leaderboard:window`).
- */
-const mine = {
-  /** @type {Entry|null} */
-  entry: null,
-  /** @type {Entry[]} */
-  around: [],
-  /** Whether a window has come at least once (until then: "Loading…"). */
-  read: false,
-};
-
-/**
- * A `leaderboard:window` of our `leaderboard:around:{me}:5` room: the player and
- * their neighbours as the board is now. It comes on subscribe, on every resume
- * and whenever one of its rows changes, so nothing is read again by hand.
- * @param {{window: string, entries: Entry[], total: number}} data
- */
+/** @param {{window: string, entries: import('./board_model.js').Entry[], total: number}} data */
 function onMyWindow(data) {
-  if (!data || data.window !== myWindowRoom()) return;
-  const entries = data.entries || [];
-  mine.read = true;
-  mine.around = entries;
-  const own = entries.find((e) => e.player_id === auth.sub);
-  if (own) mine.entry = { ...own };
-  renderMe();
+  if (you.applyWindow(data)) renderYou(you, board.total);
 }
 
 /**
- * The player's own row as an event gives it.
- * @param {Partial<Entry> & {player_id: string}} data
- */
-function heardOfMe(data) {
-  const base = mine.entry || { rank: 0, player_id: data.player_id, name: data.player_id, rating: 0, wins: 0, losses: 0, draws: 0 };
-  /** @type {Entry} */
-  const entry = { ...base };
-  for (const k of /** @type {(keyof Entry)[]} */ (['rank', 'name', 'rating', 'wins', 'losses', 'draws'])) {
-    if (data[k] !== undefined && data[k] !== null) /** @type {any} */ (entry)[k] = data[k];
-  }
-  mine.entry = entry;
-}
-
-/** Our row as the page's board shows it, when it shows it (the same rank in both places). */
-function syncMeFromBoard() {
-  if (!auth.sub) return;
-  const e = board.entries.get(auth.sub);
-  if (!e || e.rank > TOP) return;
-  const { change, ...row } = e;
-  mine.entry = { ...row };
-  renderMe();
-}
-
-/**
- * A `leaderboard:update`: our own row when we are in it (our neighbours come
- * with our window).
- * @param {{changes: Change[]}} data
+ * A `leaderboard:update`: our own row when we are in it (our neighbours come with our window).
+ * @param {{changes: import('./board_model.js').Change[]}} data
  */
 function meOnUpdate(data) {
-  if (!auth.sub) return;
   const own = (data.changes || []).find((c) => c.player_id === auth.sub);
   if (own) {
     const { previous_rank: _p, delta: _d, ...row } = own;
-    heardOfMe(row);
+    you.applyOwnRow(row);
   }
-  syncMeFromBoard();
-  renderMe();
+  you.syncFromBoard(board);
+  renderYou(you, board.total);
 }
 
 /** @param {any} data `leaderboard:player_rank` or `player:stats_update` of our room */
 function onMyStats(data) {
-  if (!auth.sub || data?.player_id !== auth.sub) return;
-  heardOfMe(data);
-  syncMeFromBoard();
-  renderMe();
+  if (!you.applyOwnRow(data)) return;
+  you.syncFromBoard(board);
+  renderYou(you, board.total);
 }
 
-function renderMe() {
-  const status = $('me-status');
-  const me = mine.entry;
-  if (me) {
-    status.textContent = `${me.name || me.player_id}: rank ${me.rank}${board.total ? ` of ${board.total}` : ''}, rating ${me.rating.toFixed(1)} (${me.wins}–${me.losses}–${me.draws}).`;
-    status.dataset.rank = String(me.rank);
-  } else if (mine.read) {
-    status.textContent = `${auth.sub}: no rank yet. Play a match to get one.`;
-    delete status.dataset.rank;
-  }
-  const tbody = $('me-body');
-  tbody.replaceChildren(
-    ...mine.around.map((e) => {
-      const isMe = e.player_id === auth.sub;
-      return h(
-        'tr',
-        { 'data-player-id': e.player_id, 'data-rank': e.rank, class: isMe ? 'is-me' : null, 'aria-current': isMe ? 'true' : null },
-        h('td', { class: 'col-rank' }, String(e.rank)),
-        h('th', { scope: 'row', class: 'col-player' }, e.name || e.player_id, isMe ? h('span', { class: 'you', text: ' (you)' }) : null),
-        h('td', { class: 'col-rating' }, e.rating.toFixed(1)),
-      );
-    }),
-  );
-  $('me-table').hidden = mine.around.length === 0;
-}
 
 // ------------------------------------------------------------------ presence
 
@@ -965,7 +616,9 @@ async function main() {
   $('me-status').textContent = auth.sub ? 'Loading your rank…' : 'Sign in to see your rank.';
 
   const rooms = ['leaderboard:global', 'matches', 'presence'];
-  if (auth.sub) rooms.push(`player:${auth.sub}`, /** @type {string} */ (myWindowRoom()));
+  you = new YouModel(auth.sub, ME_RADIUS);
+  view = new BoardView(auth.sub);
+  if (you.room) rooms.push(`player:${auth.sub}`, you.room);
   client = new PulseClient({
     rooms,
     token: auth.mode === 'anonymous' ? null : tokenSource,
@@ -973,7 +626,7 @@ async function main() {
     top: TOP,
   });
   // For debugging and tests.
-  /** @type {any} */ (window).pulseApp = { client, board, auth, reconcile, onUpdate };
+  /** @type {any} */ (window).pulseApp = { client, board, you, auth, reconcile, onUpdate, goToOffset };
 
   client.on('*', appendLog);
   client.on('state', (/** @type {any} */ s) => {
@@ -994,8 +647,7 @@ async function main() {
   });
   client.on('reset', (/** @type {any} */ r) => {
     if (r.resume) return; // "slow": we resume from our cursor, our state stays right
-    board.ready = false;
-    board.epoch++;
+    board.drop();
     $('board-status').textContent = `Stream reset (${r.reason}): reloading…`;
     presenceEvents++;
     loadPresence();
@@ -1019,6 +671,7 @@ async function main() {
     });
   }
   if (auth.mode === 'dev') setupDevPanel();
+  setupPager();
   client.connect();
 }
 
