@@ -7,6 +7,7 @@ and switch, at run time, what the network does (`tc netem` is not available here
     proxy.reset()        # every open connection gets an RST (SO_LINGER 0), now
     proxy.refuse()       # the peer is down: open and new connections get an RST
     proxy.pass_through() # back to normal
+    proxy.cut_on(b"COMMIT", after_reply=True)  # one-shot: RST at a precise protocol point
     proxy.stop()
 
 It runs its own event loop in its own thread, so sync tests, async tests and the processes
@@ -44,6 +45,15 @@ class _Link:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # True once a byte was dropped: the stream has a hole and must not carry traffic again.
     holed: bool = False
+    # Set by an armed cut_on(after_reply=True): the next bytes from upstream are the answer
+    # to the matched request; they are dropped and the link is reset.
+    cut_at_reply: bool = False
+
+
+@dataclass(frozen=True)
+class _Cut:
+    pattern: bytes
+    after_reply: bool
 
 
 def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
@@ -62,6 +72,8 @@ class FaultProxy:
         self.mode: Mode = "pass"
         self.latency = 0.0
         self.accepted = 0
+        self.cuts = 0  # how many armed cuts went off
+        self._cut: _Cut | None = None
         self._links: set[_Link] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -100,6 +112,15 @@ class FaultProxy:
     def reset(self) -> None:
         """RST every open connection now (client and upstream side); the mode stays."""
         self._call(self._reset_all())
+
+    def cut_on(self, pattern: bytes, *, after_reply: bool) -> None:
+        """Arm a one-shot cut: the next chunk a client sends that contains `pattern` resets
+        its connection (both sides get an RST), at a precise point of a protocol.
+
+        after_reply=False: the chunk is dropped, so the server never sees that request.
+        after_reply=True: the chunk reaches the server, which acts on it; its answer is
+        dropped, so the client never learns the outcome (a COMMIT that did happen)."""
+        self._cut = _Cut(pattern, after_reply)
 
     @property
     def connections(self) -> int:
@@ -159,8 +180,8 @@ class FaultProxy:
                 return
             link.upstream = up_writer
             link.tasks = [
-                asyncio.create_task(self._pump(link, reader, up_writer)),
-                asyncio.create_task(self._pump(link, up_reader, writer)),
+                asyncio.create_task(self._pump(link, reader, up_writer, upstream_bound=True)),
+                asyncio.create_task(self._pump(link, up_reader, writer, upstream_bound=False)),
             ]
             await asyncio.gather(*link.tasks, return_exceptions=True)
             self._forget(link)
@@ -174,8 +195,29 @@ class FaultProxy:
                 if side is not None:
                     side.close()
 
+    def _cut_now(self, link: _Link, data: bytes, upstream_bound: bool) -> bool:
+        """Whether an armed cut goes off on this chunk: then the link is reset (at once, or
+        once the server answered) and the chunk must not be forwarded."""
+        if upstream_bound:
+            cut = self._cut
+            if cut is None or not data or cut.pattern not in data:
+                return False
+            self._cut = None
+            if cut.after_reply:
+                link.cut_at_reply = True
+                return False  # forwarded: the server acts on it
+        elif not (link.cut_at_reply and data):
+            return False
+        self.cuts += 1
+        self._drop(link)
+        return True
+
     async def _pump(
-        self, link: _Link, source: asyncio.StreamReader, sink: asyncio.StreamWriter
+        self,
+        link: _Link,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        upstream_bound: bool,
     ) -> None:
         """Copy one direction; chunks wait in a queue until they are due, so a delay adds
         latency without cutting throughput."""
@@ -204,6 +246,8 @@ class FaultProxy:
                     if not data:
                         break
                     continue
+                if self._cut_now(link, data, upstream_bound):
+                    return
                 latency = self.latency if self.mode == "delay" else 0.0
                 queue.put_nowait((time.monotonic() + latency, data))
                 if not data:

@@ -4,6 +4,9 @@ serialize correctly on both SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -15,6 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .migrate import migrate_to_head, require_head
 
+log = logging.getLogger(__name__)
+
 PG_STATEMENT_TIMEOUT = 5.0  # seconds; longer than any statement of this service takes
 
 
@@ -23,8 +28,11 @@ class DatabaseUnavailable(Exception):
 
 
 def _lost_connection_errors() -> tuple[type[BaseException], ...]:
-    """What losing the database looks like from the drivers: the network (refused, reset,
-    timed out) and, on PostgreSQL, a dead session or a server shutting down (class 08, 57).
+    """What losing the database looks like from the drivers, by type: the network (refused,
+    reset, timed out) and, on PostgreSQL, a dead session (class 08), a server shutting down
+    or refusing sessions (57), out of connections or resources (53), and a transaction the
+    server rolled back to break a deadlock or a serialization conflict (40). Each means that
+    nothing of the transaction was applied, or (a lost COMMIT) that a retry is safe.
     SQL errors (a constraint, a bug) are not among them: those stay what they are."""
     errors: list[type[BaseException]] = [OSError, TimeoutError]
     try:
@@ -32,22 +40,75 @@ def _lost_connection_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # SQLite-only install
         return tuple(errors)
     errors += [
-        asyncpg.exceptions.ConnectionDoesNotExistError,
         asyncpg.exceptions.PostgresConnectionError,
         asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.InsufficientResourcesError,
+        asyncpg.exceptions.TransactionRollbackError,
     ]
     return tuple(errors)
 
 
 LOST_CONNECTION = _lost_connection_errors()
 
+# asyncpg reports a connection that is already gone as a plain InterfaceError, told apart
+# from a misuse only by its message: a reset that arrived between two statements ("connection
+# is closed"), a ROLLBACK after the loss ("the underlying connection is closed"), a pool
+# connection detached when it died ("released back to the pool"), a connection left busy by
+# a timed-out statement, and the pool shutting down.
+_GONE_CONNECTION_MESSAGES = (
+    "connection is closed",
+    "connection was closed",
+    "released back to the pool",
+    "another operation is",
+    "pool is clos",
+)
+# SQLite: another process held the file past the busy timeout, or the file cannot be used.
+_UNUSABLE_FILE_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "unable to open database file",
+)
+
+
+def _is_interface_error(exc: BaseException) -> bool:
+    try:
+        import asyncpg
+    except ImportError:
+        return False
+    # DataError is an InterfaceError too: an argument the driver cannot encode (a bug).
+    return isinstance(exc, asyncpg.exceptions.InterfaceError) and not isinstance(
+        exc, asyncpg.exceptions.DataError
+    )
+
+
+def is_database_lost(exc: BaseException) -> bool:
+    """Whether `exc` means the database (or the connection to it) is unavailable, so that the
+    request can only be answered 503 and retried."""
+    if isinstance(exc, LOST_CONNECTION):
+        return True
+    message = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(fragment in message for fragment in _UNUSABLE_FILE_MESSAGES)
+    if _is_interface_error(exc):
+        if any(fragment in message for fragment in _GONE_CONNECTION_MESSAGES):
+            return True
+        # raised while cleaning up after the loss itself
+        cause = exc.__cause__ or exc.__context__
+        return cause is not None and is_database_lost(cause)
+    return False
+
 
 @contextmanager
 def _unavailable_when_lost() -> Iterator[None]:
     try:
         yield
-    except LOST_CONNECTION as exc:
-        raise DatabaseUnavailable(f"database: {type(exc).__name__}: {exc}") from exc
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        if is_database_lost(exc):
+            raise DatabaseUnavailable(f"database: {type(exc).__name__}: {exc}") from exc
+        raise
 
 
 class _Database(Database):
@@ -79,15 +140,16 @@ class _Database(Database):
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, sqlite_busy_timeout: float = 10.0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        # A busy SQLite file (another instance writing) waits up to 10 s instead of failing.
+        # A busy SQLite file (another instance writing) waits up to 10 s instead of failing
+        # (and then the write is a 503).
         # PostgreSQL: every statement bounded (asyncpg's command_timeout), so a network that
         # drops silently makes a write answer 503 (TimeoutError -> DatabaseUnavailable) instead
         # of hanging until the network returns.
         self.db = (
-            _Database(url, timeout=10)
+            _Database(url, timeout=sqlite_busy_timeout)
             if self.is_sqlite
             else _Database(url, min_size=1, max_size=10, command_timeout=PG_STATEMENT_TIMEOUT)
         )
@@ -129,22 +191,42 @@ class Store:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
         """A transaction that may read-then-write safely under concurrency; losing the
-        database in it (or before it) raises DatabaseUnavailable, and nothing is applied."""
+        database in it (or before it) raises DatabaseUnavailable, and nothing is applied,
+        except when the COMMIT itself was lost after the server applied it: then the
+        caller's retry must find the change made (results are keyed by match id)."""
         with _unavailable_when_lost():
             async with self._write() as conn:
                 yield conn
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Connection]:
-        if not self.is_sqlite:
-            async with self.db.connection() as conn, conn.transaction():
-                yield conn
-            return
-        async with self._sqlite_writer, self.db.connection() as conn:
-            await conn.execute("BEGIN IMMEDIATE")
+        # BEGIN / COMMIT / ROLLBACK by hand, not `databases`' Transaction: when BEGIN or
+        # COMMIT fails, that one keeps its connection acquired (a pool slot lost for good per
+        # failure), and a ROLLBACK failing on the dead connection replaces the error that
+        # made it roll back.
+        turn = self._sqlite_writer if self.is_sqlite else contextlib.nullcontext()
+        async with turn, self.db.connection() as conn:
+            # SQLite: IMMEDIATE takes the write lock now, ordering this writer with those of
+            # other processes, as row locks would.
+            await self._control(conn, "BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN")
             try:
                 yield conn
+                await self._control(conn, "COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                await self._roll_back_quietly(conn)
                 raise
-            await conn.execute("COMMIT")
+
+    async def _control(self, conn: Connection, statement: str) -> None:
+        if self.is_sqlite:
+            await conn.execute(statement)
+        else:
+            # asyncpg's simple protocol: one round trip, nothing prepared.
+            await conn.raw_connection.execute(statement)
+
+    async def _roll_back_quietly(self, conn: Connection) -> None:
+        """The error that got us here is the one to report: a ROLLBACK failing too (the
+        connection is gone, so the server rolls back by itself) must not replace it."""
+        try:
+            await self._control(conn, "ROLLBACK")
+        except Exception as exc:  # noqa: BLE001 - reported by the error being raised
+            log.debug("rollback failed: %r", exc)
