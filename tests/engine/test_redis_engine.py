@@ -170,7 +170,7 @@ async def test_a_quiet_gap_is_found_by_the_timer(
     await a.publish(Publication(events=(draft(1),)))
     await on_b.wait_count(1)
     # append to the log behind the bus' back, as a lost message would leave it
-    a._bus = "lrp:nobody-listens"
+    a._log.bus_channel = "lrp:nobody-listens"
     [event] = await a.publish(Publication(events=(draft(2),)))
     await on_b.wait_count(2, timeout=3)
     assert on_b.events[1].text == event.text
@@ -335,7 +335,7 @@ async def test_board_rows_published_during_a_replace_are_kept(make_redis: MakeRe
     a, b = await make_redis(), await make_redis()
     entries = [BoardEntry(f"p{i:04d}", f"P{i}", 1000.0 + i, 0, 0, 0, 0, 1) for i in range(1200)]
     begun, go_on = asyncio.Event(), asyncio.Event()
-    run = b._run
+    run = b._scripts.run
 
     async def paused_run(name: str, keys: list[str], args: list[Any]) -> Any:
         result = await run(name, keys, args)
@@ -344,7 +344,7 @@ async def test_board_rows_published_during_a_replace_are_kept(make_redis: MakeRe
             await go_on.wait()
         return result
 
-    b._run = paused_run  # type: ignore[method-assign]
+    b._scripts.run = paused_run  # type: ignore[method-assign]
     replace = asyncio.create_task(b.board_replace(rows(*entries)))
     await begun.wait()
     # a match result lands while the new board is being built: newer row, and a new player
@@ -449,7 +449,7 @@ async def test_a_crashed_instance_takes_its_players_offline_once(
     assert time.monotonic() - crashed_at < ttl
     # more sweeps, by both survivors, find nothing more to do
     for _ in range(3):
-        await asyncio.gather(b._sweep(), c._sweep())
+        await asyncio.gather(b._presence.sweep(), c._presence.sweep())
     await on_b.flush(c)
     logged = await b.read_after(start, 100)
     assert presence_of(logged) == [("player:offline", "only-on-a")]
@@ -484,7 +484,7 @@ async def test_a_stalled_instance_comes_back_online(make_redis: MakeRedis) -> No
     b = await make_redis(presence_ttl_seconds=3.0)
     on_b = Collector(b)
     await a.presence_enter("zoe")
-    await b._drop_instance(a._instance_id, force=True)  # as a sweep would
+    await b._presence.drop_instance(a.instance_id, force=True)  # as a sweep would
     await on_b.wait_for(
         lambda ev: (
             presence_of(ev)

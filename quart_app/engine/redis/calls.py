@@ -15,17 +15,17 @@ import logging
 import secrets
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .base import CallHandler, EngineUnavailable, NoSuchInstance
+from ..base import CallHandler, EngineUnavailable, NoSuchInstance
+from .connection import RedisConnection
 
 log = logging.getLogger(__name__)
 
 
 class InstanceCalls:
-    def __init__(self, client: aioredis.Redis, prefix: str, instance_id: str) -> None:
-        self._client = client
+    def __init__(self, connection: RedisConnection, prefix: str, instance_id: str) -> None:
+        self._connection = connection
         self._prefix = prefix
         self._instance_id = instance_id
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -62,7 +62,7 @@ class InstanceCalls:
         message = json.dumps({"id": call_id, "from": self._instance_id, "request": request})
         try:
             try:
-                receivers = await self._client.publish(self._channel(instance_id), message)
+                receivers = await self._connection.publish(self._channel(instance_id), message)
             except RedisError as exc:
                 raise EngineUnavailable(str(exc)) from exc
             if receivers == 0:
@@ -75,21 +75,24 @@ class InstanceCalls:
     async def _listen(self) -> None:
         backoff = 0.05
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            subscription = self._connection.subscription(
+                self._channel(self._instance_id), from_pool=True
+            )
             try:
-                await pubsub.subscribe(self._channel(self._instance_id))
+                await subscription.subscribe()
                 self._ready.set()
                 backoff = 0.05
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        self._on_message(message["data"])
+                while True:
+                    message = await subscription.next_message(timeout=None)
+                    if message is not None and message[0] == "message":
+                        self._on_message(message[1])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("instance call channel lost (%s); reconnecting", exc)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await subscription.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
@@ -115,6 +118,6 @@ class InstanceCalls:
             log.exception("instance call failed")
             answer = {"status": 500, "detail": "the holding instance failed"}
         with contextlib.suppress(RedisError):
-            await self._client.publish(
+            await self._connection.publish(
                 self._channel(message["from"]), json.dumps({"id": message["id"], "answer": answer})
             )

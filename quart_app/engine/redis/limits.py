@@ -22,23 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from .base import EngineUnavailable
-from .rate_limit import RateDecision
+from ..base import EngineUnavailable
+from ..rate_limit import RateDecision
+from .scripts import load_script
 
 log = logging.getLogger(__name__)
 
-_LUA_DIR = Path(__file__).with_name("lua")
-
 Run = Callable[[Awaitable[Any]], Awaitable[Any]]
-
-
-def _script(*names: str) -> str:
-    return "\n".join((_LUA_DIR / name).read_text() for name in names)
 
 
 class RedisLimits:
@@ -49,10 +43,10 @@ class RedisLimits:
         self._prefix = prefix
         self._instance_id = instance_id
         self._run = run
-        self._rate = client.register_script(_script("rate_limit.lua"))
-        self._admit = client.register_script(_script("_streams.lua", "stream_admit.lua"))
-        self._release = client.register_script(_script("_streams.lua", "stream_release.lua"))
-        self._sync = client.register_script(_script("_streams.lua", "stream_sync.lua"))
+        self._rate = client.register_script(load_script(("rate_limit.lua",)))
+        self._admit = client.register_script(load_script(("_streams.lua", "stream_admit.lua")))
+        self._release = client.register_script(load_script(("_streams.lua", "stream_release.lua")))
+        self._sync = client.register_script(load_script(("_streams.lua", "stream_sync.lua")))
         self._keys = [
             prefix + "presence:instances",
             prefix + "limits:instances",

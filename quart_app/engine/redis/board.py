@@ -1,0 +1,87 @@
+"""The board in Redis: page, player, around, and the whole-board rebuild.
+
+Keys: ``board`` / ``players`` / ``versions`` (zset player -> -rating; hash player -> BoardEntry
+JSON; hash player -> version, the order-independence guard), ``board:rebuild`` and
+``board:next:*`` (a running `replace`: its token, and the board it builds), ``board:ready``
+(set by the swap of a rebuild: the board is whole. A data loss removes it, and the reads then
+answer "incomplete" (BoardIncomplete: the caller reads SQL) until a rebuild ends).
+
+Rows are written by the publish script (log.py), with the log entries of the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..base import BoardEntry, Ranked
+from ..board_state import BoardIncomplete, BoardLoader
+from .keys import RedisKeys
+from .log import new_token
+from .scripts import Scripts
+
+_STAGE_BATCH = 500
+_REBUILD_TTL_MS = 3_600_000
+
+
+class RedisBoard:
+    def __init__(self, scripts: Scripts, keys: RedisKeys) -> None:
+        self._scripts = scripts
+        self._keys = keys
+
+    @staticmethod
+    def _rows(rows: Sequence[str | None], first_rank: int) -> list[Ranked]:
+        return [(first_rank + i, BoardEntry.from_json(row)) for i, row in enumerate(rows) if row]
+
+    async def _read(self, script: str, args: list[Any]) -> Any:
+        reply = await self._scripts.run(script, self._keys.board_read, args)
+        if reply == "incomplete":
+            raise BoardIncomplete("the board has not been rebuilt since Redis lost its data")
+        return reply
+
+    async def page(self, offset: int, limit: int) -> tuple[list[Ranked], int]:
+        offset = max(0, offset)
+        reply = await self._read("board_page", [offset, max(1, limit)])
+        rows = reply[1:] if limit > 0 else []
+        return self._rows(rows, offset + 1), int(reply[0])
+
+    async def player(self, player_id: str) -> Ranked | None:
+        reply = await self._read("board_player", [player_id])
+        if not reply or not reply[1]:
+            return None
+        return int(reply[0]) + 1, BoardEntry.from_json(reply[1])
+
+    async def around(self, player_id: str, radius: int) -> list[Ranked]:
+        reply = await self._read("board_around", [player_id, radius])
+        if not reply:
+            return []
+        return self._rows(reply[1:], int(reply[0]) + 1)
+
+    async def replace(self, load: BoardLoader) -> None:
+        """Build the new board in ``board:next:*``, then rename it over the live one and mark
+        it complete in one script: readers see the old or the new. The marker is set before
+        `load()` reads the truth, so every row published after that read (its commit came
+        later) goes into the new board too."""
+        token = new_token()
+        marker = self._keys.board_next
+        await self._scripts.run("board_begin", marker, [token, _REBUILD_TTL_MS])
+        entries = await load()
+        for i in range(0, len(entries), _STAGE_BATCH):
+            args: list[Any] = [token]
+            for entry in entries[i : i + _STAGE_BATCH]:
+                args += [
+                    entry.player_id,
+                    entry.version,
+                    repr(-float(entry.rating)),
+                    entry.to_json(),
+                ]
+            self._rebuild_status(await self._scripts.run("board_stage", marker, args))
+        swap_keys = [marker[0], *self._keys.board, *marker[1:], self._keys.board_ready]
+        self._rebuild_status(await self._scripts.run("board_swap", swap_keys, [token]))
+
+    @staticmethod
+    def _rebuild_status(status: int) -> None:
+        if status == 0:
+            raise RuntimeError("board rebuild interrupted: its marker is gone (Redis data loss?)")
+        if status == -1:
+            raise RuntimeError("board rebuild superseded by another one")

@@ -1,0 +1,51 @@
+"""The Lua scripts (``engine/lua/*.lua``): every write of the Redis engine is one of them, so that
+board rows, the seq, the log entry and the bus message of one publication happen together or
+not at all. Loaded with ``register_script``: EVALSHA, and a reload on NOSCRIPT."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .connection import bounded
+
+LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+
+# script name -> the files it is made of (shared preludes first)
+ENGINE_SCRIPTS: dict[str, tuple[str, ...]] = {
+    "publish": ("_log.lua", "_board.lua", "publish.lua"),
+    "read": ("_log.lua", "read.lua"),
+    "board_page": ("board_page.lua",),
+    "board_player": ("board_player.lua",),
+    "board_around": ("board_around.lua",),
+    "board_begin": ("board_begin.lua",),
+    "board_stage": ("_board.lua", "board_stage.lua"),
+    "board_swap": ("board_swap.lua",),
+    "presence_change": ("_log.lua", "_presence.lua", "presence_change.lua"),
+    "presence_sync": ("_log.lua", "_presence.lua", "presence_sync.lua"),
+    "presence_beat": ("_log.lua", "_presence.lua", "presence_beat.lua"),
+    "presence_drop": ("_log.lua", "_presence.lua", "presence_drop.lua"),
+    "presence_poll": ("_log.lua", "_presence.lua", "presence_poll.lua"),
+    "presence_sweep": ("_log.lua", "_presence.lua", "presence_sweep.lua"),
+}
+
+
+def load_script(files: Sequence[str]) -> str:
+    return "\n".join((LUA_DIR / name).read_text() for name in files)
+
+
+class Scripts:
+    """Named scripts registered on one client; `run` bounds each call (EngineUnavailable)."""
+
+    def __init__(
+        self, client: aioredis.Redis, table: dict[str, tuple[str, ...]] = ENGINE_SCRIPTS
+    ) -> None:
+        self._scripts = {
+            name: client.register_script(load_script(files)) for name, files in table.items()
+        }
+
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await bounded(self._scripts[name](keys=keys, args=args))
