@@ -48,6 +48,8 @@ class Runtime:
             event_log_size=settings.event_log_size,
             backfill_interval=settings.backfill_interval,
             presence_ttl_seconds=settings.presence_ttl_seconds,
+            # memory engine: its board loads from SQL after start (reads use SQL meanwhile)
+            board_pending=True,
         )
         self.hub = Hub(
             self.engine,
@@ -65,6 +67,7 @@ class Runtime:
         self.hub.read_board_with(self.leaderboard.board_page)
         self.hub.windows.read_with(self.leaderboard)
         self._watch: asyncio.Task[None] | None = None
+        self._board_load: asyncio.Task[None] | None = None
         self._database_up: asyncio.Task[None] | None = None
         self.metrics = self._metrics()
 
@@ -188,7 +191,13 @@ class Runtime:
             return False
         if attempt > 1:
             log.warning("database reachable after %d attempts", attempt)
-        await self._rebuild_if_empty()
+        if self.settings.redis_url is None:
+            # The memory engine serves board reads from SQL and holds results until its
+            # board is loaded: ready at once, even at 1,000,000 players (issue 8). A Redis
+            # engine does not hold results: its board is rebuilt before the instance is ready.
+            self._board_load = asyncio.create_task(self._rebuild_if_empty())
+        else:
+            await self._rebuild_if_empty()
         await self.relay.start()
         self._watch = asyncio.create_task(self._watch_epoch())
         return True
@@ -213,12 +222,14 @@ class Runtime:
             self._database_up.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._database_up
-        if self._watch:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._board_load):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         started = time.monotonic()
-        for step in (self.relay.stop, self.hub.stop, self.engine.stop, self.store.disconnect):
+        steps = (self.matches.close, self.relay.stop, self.hub.stop, self.engine.stop)
+        for step in (*steps, self.store.disconnect):
             budget = min(STOP_STEP_SECONDS, started + STOP_SECONDS - time.monotonic())
             try:
                 async with asyncio.timeout(max(budget, 0.05)):

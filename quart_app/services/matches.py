@@ -6,97 +6,35 @@ answer means the change is durable and its events will be delivered.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
 from databases.core import Connection
 
-from ..domain import elo
 from ..domain.board import BoardEntry
-from ..domain.ids import GLOBAL_BOARD, MATCHES, match_room, player_room
+from ..domain.ids import GLOBAL_BOARD
 from ..domain.models import MatchCreate, MatchProgressIn, MatchResultIn
-from ..domain.publication import Draft, Publication, RankSlot
+from ..domain.publication import Draft, Publication
 from ..engine.base import Engine, EngineUnavailable
 from ..store import outbox
 from ..store.database import Store
+from ..store.result_sql import result_sql
 from ..store.rows import board_entry
 from ..store.tables import matches, players
 from .errors import Conflict, Invalid, NotFound, Unavailable
+from .match_views import (
+    change_row,
+    change_slots,
+    iso,
+    match_json,
+    match_rooms,
+    now_iso,
+    result_json,
+)
+from .result_plan import ResultJob
+from .result_writer import ResultWriter
 
-# The result path's statements as SQL text with bound parameters: SQLAlchemy Core would
-# compile each statement again on every call through `databases` (measured: about a quarter
-# of a result's CPU), while text is only bound.
 _SELECT_MATCH = "SELECT * FROM matches WHERE match_id = :match_id"
-_SELECT_PLAYERS = "SELECT * FROM players WHERE player_id IN (:first, :second) ORDER BY player_id"
-_UPDATE_PLAYER = (
-    "UPDATE players SET rating = :rating, wins = :wins, losses = :losses, draws = :draws,"
-    " games = :games, version = :version WHERE player_id = :player_id"
-)
-_FINISH_MATCH = (
-    "UPDATE matches SET status = :status, winner_id = :winner_id, draw = :draw,"
-    " rating_change_a = :rating_change_a, rating_change_b = :rating_change_b,"
-    " completed_at = :completed_at WHERE match_id = :match_id"
-)
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def match_json(row: Any) -> dict[str, Any]:
-    return {
-        "match_id": row.match_id,
-        "player_ids": [row.player_a, row.player_b],
-        "status": row.status,
-        "winner_id": row.winner_id,
-        "draw": bool(row.draw),
-        "created_at": row.created_at,
-        "started_at": row.started_at,
-        "completed_at": row.completed_at,
-        "scheduled_at": row.scheduled_at,
-    }
-
-
-def result_json(row: Any) -> dict[str, Any]:
-    body = match_json(row)
-    body["rating_changes"] = {row.player_a: row.rating_change_a, row.player_b: row.rating_change_b}
-    return body
-
-
-def match_rooms(row: Any) -> tuple[str, ...]:
-    return (MATCHES, match_room(row.match_id), player_room(row.player_a), player_room(row.player_b))
-
-
-def change_row(entry: BoardEntry, delta: float) -> dict[str, Any]:
-    """A row of `leaderboard:update` (PROTOCOL 2). `rank` and `previous_rank` are left for
-    the engine to fill (see change_slots; a newcomer's previous_rank stays null).
-    `version` is the player's row version: events of two instances may reach the log out of
-    commit order, and a client keeps, per player, the row with the highest version."""
-    return {
-        **entry.as_entry(0),
-        "previous_rank": None,
-        "delta": delta,
-        "version": entry.version,
-    }
-
-
-def change_slots(index: int, player_id: str, previous_rank: bool) -> list[RankSlot]:
-    """Where the engine puts the ranks of change row `index` (PROTOCOL 2: the rank right
-    after the event; previous_rank: before the publication's rows applied)."""
-    slots = [RankSlot(("changes", index, "rank"), player_id, "after")]
-    if previous_rank:
-        slots.append(RankSlot(("changes", index, "previous_rank"), player_id, "before"))
-    return slots
 
 
 class MatchService:
@@ -108,6 +46,11 @@ class MatchService:
         self.engine = engine
         self.k = k
         self.initial_rating = initial_rating
+        # Results go through one writer per instance, several to a transaction.
+        self.writer = ResultWriter(result_sql(store), relay, k)
+
+    async def close(self) -> None:
+        await self.writer.close()
 
     # helpers -----------------------------------------------------------------------------
     def _locking(self, statement: str) -> str:
@@ -282,131 +225,8 @@ class MatchService:
         return events[-1].cursor
 
     async def result(self, match_id: str, body: MatchResultIn) -> dict[str, Any]:
-        async with self.store.write() as conn:
-            row = await self._locked_match(conn, match_id)
-            ids = [row.player_a, row.player_b]
-            if body.winner_id is not None and body.winner_id not in ids:
-                raise Invalid(f"winner_id {body.winner_id!r} does not play in this match")
-            if row.status == "completed":
-                if row.winner_id == body.winner_id and bool(row.draw) == body.draw:
-                    return result_json(row)  # the same result again: the same answer
-                raise Conflict(f"match {match_id!r} is completed with another result")
-            if row.status == "cancelled":
-                raise Conflict(f"match {match_id!r} is cancelled")
-
-            # Lock both players in id order, so two results sharing a player cannot deadlock.
-            first, second = sorted(ids)
-            player_rows: list[Any] = await conn.fetch_all(
-                self._locking(_SELECT_PLAYERS), {"first": first, "second": second}
-            )
-            locked = {p.player_id: p for p in player_rows}
-            a, b = locked[row.player_a], locked[row.player_b]
-            score_a = 0.5 if body.draw else (1.0 if body.winner_id == a.player_id else 0.0)
-            new_a, new_b, delta = elo.apply_result(a.rating, b.rating, score_a, self.k)
-            # The rows after the change, computed here rather than read back.
-            updated = [
-                _played(a, new_a, score_a),
-                _played(b, new_b, 1.0 - score_a),
-            ]
-            for entry in updated:
-                await conn.execute(
-                    _UPDATE_PLAYER,
-                    {
-                        "player_id": entry.player_id,
-                        "rating": entry.rating,
-                        "wins": entry.wins,
-                        "losses": entry.losses,
-                        "draws": entry.draws,
-                        "games": entry.games,
-                        "version": entry.version,
-                    },
-                )
-            finished = {
-                "status": "completed",
-                "winner_id": body.winner_id,
-                "draw": body.draw,
-                "rating_change_a": delta,
-                "rating_change_b": -delta,
-                "completed_at": now_iso(),
-            }
-            await conn.execute(_FINISH_MATCH, {**finished, "match_id": match_id})
-            row = SimpleNamespace(**{**row._mapping, **finished})
-            publication = self._result_publication(row, updated, delta)
-            await outbox.add(conn, publication)
-        await self.relay.publish(publication)
-        return result_json(row)
-
-    @staticmethod
-    def _result_publication(match: Any, updated: list[BoardEntry], delta: float) -> Publication:
-        """The events of a result. Every rank in them is a slot the engine fills when it
-        applies the two rows: the rank right after, and the rank before as previous_rank."""
-        body = result_json(match)
-        events = [Draft((*match_rooms(match), GLOBAL_BOARD), "match:result", body)]
-        changes: list[dict[str, Any]] = []
-        slots: list[RankSlot] = []
-        personal = []
-        for index, (entry, change) in enumerate(zip(updated, (delta, -delta), strict=True)):
-            pid = entry.player_id
-            changes.append(change_row(entry, change))
-            slots += change_slots(index, pid, previous_rank=True)
-            personal.append(
-                Draft(
-                    (player_room(pid),),
-                    "leaderboard:player_rank",
-                    {
-                        "player_id": pid,
-                        "rank": None,
-                        "previous_rank": None,
-                        "rating": entry.rating,
-                        "delta": change,
-                    },
-                    (
-                        RankSlot(("rank",), pid, "after"),
-                        RankSlot(("previous_rank",), pid, "before"),
-                    ),
-                )
-            )
-            personal.append(
-                Draft(
-                    (player_room(pid),),
-                    "player:stats_update",
-                    {
-                        "player_id": pid,
-                        "rating": entry.rating,
-                        "rank": None,
-                        "wins": entry.wins,
-                        "losses": entry.losses,
-                        "draws": entry.draws,
-                        "games": entry.games,
-                    },
-                    (RankSlot(("rank",), pid, "after"),),
-                )
-            )
-        events.append(
-            Draft(
-                (GLOBAL_BOARD,),
-                "leaderboard:update",
-                {"match_id": match.match_id, "changes": changes},
-                tuple(slots),
-            )
-        )
-        return Publication(
-            key=outbox.new_key(), board=tuple(updated), events=tuple(events + personal)
-        )
-
-
-def _played(row: Any, rating: float, score: float) -> BoardEntry:
-    """A player's row after one more game with `score` (1 win, 0.5 draw, 0 loss)."""
-    return BoardEntry(
-        player_id=row.player_id,
-        name=row.name,
-        rating=rating,
-        wins=row.wins + (score == 1.0),
-        losses=row.losses + (score == 0.0),
-        draws=row.draws + (score == 0.5),
-        games=row.games + 1,
-        version=row.version + 1,
-    )
+        answer: Any = await self.writer.submit(ResultJob(match_id, body))
+        return dict(answer)
 
 
 class PlayerService:

@@ -1,0 +1,129 @@
+"""Group commit of match results: one writer task per instance.
+
+Requests queue their result; the writer takes everything queued (up to MAX_GROUP) and
+applies it in one transaction (store/result_sql.py), deciding the results one after the other
+in queue order on the rows the ones before left (services/result_plan.py). So a database that
+allows one writer at a time (SQLite) or pays a round trip and a flush per commit (both) pays
+them once per group instead of once per result, while ELO stays exactly that of a serial
+replay in commit order.
+
+After the commit, a second task publishes the group's events in commit order and answers each
+request once its events were offered to the engine (as before: normally published before the
+answer; if not, the outbox relay publishes them later). It runs beside the writer, so the next
+group's transaction overlaps this group's publishing.
+
+Failures stay with their result: a result that cannot apply is decided as its error before
+anything is written; if the group's transaction fails anyway (a statement the database
+refuses), each result of it is applied again alone, so only the bad one fails. Losing the
+database fails the whole group with DatabaseUnavailable (503), and nothing of it applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from ..store.database import DatabaseUnavailable
+from ..store.outbox import Relay
+from ..store.result_sql import ResultSql
+from .result_plan import Decided, ResultJob, plan_results
+
+log = logging.getLogger(__name__)
+
+# Results in one transaction at most: bounds the transaction's time and the wait of the
+# group's first request behind the rest of it.
+MAX_GROUP = 128
+
+Outcome = Decided | BaseException
+
+
+@dataclass(slots=True)
+class _Queued:
+    job: ResultJob
+    answer: asyncio.Future[object]
+
+
+class ResultWriter:
+    def __init__(self, sql: ResultSql, relay: Relay, k: float) -> None:
+        self.sql = sql
+        self.relay = relay
+        self.k = k
+        # Counters (tests, /metrics): transactions committed and results decided in them.
+        self.groups = 0
+        self.results = 0
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
+        self._committed: asyncio.Queue[list[tuple[_Queued, Outcome]]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def submit(self, job: ResultJob) -> object:
+        """The answer of the result once its group committed and its events were offered to
+        the engine; raises its ServiceError, or DatabaseUnavailable."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._write(), name="result-writer"),
+                asyncio.create_task(self._publish(), name="result-publisher"),
+            ]
+        answer: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Queued(job, answer))
+        return await answer
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.sql.close()
+
+    async def _write(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < MAX_GROUP and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            outcomes = await self._commit(group)
+            self._committed.put_nowait(list(zip(group, outcomes, strict=True)))
+
+    async def _commit(self, group: list[_Queued]) -> list[Outcome]:
+        jobs = [queued.job for queued in group]
+        try:
+            decided: list[Decided] = await self.sql.apply(
+                [job.match_id for job in jobs],
+                lambda matches, players: plan_results(jobs, matches, players, self.k),
+            )
+        except DatabaseUnavailable as exc:
+            return [DatabaseUnavailable(str(exc)) for _ in group]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a refused statement: find which result
+            if len(group) == 1:
+                return [exc]
+            log.warning("a group of %d results failed (%r); applying each alone", len(group), exc)
+            return [(await self._commit([queued]))[0] for queued in group]
+        self.groups += 1
+        self.results += len(group)
+        return list(decided)
+
+    async def _publish(self) -> None:
+        while True:
+            committed = await self._committed.get()
+            engine_answers = True
+            for queued, outcome in committed:
+                if isinstance(outcome, Decided) and outcome.publication is not None:
+                    # Once the engine does not answer, the rest of the group is left to the
+                    # relay (in commit order) rather than waiting out a timeout each.
+                    if engine_answers:
+                        engine_answers = await self.relay.publish(outcome.publication)
+                _answer(queued.answer, outcome)
+
+
+def _answer(answer: asyncio.Future[object], outcome: Outcome) -> None:
+    if answer.done():  # the request went away (its client left): the result stands
+        return
+    if isinstance(outcome, BaseException):
+        answer.set_exception(outcome)
+    elif isinstance(outcome.answer, BaseException):
+        answer.set_exception(outcome.answer)
+    else:
+        answer.set_result(outcome.answer)
