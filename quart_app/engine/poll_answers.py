@@ -8,10 +8,14 @@ the cursor of the last answer), so the answers are shared:
 - Pollers behind the head read the log. The answer for one (epoch, position, rooms) is read
   and encoded once, also when a crowd asks at the same moment, and kept in a small LRU: the
   log never changes behind the head, so such an answer stays true.
-- Pollers at the head wait in a group per rooms-key: one future per group, set once by the
-  fan-out that carries events of those rooms. The group collects those events; its answer body
-  is encoded once per position and shared by every waiter there. No connection, queue or task
-  per poll: a wake-up is one future callback per waiting request.
+- Pollers at the head wait in a group per rooms-key, released once by the fan-out that carries
+  events of those rooms. The group collects those events; its answer body is encoded once per
+  position and shared by every waiter there. No connection, queue or task per poll: a wake-up
+  is one future per waiting request.
+- Fairness: a released group wakes its waiters WAKE_SLICE at a time, one slice per turn of the
+  event loop. Woken all at once, a thousand pollers' answers ran in one turn, and every other
+  request (a POST) waited behind all of them at each of its own steps (issue 9: a publish
+  answered after 1.5 s under 1,000 pollers).
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ if TYPE_CHECKING:
 MAX_EVENTS = 500
 # Answers read from the log, remembered (each up to MAX_EVENTS envelopes).
 READ_CACHE_ENTRIES = 128
+# Waiters woken per turn of the event loop (see the module's docstring): small enough that a
+# turn stays short next to a write's own steps, large enough that a crowd is answered in a
+# few dozen turns.
+WAKE_SLICE = 32
 
 RoomsKey = tuple[str, ...]
 
@@ -51,20 +59,22 @@ def answer_body(events: list[Event], cursor: str) -> bytes:
 class WaitGroup:
     """Pollers of one rooms-key waiting at the head for the next events of those rooms."""
 
-    __slots__ = ("key", "rooms", "events", "done", "fired_at", "waiters", "_bodies")
+    __slots__ = ("key", "rooms", "events", "reason", "released", "fired_at", "waiters", "_bodies")
 
     def __init__(self, key: RoomsKey) -> None:
         self.key = key
         self.rooms = frozenset(key)
         self.events: list[Event] = []
-        # Its result: None (events arrived), SHUTDOWN or RESET.
-        self.done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        # Once released: why (None: events arrived; SHUTDOWN or RESET).
+        self.released = False
+        self.reason: str | None = None
         # The head when the group was released: every event of its rooms up to there is in
         # `events`.
         self.fired_at = 0
-        # Pollers waiting on it: the last to leave (its poll timed out, or the client went)
-        # unregisters a group that was never released, so quiet rooms leave nothing behind.
-        self.waiters = 0
+        # Pollers waiting on it, in arrival order (woken in that order): the last to leave
+        # (its poll timed out, or the client went) unregisters a group that was never
+        # released, so quiet rooms leave nothing behind.
+        self.waiters: dict[asyncio.Future[None], None] = {}
         self._bodies: dict[int, bytes | None] = {}
 
 
@@ -91,19 +101,22 @@ class PollAnswers:
         return len(self._groups)
 
     # pollers at the head ------------------------------------------------------------------------
-    def join(self, key: RoomsKey) -> WaitGroup:
+    def join(self, key: RoomsKey) -> tuple[WaitGroup, asyncio.Future[None]]:
+        """Wait with the other pollers of `key`: the group, and this poller's wake-up (done
+        once the group was released and this poller's slice came)."""
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = WaitGroup(key)
             for room in key:
                 self._by_room.setdefault(room, set()).add(group)
-        group.waiters += 1
-        return group
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        group.waiters[wake] = None
+        return group, wake
 
-    def leave(self, group: WaitGroup) -> None:
+    def leave(self, group: WaitGroup, wake: asyncio.Future[None]) -> None:
         """A poller stopped waiting on `group` (answered, timed out, or gone)."""
-        group.waiters -= 1
-        if group.waiters <= 0:
+        group.waiters.pop(wake, None)
+        if not group.waiters and not group.released:
             self._unregister(group)
 
     def body_for(self, group: WaitGroup, position: int) -> bytes | None:
@@ -161,9 +174,20 @@ class PollAnswers:
 
     def _release(self, group: WaitGroup, reason: str | None) -> None:
         self._unregister(group)
+        if group.released:
+            return
         group.fired_at = self._hub.head_seq
-        if not group.done.done():
-            group.done.set_result(reason)
+        group.released, group.reason = True, reason
+        self._wake(list(group.waiters), 0)
+
+    def _wake(self, waiters: list[asyncio.Future[None]], start: int) -> None:
+        """Wake a slice of waiters now, the rest at the next turns of the loop (fairness)."""
+        end = start + WAKE_SLICE
+        for wake in waiters[start:end]:
+            if not wake.done():  # (a poller that left cancelled its own)
+                wake.set_result(None)
+        if end < len(waiters):
+            asyncio.get_running_loop().call_soon(self._wake, waiters, end)
 
     def release_all(self, reason: str = SHUTDOWN) -> None:
         """Answer every waiting poller now (shutdown, draining: PROTOCOL 3.7; a new log)."""

@@ -176,14 +176,18 @@ class LongPoll:
             if getattr(hub, "draining", False) or loop.time() >= deadline:
                 return answer_body([], hub.cursor(max(position, hub.head_seq)))
             # At the head: wait with every poller of these rooms for the next of their events.
-            group = polls.join(key)
+            group, wake = polls.join(key)
             try:
                 async with asyncio.timeout_at(deadline):
-                    reason = await asyncio.shield(group.done)
+                    await wake
             except TimeoutError:
-                return answer_body([], hub.cursor(max(position, hub.head_seq)))
+                # Released, but this poller's slice had not come yet: its events are in the
+                # group (the head passed them: an empty answer here would skip them).
+                if not group.released:
+                    return answer_body([], hub.cursor(max(position, hub.head_seq)))
             finally:
-                polls.leave(group)
+                polls.leave(group, wake)
+            reason = group.reason
             if reason == RESET:
                 return await self._reset("unknown", rooms, top, 0)
             if reason == SHUTDOWN:
