@@ -72,7 +72,9 @@ def _paths(kind: str, players: int, count: int, rng: random.Random) -> list[str]
         return [f"/api/leaderboard?offset=0&limit={PAGE}" for _ in range(count)]
     if kind == "deep page":
         last = max(0, players - PAGE)
-        return [f"/api/leaderboard?offset={rng.randint(0, last)}&limit={PAGE}" for _ in range(count)]
+        return [
+            f"/api/leaderboard?offset={rng.randint(0, last)}&limit={PAGE}" for _ in range(count)
+        ]
     if kind == "player":
         return [f"/api/players/{some_player()}" for _ in range(count)]
     return [f"/api/players/{some_player()}/around?radius={RADIUS}" for _ in range(count)]

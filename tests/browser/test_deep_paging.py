@@ -109,7 +109,9 @@ def test_deep_pages_and_jump_to_me_follow_live_results(api: Api, open_page: Open
     page.locator("#page-me").click()
     my_rank = api.rank(me)
     my_offset = (my_rank - 1) // SIZE * SIZE
-    expect(page.locator("#pager")).to_have_attribute("data-offset", str(my_offset), timeout=BUDGET_MS)
+    expect(page.locator("#pager")).to_have_attribute(
+        "data-offset", str(my_offset), timeout=BUDGET_MS
+    )
     expect_rows(page, "#board-body", api_page(api, my_offset), BUDGET_MS)
     expect(row(page, me)).to_have_attribute("aria-current", "true")
     expect(row(page, me)).to_have_attribute("data-rank", str(my_rank))
