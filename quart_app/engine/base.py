@@ -217,7 +217,7 @@ class Engine(ABC):
         """The player and up to `radius` neighbours on each side; empty for an unknown one."""
 
     @abstractmethod
-    async def board_replace(self, load: Callable[[], Awaitable[list[BoardEntry]]]) -> None:
+    async def board_replace(self, load: Callable[[], Awaitable[Sequence[BoardEntry]]]) -> None:
         """Replace the whole board at once with the rows `load()` reads (from SQL): readers see
         the old one or the new one, never an empty or partial one; rows published while it
         runs are kept (their versions decide). Board reads that raise
