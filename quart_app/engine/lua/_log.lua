@@ -1,19 +1,34 @@
 -- Prelude of every script that reads or appends to the event log (prepended by redis.py).
 -- Convention: KEYS[1] = meta hash {epoch, seq}, KEYS[2] = log stream;
 --             ARGV[1] = a fresh random epoch token (used only when the log has to start over),
+--                       optionally followed by '/<epoch>/<seq>': the highest seq the caller
+--                       has seen of that epoch (its high-water mark),
 --             ARGV[2] = log length (exact MAXLEN), ARGV[3] = the bus channel.
 -- Epoch, seq and log are one unit: the meta hash holds both epoch and seq, and when it is gone
 -- (Redis restarted without persistence, FLUSHALL, eviction) a new epoch starts with an empty
 -- log, so an old cursor can never be mistaken for a position in the new history.
 
+-- A failover to a replica that missed the last writes (replication is asynchronous) leaves
+-- the same epoch with a seq behind numbers already handed out: the next events would reuse
+-- them, and clients holding them would skip the new ones. A caller whose high-water mark of
+-- this epoch is past the seq starts a new epoch instead, and marks the board incomplete (it
+-- may lack rows too) so that it is rebuilt from SQL. The ready marker's name is the meta
+-- key's with 'meta' replaced (same prefix, same hash slot).
 local function ensure_meta()
+  local token, seen_epoch, seen_seq = string.match(ARGV[1], '^([^/]+)/([^/]+)/(%d+)$')
+  if not token then
+    token = ARGV[1]
+  end
   local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
   if m[1] and m[2] then
-    return m[1], tonumber(m[2])
+    if m[1] ~= seen_epoch or tonumber(m[2]) >= tonumber(seen_seq) then
+      return m[1], tonumber(m[2])
+    end
+    redis.call('DEL', string.sub(KEYS[1], 1, -5) .. 'board:ready')
   end
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0)
-  return ARGV[1], 0
+  redis.call('HSET', KEYS[1], 'epoch', token, 'seq', 0)
+  return token, 0
 end
 
 local function fmt(n)

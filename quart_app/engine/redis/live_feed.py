@@ -108,6 +108,7 @@ class LiveFeed:
             return True
         batch = events[skip:] if skip else events
         self._last_seq = batch[-1].seq
+        self._log.saw_delivered(epoch, self._last_seq)
         try:
             self._deliver(batch)
         except Exception:  # noqa: BLE001 - a failing listener must not stop the others' feed
@@ -118,7 +119,7 @@ class LiveFeed:
         """A bus message returned by one of this instance's scripts."""
         if message:
             epoch, events = parse_message(message)
-            self._log.saw_epoch(epoch)
+            self._log.saw_epoch(epoch, events[-1].seq if events else 0)
             self.offer(epoch, events)
 
     # the bus ----------------------------------------------------------------------------------

@@ -80,18 +80,39 @@ class RedisLog:
         self._applied_ttl_ms = str(int(applied_ttl_seconds * 1000))
         self.bus_channel = keys.bus  # where the scripts announce what they appended
         self.epoch = ""
+        # The highest seq of `epoch` this instance has seen (read, appended or delivered).
+        # Sent with every script run: a log found behind it was rolled back by a failover
+        # to a replica that missed writes, and the script starts a new epoch (lua/_log.lua).
+        self._high_water = 0
 
     def script_args(self) -> list[str]:
         """ARGV[1..3] of every script that may append to the log (see lua/_log.lua)."""
-        return [new_token(), self._log_size, self.bus_channel]
+        token = new_token()
+        if self.epoch:
+            token = f"{token}/{self.epoch}/{self._high_water}"
+        return [token, self._log_size, self.bus_channel]
 
-    def saw_epoch(self, epoch: str) -> None:
-        if epoch and epoch != self.epoch:
+    def saw_epoch(self, epoch: str, seq: int = 0) -> None:
+        """A reply or a bus message of `epoch` that shows the log up to `seq`."""
+        if not epoch:
+            return
+        if epoch != self.epoch:
             if self.epoch:
                 log.warning(
-                    "event log epoch changed %s -> %s: Redis lost its data", self.epoch, epoch
+                    "event log epoch changed %s -> %s: Redis lost its data, or failed over to "
+                    "a replica that missed writes",
+                    self.epoch,
+                    epoch,
                 )
-            self.epoch = epoch
+            self.epoch, self._high_water = epoch, seq
+        elif seq > self._high_water:
+            self._high_water = seq
+
+    def saw_delivered(self, epoch: str, seq: int) -> None:
+        """Events up to `seq` went to the listeners: their clients may hold that position. (A
+        late batch of an older epoch changes nothing: the replies decide the epoch.)"""
+        if epoch == self.epoch and seq > self._high_water:
+            self._high_water = seq
 
     async def publish(self, publication: Publication) -> tuple[str, list[Event]]:
         """Apply one publication: (epoch, its events), no events when it was applied before."""
@@ -126,7 +147,7 @@ class RedisLog:
         epoch, seq = reply[1], int(reply[2])
         # The ranks the script filled in, as the text it put there (digits or null).
         ranks = {pid: (reply[3 + 2 * j], reply[4 + 2 * j]) for j, pid in enumerate(ranked)}
-        self.saw_epoch(epoch)
+        self.saw_epoch(epoch, seq + len(publication.events) - 1)
         events = []
         for draft, (rooms_json, parts, slots) in zip(publication.events, encoded, strict=True):
             data_json = parts[0]
@@ -144,7 +165,7 @@ class RedisLog:
         args = [*self.script_args(), "" if after is None else str(after), str(limit)]
         reply = await self._scripts.run("read", self._keys.log, args)
         epoch, head, status, first = reply[0], int(reply[1]), int(reply[2]), int(reply[3])
-        self.saw_epoch(epoch)
+        self.saw_epoch(epoch, head)
         events = []
         for i in range(4, len(reply), 4):
             seq = int(reply[i][:-2])  # "<seq>-0"

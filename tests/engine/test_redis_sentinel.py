@@ -1,0 +1,80 @@
+"""Redis Sentinel: the failover that loses writes (the promoted replica lacks the last log
+entries), and a real master + replica + 3 sentinels failing over. Real redis-server processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from quart_app.engine.base import LogGap, Publication
+from quart_app.engine.board_state import BoardIncomplete
+from quart_app.engine.redis import RedisEngine
+
+from .conftest import Collector, draft, rows
+
+MakeRedis = Callable[..., Awaitable[RedisEngine]]
+
+
+@pytest.fixture(name="admin")
+async def _admin(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def rewind_log(admin: aioredis.Redis, to_seq: int) -> None:
+    """What a promoted replica that missed the last writes looks like: the same epoch, the
+    log and its seq behind what the old master handed out."""
+    kept = await admin.xrange("lrp:log", "-", f"{to_seq}-0")
+    await admin.delete("lrp:log")
+    for entry_id, fields in kept:
+        await admin.xadd("lrp:log", fields, id=entry_id)
+    await admin.hset("lrp:meta", "seq", to_seq)
+
+
+async def test_a_log_behind_the_delivered_seq_starts_a_new_epoch(
+    make_redis: MakeRedis, admin: aioredis.Redis
+) -> None:
+    a = await make_redis()
+    b = await make_redis()
+    on_b = Collector(b)
+    for n in range(5):
+        await a.publish(Publication(events=(draft(n),)))
+    await on_b.wait_count(5)
+    old_epoch = b.epoch
+    cursor_held = on_b.events[-1].cursor  # a client of B holds seq 5
+
+    await rewind_log(admin, 3)  # the new master has seqs 1..3 only
+
+    [after] = await a.publish(Publication(events=(draft(99),)))
+    # never seq 4 or 5 again in the old epoch: clients holding them would skip the new events
+    assert after.cursor.rpartition(".")[0] != old_epoch, after.cursor
+    assert after.cursor.endswith(".1")
+    # B's listeners move on to the new epoch (the hub then tells clients stream:reset)
+    await on_b.wait_for(lambda ev: ev[-1].cursor == after.cursor, 5, "the new epoch's event")
+    assert b.epoch == a.epoch != old_epoch
+    # a client resuming from what it held is told its position is unknown, not fed a gap
+    with pytest.raises(LogGap):
+        await b.read_after(int(cursor_held.rpartition(".")[2]), 10)
+    # the board may lack rows the old master had: it is incomplete until rebuilt from SQL
+    with pytest.raises(BoardIncomplete):
+        await b.board_page(0, 10)
+    await b.board_replace(rows())
+    assert await b.board_page(0, 10) == ([], 0)
+
+
+async def test_a_quiet_instance_notices_the_rewind_on_its_own(
+    make_redis: MakeRedis, admin: aioredis.Redis
+) -> None:
+    """No publication after the failover: the catch-up timer's read finds it."""
+    a = await make_redis(backfill_interval=0.2)
+    on_a = Collector(a)
+    for n in range(3):
+        await a.publish(Publication(events=(draft(n),)))
+    old_epoch = a.epoch
+    await rewind_log(admin, 1)
+    await on_a.wait_for(lambda _ev: a.epoch != old_epoch, 5, "a new epoch")
+    [event] = await a.publish(Publication(events=(draft(7),)))
+    assert event.cursor == f"{a.epoch}.1"
