@@ -85,8 +85,13 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
+        if value.startswith("redis+sentinel://"):
+            from .engine.redis.connection import SentinelURL  # (imports redis-py: only here)
+
+            SentinelURL.parse(value)  # a ValueError names what is wrong
+            return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
         return value
 
     @field_validator("database_url")

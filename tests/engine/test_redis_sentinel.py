@@ -78,3 +78,20 @@ async def test_a_quiet_instance_notices_the_rewind_on_its_own(
     await on_a.wait_for(lambda _ev: a.epoch != old_epoch, 5, "a new epoch")
     [event] = await a.publish(Publication(events=(draft(7),)))
     assert event.cursor == f"{a.epoch}.1"
+
+
+def test_sentinel_urls_are_parsed_and_bad_ones_refused() -> None:
+    from quart_app.config import ConfigError, load_settings
+    from quart_app.engine.redis.connection import SentinelURL
+
+    url = SentinelURL.parse("redis+sentinel://u:p%40ss@h1:26379,h2:26380/mymaster/2")
+    assert url.sentinels == [("h1", 26379), ("h2", 26380)]
+    assert (url.service, url.db, url.username, url.password) == ("mymaster", 2, "u", "p@ss")
+    assert load_settings(redis_url="redis+sentinel://h:1/m").redis_url == "redis+sentinel://h:1/m"
+    for bad in (
+        "redis+sentinel://h:1",  # no service
+        "redis+sentinel://h/m",  # no port
+        "redis+sentinel://h:1/m/x",  # bad db
+    ):
+        with pytest.raises(ConfigError, match=r"\bREDIS_URL\b"):
+            load_settings(redis_url=bad)

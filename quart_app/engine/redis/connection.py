@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
@@ -69,11 +73,61 @@ class Subscription:
         await self._pubsub.aclose()
 
 
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`` (PROTOCOL 6).
+    The credentials are the master's; the sentinels are asked without any."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelURL:
+        if not url.startswith(SENTINEL_SCHEME):
+            raise ValueError(f"not a {SENTINEL_SCHEME} URL")
+        rest = url[len(SENTINEL_SCHEME) :]
+        hosts, _, path = rest.partition("/")
+        userinfo, at, hosts = hosts.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(secret) if colon else None
+        sentinels = []
+        for hostport in hosts.split(","):
+            host, colon, port = hostport.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bad sentinel address {hostport!r} (host:port)")
+            sentinels.append((host.strip("[]"), int(port)))
+        parts = [part for part in path.split("/") if part]
+        if not parts or len(parts) > 2:
+            raise ValueError("needs /service_name[/db] after the sentinels")
+        if len(parts) == 2 and not parts[1].isdigit():
+            raise ValueError(f"bad db number {parts[1]!r}")
+        db = int(parts[1]) if len(parts) == 2 else 0
+        return cls(sentinels, unquote(parts[0]), db, username, password)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """A Sentinel pool (each new connection asks the sentinels where the master is) that
+    waits for a free connection instead of failing a burst, like the plain pool below."""
+
+
 class RedisConnection:
     """The clients of one engine (see the module docstring)."""
 
     def __init__(self, url: str, *, bus_health_check_interval: int) -> None:
         self.url = url
+        self.sentinel: Sentinel | None = None
+        if url.startswith(SENTINEL_SCHEME):
+            self._connect_sentinel(SentinelURL.parse(url), bus_health_check_interval)
+            return
         # socket_timeout=None: with a socket timeout, redis-py sends every command through
         # asyncio.wait_for(), which on Python 3.11 swallows a cancellation arriving meanwhile
         # (measured: ~95% of cancels of a task looping on PING were lost). Timeouts are
@@ -108,6 +162,39 @@ class RedisConnection:
             retry=Retry(NoBackoff(), 0),
         )
 
+    def _connect_sentinel(self, url: SentinelURL, bus_health_check_interval: int) -> None:
+        """The same two clients, on the master the sentinels name. A connection that breaks
+        (the master died) or finds a demoted master (READONLY) is dropped, and the next one
+        asks the sentinels again: the pool follows a failover, and so does the bus, which
+        opens a new subscription from its pool after every error. Commands are still not
+        retried (see above): during a failover they fail fast with EngineUnavailable and the
+        callers retry, as for any outage."""
+        common: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_connect_timeout": 2.0,
+            "socket_timeout": None,
+            "socket_keepalive": True,
+            "retry": Retry(NoBackoff(), 0),
+            "username": url.username,
+            "password": url.password,
+            "db": url.db,
+        }
+        self.sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            url.sentinels,
+            sentinel_kwargs={"socket_connect_timeout": 2.0, "socket_timeout": 2.0},
+        )
+        self.client = self.sentinel.master_for(
+            url.service,
+            connection_pool_class=_BlockingSentinelPool,
+            max_connections=REDIS_POOL_SIZE,
+            timeout=5,
+            health_check_interval=10,
+            **common,
+        )
+        self.bus_client = self.sentinel.master_for(
+            url.service, health_check_interval=bus_health_check_interval, **common
+        )
+
     def subscription(self, channel: str, *, from_pool: bool = False) -> Subscription:
         """A subscription on the bus client, or (`from_pool`) on a connection of the command
         pool, with the pool's health checks (the instance-call channel)."""
@@ -123,3 +210,6 @@ class RedisConnection:
     async def close(self) -> None:
         await self.bus_client.aclose()
         await self.client.aclose()
+        if self.sentinel is not None:
+            for sentinel in self.sentinel.sentinels:
+                await sentinel.aclose()
