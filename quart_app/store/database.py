@@ -9,6 +9,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,7 +86,7 @@ def _is_interface_error(exc: BaseException) -> bool:
 def is_database_lost(exc: BaseException) -> bool:
     """Whether `exc` means the database (or the connection to it) is unavailable, so that the
     request can only be answered 503 and retried."""
-    if isinstance(exc, LOST_CONNECTION):
+    if isinstance(exc, (DatabaseUnavailable, *LOST_CONNECTION)):
         return True
     message = str(exc).lower()
     if isinstance(exc, sqlite3.OperationalError):
@@ -111,14 +112,63 @@ def _unavailable_when_lost() -> Iterator[None]:
         raise
 
 
+def _abandons_connection(exc: BaseException | None) -> bool:
+    """Whether a PostgreSQL connection that raised `exc` is closed at once instead of being
+    rolled back and reset for the pool: when the database is lost, each of those steps waits
+    for its own timeout (and asyncpg's pool release waits, unbounded, for the cancellation of
+    a timed-out statement, which needs a new connection through the same dead network); a
+    cancelled statement leaves the connection busy too. Closing it rolls back on the server."""
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    return isinstance(exc, Exception) and is_database_lost(exc)
+
+
+class _Connection(Connection):
+    """`databases`' per-task connection, made safe for long-lived tasks (the relay, the
+    result writer): a failed hand-back to the pool no longer leaves it marked acquired, which
+    made every later query of that task fail with "Connection is already acquired"."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        database: _Database = self._database  # type: ignore[assignment]
+        if database.terminates_lost and self._connection_counter == 1:
+            if _abandons_connection(exc_value):
+                self._terminate()
+        try:
+            await super().__aexit__(exc_type, exc_value, traceback)
+        except Exception as exc:  # noqa: BLE001 - the connection is gone; nothing else is
+            if self._connection_counter == 0:
+                self._connection = self._backend.connection()  # a fresh, unacquired one
+                self._database._connection = None
+            log.debug("a database connection could not be released: %r", exc)
+
+    def _terminate(self) -> None:
+        with contextlib.suppress(Exception):  # already detached from the pool: nothing to do
+            self.raw_connection.terminate()
+
+
 class _Database(Database):
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        # asyncpg connections can be closed at once without a round trip; SQLite's cannot
+        # be lost that way (its failures are a busy file), so they are rolled back.
+        self.terminates_lost = not url.startswith("sqlite")
+
     # Every query of `databases` goes through connection(): refusing here turns "not connected
     # yet" into one named error instead of an assertion deep inside the driver backend.
     def connection(self) -> Connection:
         if not self.is_connected:
             raise DatabaseUnavailable("the database is not connected yet")
-        return super().connection()
-
+        # (Database.connection(), building our _Connection)
+        if self._global_connection is not None:
+            return self._global_connection
+        if not self._connection:
+            self._connection = _Connection(self, self._backend)
+        return self._connection
     # The one-shot queries the services and the relay use: a lost database is a 503.
     async def fetch_all(self, query: Any, values: dict[str, Any] | None = None) -> Any:
         with _unavailable_when_lost():
@@ -145,13 +195,19 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         # A busy SQLite file (another instance writing) waits up to 10 s instead of failing
         # (and then the write is a 503).
-        # PostgreSQL: every statement bounded (asyncpg's command_timeout), so a network that
-        # drops silently makes a write answer 503 (TimeoutError -> DatabaseUnavailable) instead
-        # of hanging until the network returns.
+        # PostgreSQL: every statement and every new connection bounded (asyncpg's
+        # command_timeout and timeout), so a network that drops silently makes a write answer
+        # 503 (TimeoutError -> DatabaseUnavailable) instead of hanging until it returns.
         self.db = (
             _Database(url, timeout=sqlite_busy_timeout)
             if self.is_sqlite
-            else _Database(url, min_size=1, max_size=10, command_timeout=PG_STATEMENT_TIMEOUT)
+            else _Database(
+                url,
+                min_size=1,
+                max_size=10,
+                command_timeout=PG_STATEMENT_TIMEOUT,
+                timeout=PG_STATEMENT_TIMEOUT,  # opening a connection, too
+            )
         )
         # SQLite allows one writer: queueing writers of this process here keeps them from
         # contending on the file lock; BEGIN IMMEDIATE orders them with other processes.
@@ -212,8 +268,10 @@ class Store:
             try:
                 yield conn
                 await self._control(conn, "COMMIT")
-            except BaseException:
-                await self._roll_back_quietly(conn)
+            except BaseException as exc:
+                # (an abandoned connection is closed on the way out: the server rolls back)
+                if self.is_sqlite or not _abandons_connection(exc):
+                    await self._roll_back_quietly(conn)
                 raise
 
     async def _control(self, conn: Connection, statement: str) -> None:

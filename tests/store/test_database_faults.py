@@ -13,6 +13,7 @@ network error."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from quart import Quart
 
-from quart_app.store.database import DatabaseUnavailable, Store
+from quart_app.store.database import PG_STATEMENT_TIMEOUT, DatabaseUnavailable, Store
 
 from ..faults import FaultProxy
 from ..helpers import (
@@ -95,6 +96,47 @@ async def test_a_connection_reset_between_two_statements_of_a_write_is_database_
         # and the pool recovers: the next write gets a fresh connection
         async with store.write() as conn:
             assert await conn.fetch_val("SELECT 3") == 3
+    finally:
+        await store.disconnect()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_kind", ["postgres"])
+async def test_a_blackholed_write_is_unavailable_within_the_statement_bound_and_its_task_recovers(
+    proxied_url: str, database_url: str, proxy: FaultProxy
+) -> None:
+    """One long-lived task (as the relay and the result writer are): its write in a silent
+    network answers DatabaseUnavailable after the statement bound, not after the rollback,
+    the pool's reset and a cancellation through the same dead network; and its next write,
+    once the network is back, works (it used to fail for ever: "already acquired")."""
+    migrator = Store(database_url)
+    await migrator.connect()
+    await migrator.disconnect()
+    store = Store(proxied_url)
+    await store.connect(migrate=False)
+    try:
+        async with store.write() as conn:
+            await conn.fetch_val("SELECT 1")  # a pooled, open connection
+        proxy.blackhole()
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            async with store.write() as conn:
+                await conn.fetch_val("SELECT 2")
+        took = time.monotonic() - started
+        assert took < PG_STATEMENT_TIMEOUT + 2.5, f"answered after {took:.1f}s"
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):  # a new connection is bounded too
+            await store.db.fetch_val("SELECT 3")
+        took = time.monotonic() - started
+        assert took < PG_STATEMENT_TIMEOUT + 2.5, f"answered after {took:.1f}s"
+        proxy.pass_through()
+
+        async def writes() -> bool:
+            async with store.write() as conn:
+                return bool(await conn.fetch_val("SELECT 4") == 4)
+
+        await eventually(writes, 15, "a write in the same task once the network is back")
+        assert await store.db.fetch_val("SELECT 5") == 5
     finally:
         await store.disconnect()
 
