@@ -289,3 +289,163 @@ class LiveServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(5)
+
+
+class SentinelSet:
+    """A master, one replica and three sentinels (quorum 2, down-after 1 s) on free ports:
+    `url` is the REDIS_URL of the service; `kill_master()` is a crash (SIGKILL)."""
+
+    service = "lrp"
+
+    def __init__(self) -> None:
+        self.binary = require_tool("redis-server")
+        self.master = RedisServer()
+        self.replica_port = free_port()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.dir = tempfile.mkdtemp(prefix="lrp-sentinel-")
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    def _spawn(self, *args: str) -> None:
+        process = subprocess.Popen(
+            [self.binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.processes.append(process)
+
+    def start(self) -> None:
+        self.master.start()
+        self._spawn(
+            "--port", str(self.replica_port), "--bind", "127.0.0.1", "--save", "",
+            "--replicaof", "127.0.0.1", str(self.master.port), "--dir", self.dir,
+        )  # fmt: skip
+        wait_until(lambda: port_open(self.replica_port), 10, "the replica")
+        for port in self.sentinel_ports:
+            conf = Path(self.dir) / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.service} 1000\n"
+                f"sentinel failover-timeout {self.service} 5000\n"
+            )
+            self._spawn(str(conf), "--sentinel")
+        for port in self.sentinel_ports:
+            wait_until(lambda port=port: port_open(port), 10, f"sentinel on {port}")  # type: ignore[misc]
+
+    def master_port(self) -> int:
+        """The master's port as the sentinels see it now."""
+        cli = require_tool("redis-cli")
+        out = subprocess.run(
+            [cli, "-p", str(self.sentinel_ports[0]), "SENTINEL", "get-master-addr-by-name",
+             self.service],
+            capture_output=True, check=True,
+        )  # fmt: skip
+        return int(out.stdout.decode().split()[1])
+
+    def kill_master(self) -> None:
+        self.master.kill()
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        self.master.stop()
+
+
+class RedisClusterSet:
+    """A Redis Cluster of three masters, each with one replica (`replicas=1`), on free ports,
+    cluster-node-timeout 1000 ms so a dead master's replica is promoted within a few seconds:
+    `url` is the REDIS_URL of the service; `kill_master_of(key)` is a crash (SIGKILL) of the
+    master that serves that key's slot."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+        self.binary = require_tool("redis-server")
+        self.cli_binary = require_tool("redis-cli")
+        self.ports = [free_port() for _ in range(masters * (1 + replicas))]
+        self.replicas = replicas
+        self.dir = tempfile.mkdtemp(prefix="lrp-cluster-")
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:3])
+
+    def start(self) -> None:
+        for port in self.ports:
+            node_dir = Path(self.dir) / str(port)
+            node_dir.mkdir()
+            self.processes[port] = subprocess.Popen(
+                [
+                    self.binary, "--port", str(port), "--bind", "127.0.0.1",
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no",
+                    "--dir", str(node_dir), "--loglevel", "warning",
+                ],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        for port in self.ports:
+            wait_until(lambda port=port: port_open(port), 10, f"cluster node on {port}")  # type: ignore[misc]
+        subprocess.run(
+            [
+                self.cli_binary, "--cluster", "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas", str(self.replicas), "--cluster-yes",
+            ],
+            capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+        wait_until(self.healthy, 30, "cluster_state:ok on every node, every replica in sync")
+
+    def cli(self, port: int, *args: str) -> str:
+        out = subprocess.run(
+            [self.cli_binary, "-p", str(port), *args], capture_output=True, check=True, timeout=10
+        )
+        return out.stdout.decode().strip()
+
+    def alive(self) -> list[int]:
+        return [port for port, process in self.processes.items() if process.poll() is None]
+
+    def healthy(self) -> bool:
+        """cluster_state:ok on every live node, and each master with its replicas attached."""
+        for port in self.alive():
+            if "cluster_state:ok" not in self.cli(port, "CLUSTER", "INFO"):
+                return False
+        masters = [port for port in self.alive() if self._role(port) == "master"]
+        return all(self._connected_replicas(port) >= self.replicas for port in masters)
+
+    def _role(self, port: int) -> str:
+        return self.cli(port, "ROLE").split()[0]
+
+    def _connected_replicas(self, port: int) -> int:
+        info = self.cli(port, "INFO", "replication")
+        return sum(1 for line in info.splitlines() if line.startswith("slave") and "online" in line)
+
+    def master_of(self, key: str) -> int:
+        """The port of the master serving `key`'s slot, as the live nodes see it now."""
+        slot = int(self.cli(self.alive()[0], "CLUSTER", "KEYSLOT", key))
+        for port in self.alive():
+            for line in self.cli(port, "CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "myself" in fields[2] and "master" in fields[2]:
+                    for span in fields[8:]:
+                        low, _, high = span.partition("-")
+                        if low.isdigit() and int(low) <= slot <= int(high or low):
+                            return port
+        raise LookupError(f"no live master serves slot {slot}")
+
+    def kill_master_of(self, key: str) -> int:
+        port = self.master_of(key)
+        process = self.processes[port]
+        process.kill()
+        process.wait(10)
+        return port
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)

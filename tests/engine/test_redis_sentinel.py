@@ -3,14 +3,17 @@ entries), and a real master + replica + 3 sentinels failing over. Real redis-ser
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from quart_app.engine.base import LogGap, Publication
+from quart_app.engine.base import EngineUnavailable, LogGap, Publication
 from quart_app.engine.board_state import BoardIncomplete
 from quart_app.engine.redis import RedisEngine
+from tests.services import SentinelSet
 
 from .conftest import Collector, draft, rows
 
@@ -95,3 +98,37 @@ def test_sentinel_urls_are_parsed_and_bad_ones_refused() -> None:
     ):
         with pytest.raises(ConfigError, match=r"\bREDIS_URL\b"):
             load_settings(redis_url=bad)
+
+
+@pytest.fixture(name="sentinels")
+def _sentinels() -> Iterator[SentinelSet]:
+    sentinels = SentinelSet()
+    sentinels.start()
+    yield sentinels
+    sentinels.stop()
+
+
+@pytest.mark.slow
+async def test_the_engine_follows_a_sentinel_failover(
+    make_redis: MakeRedis, sentinels: SentinelSet
+) -> None:
+    """kill -9 of the master: the sentinels promote the replica, writes resume on it, and the
+    listeners go on with no silent gap (the same epoch continued, or a new one)."""
+    a = await make_redis(sentinels.url, backfill_interval=0.2)
+    on_a = Collector(a)
+    await a.publish(Publication(events=(draft(1),)))
+    await on_a.wait_count(1)
+    old_master = sentinels.master_port()
+    sentinels.kill_master()
+    deadline = time.monotonic() + 30
+    event = None
+    while event is None:
+        assert time.monotonic() < deadline, "writes did not resume within 30 s"
+        try:
+            [event] = await a.publish(Publication(events=(draft(2),)))
+        except EngineUnavailable:
+            await asyncio.sleep(0.2)  # the outbox's retry, in short
+    assert sentinels.master_port() != old_master
+    await on_a.wait_for(lambda ev: ev[-1].cursor == event.cursor, 10, "the event after it")
+    same_epoch = [e for e in on_a.events if e.cursor.rpartition(".")[0] == a.epoch]
+    assert [e.seq for e in same_epoch] == list(range(1, len(same_epoch) + 1))
