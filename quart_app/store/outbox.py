@@ -4,7 +4,8 @@ Redis outage.
 The request that committed a change publishes it at once (so its events normally go out
 before the answer). Rows it could not publish, or whose instance died first, are published by
 the relay loop that runs in every instance; the engine ignores a key it has already applied,
-so a row published twice is harmless.
+so a row published twice is harmless. A row is deleted as soon as it is published, so that
+Redis losing its data (and with it that guard) cannot make the rebuild publish it again.
 
 A row the engine refuses (Redis answers but errs: OOM under `noeviction`, a script error, a row
 it cannot encode) is logged, counted, and retried with its own exponential backoff; the rows
@@ -34,6 +35,8 @@ from .tables import outbox
 
 log = logging.getLogger(__name__)
 
+# (text: no SQLAlchemy compilation on each publication's path)
+_DELETE_ROW = "DELETE FROM outbox WHERE key = :key"
 # A row younger than this is left to the request that wrote it.
 _GRACE_SECONDS = 1.0
 _PUBLISH_TIMEOUT = 1.0
@@ -112,7 +115,8 @@ class Relay:
             await self._forget_published()
 
     async def publish(self, publication: Publication) -> bool:
-        """Try to publish now; False leaves the row to the relay loop.
+        """Try to publish now (and then delete its row); False leaves the row to the relay
+        loop.
 
         Called right after a commit: it never raises (but for cancellation), because the
         change is durable and its answer must be a 2xx whatever the engine says. A row that
@@ -137,8 +141,22 @@ class Relay:
             self._refuse(publication.key, frozenset(ordering_scopes(publication)))
             return False
         self._refused.pop(publication.key, None)
-        self._published.add(publication.key)
+        with contextlib.suppress(Exception):  # the commit stands, and so does the publication
+            await self._mark_published(publication.key)
         return True
+
+    async def _mark_published(self, key: str) -> None:
+        """Delete the row now, in the step that published it. The engine's own guard against
+        a second publication lives in Redis and is lost with Redis' data; a row left in SQL
+        until the next pass would then be published again by the rebuild's flush, and clients
+        already sent `stream:reset` would see its events twice. SQL's guard survives."""
+        try:
+            await self.store.db.execute(_DELETE_ROW, {"key": key})
+        except BaseException:
+            # The database is away: the next pass deletes it (the engine's guard holds until
+            # then, unless Redis loses its data in that very moment).
+            self._published.add(key)
+            raise
 
     async def flush(self) -> int:
         """Publish every pending row now (refused rows too, backoff or not); returns how many
