@@ -21,10 +21,29 @@ async def page(store: Store, offset: int, limit: int) -> tuple[list[Ranked], int
     total = int(await store.db.fetch_val(sa.select(sa.func.count()).select_from(players)))
     if limit <= 0:
         return [], total
-    rows = await store.db.fetch_all(
-        sa.select(players).order_by(*_ORDER).offset(offset).limit(limit)
-    )
+    from_offset = await _seek(store, offset)
+    rows = await store.db.fetch_all(from_offset.order_by(*_ORDER).limit(limit))
     return [(offset + i + 1, board_entry(row)) for i, row in enumerate(rows)], total
+
+
+async def _seek(store: Store, offset: int) -> sa.Select[Any]:
+    """The players from board position `offset` on. `ORDER BY rating DESC, player_id OFFSET n`
+    sorts whole rows past the first n (the index is on (rating, player_id), one direction: the
+    mixed order is sorted, not walked): 2 s at a million players, offset 500,000. Instead: the
+    rating at that position and the count above it, both walks of the index alone, then an
+    offset inside that one rating (a few ties). Still O(offset) in SQL (no B-tree counts ranks),
+    about 5 times faster; this read only serves while the engine's board is incomplete."""
+    if offset == 0:
+        return sa.select(players)
+    rating = await store.db.fetch_val(
+        sa.select(players.c.rating).order_by(players.c.rating.desc()).offset(offset).limit(1)
+    )
+    if rating is None:  # past the end
+        return sa.select(players).where(sa.false())
+    above = await store.db.fetch_val(
+        sa.select(sa.func.count()).select_from(players).where(players.c.rating > rating)
+    )
+    return sa.select(players).where(players.c.rating <= rating).offset(offset - int(above))
 
 
 async def _rank0(store: Store, row: Any) -> int:
