@@ -22,7 +22,7 @@ from ..services import LiveServer, RedisServer
 
 SECRET = "fault-suite-secret-0123456789-abcdef"
 DETECT_SECONDS = 10.0  # /readyz 503 after the network goes
-BLACKHOLE_SECONDS = 15.0  # the issue says 30 s; 15 keeps the suite short and is > 2x detection
+BLACKHOLE_SECONDS = 30.0  # issue 11: "Redis blackholed for 30 s"
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +65,7 @@ async def all_ready(servers: list[LiveServer], status: int) -> bool:
     return all([await status_of(s.url) == status for s in servers])
 
 
+@pytest.mark.timeout(240)  # a 30 s fault between set-up, load and checks of about a minute
 async def test_redis_blackholed_is_detected_writes_stay_durable_and_it_heals(
     own_redis: RedisServer, live_servers: Callable[..., LiveServer]
 ) -> None:
