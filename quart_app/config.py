@@ -90,8 +90,16 @@ class Settings(BaseSettings):
 
             SentinelURL.parse(value)  # a ValueError names what is wrong
             return value
+        if value.startswith("redis+cluster://"):
+            from .engine.redis.cluster import ClusterURL
+
+            ClusterURL.parse(value)
+            return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+            raise ValueError(
+                "must start with redis://, rediss://, unix://, redis+sentinel:// or "
+                "redis+cluster://"
+            )
         return value
 
     @field_validator("database_url")

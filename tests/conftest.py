@@ -11,7 +11,7 @@ from quart_app import create_app
 from quart_app.config import Settings, load_settings
 
 from .helpers import SECRET, Api, serving
-from .services import LiveServer, PostgresServer, RedisServer
+from .services import LiveServer, PostgresServer, RedisClusterSet, RedisServer
 
 
 @pytest.fixture(name="redis_server", scope="session")
@@ -29,6 +29,22 @@ def _redis_url(redis_server: RedisServer) -> Iterator[str]:
         redis_server.start()
     redis_server.cli("FLUSHALL")
     yield redis_server.url
+
+
+@pytest.fixture(name="redis_cluster", scope="session")
+def _redis_cluster() -> Iterator[RedisClusterSet]:
+    """Three masters with a replica each; tests that kill a node start their own."""
+    cluster = RedisClusterSet()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(name="cluster_url")
+def _cluster_url(redis_cluster: RedisClusterSet) -> str:
+    """The session's cluster, flushed."""
+    redis_cluster.flush()
+    return redis_cluster.url
 
 
 @pytest.fixture(name="postgres_server", scope="session")

@@ -365,10 +365,24 @@ class RedisClusterSet:
     def __init__(self, masters: int = 3, replicas: int = 1) -> None:
         self.binary = require_tool("redis-server")
         self.cli_binary = require_tool("redis-cli")
-        self.ports = [free_port() for _ in range(masters * (1 + replicas))]
+        self.ports = [self._free_node_port() for _ in range(masters * (1 + replicas))]
         self.replicas = replicas
         self.dir = tempfile.mkdtemp(prefix="lrp-cluster-")
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @staticmethod
+    def _free_node_port() -> int:
+        """A free port whose cluster bus port (port + 10000) is free and valid too."""
+        while True:
+            port = free_port()
+            if port + 10000 > 65535:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
 
     @property
     def url(self) -> str:
@@ -389,15 +403,22 @@ class RedisClusterSet:
             )  # fmt: skip
         for port in self.ports:
             wait_until(lambda port=port: port_open(port), 10, f"cluster node on {port}")  # type: ignore[misc]
-        subprocess.run(
-            [
-                self.cli_binary, "--cluster", "create",
-                *(f"127.0.0.1:{port}" for port in self.ports),
-                "--cluster-replicas", str(self.replicas), "--cluster-yes",
-            ],
-            capture_output=True, check=True, timeout=60,
-        )  # fmt: skip
-        wait_until(self.healthy, 30, "cluster_state:ok on every node, every replica in sync")
+        try:
+            created = subprocess.run(
+                [
+                    self.cli_binary, "--cluster", "create",
+                    *(f"127.0.0.1:{port}" for port in self.ports),
+                    "--cluster-replicas", str(self.replicas), "--cluster-yes",
+                ],
+                capture_output=True, timeout=60,
+            )  # fmt: skip
+            if created.returncode:
+                output = (created.stdout + created.stderr).decode()
+                raise RuntimeError(f"redis-cli --cluster create: {output}")
+            wait_until(self.healthy, 30, "cluster_state:ok on every node, every replica in sync")
+        except BaseException:
+            self.stop()
+            raise
 
     def cli(self, port: int, *args: str) -> str:
         out = subprocess.run(
@@ -435,6 +456,30 @@ class RedisClusterSet:
                         if low.isdigit() and int(low) <= slot <= int(high or low):
                             return port
         raise LookupError(f"no live master serves slot {slot}")
+
+    def flush(self) -> None:
+        """FLUSHALL on every live master (the replicas follow)."""
+        for port in self.alive():
+            if self._role(port) == "master":
+                self.cli(port, "FLUSHALL")
+
+    def node_id(self, port: int) -> str:
+        return self.cli(port, "CLUSTER", "MYID")
+
+    def move_slot_of(self, key: str, source: int, target: int) -> int:
+        """Reshard the slot of `key` from master `source` to master `target`, keys and all, as
+        `redis-cli --cluster reshard` does (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT
+        NODE on every master). Returns the slot."""
+        slot = self.cli(source, "CLUSTER", "KEYSLOT", key)
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        self.cli(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        self.cli(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := self.cli(source, "CLUSTER", "GETKEYSINSLOT", slot, "100").split():
+            self.cli(source, "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", *keys)
+        for port in self.alive():
+            if self._role(port) == "master":
+                self.cli(port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return int(slot)
 
     def kill_master_of(self, key: str) -> int:
         port = self.master_of(key)

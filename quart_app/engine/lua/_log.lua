@@ -67,6 +67,7 @@ local function flush()
   redis.call('HSET', KEYS[1], 'seq', fmt(SEQ))
   local msg = EPOCH .. '\n' .. fmt(FIRST) .. '\n' .. fmt(SEQ - FIRST + 1) .. '\n' ..
     table.concat(PARTS, '\n')
-  redis.call('PUBLISH', ARGV[3], msg)
+  -- BUS_PUBLISH: PUBLISH, or SPUBLISH on Redis Cluster (set by scripts.py)
+  redis.call(BUS_PUBLISH, ARGV[3], msg)
   return msg
 end

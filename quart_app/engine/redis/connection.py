@@ -114,6 +114,15 @@ class SentinelURL:
         return cls(sentinels, unquote(parts[0]), db, username, password)
 
 
+def connect(url: str, *, bus_health_check_interval: int) -> RedisConnection:
+    """The clients for REDIS_URL `url`, whichever form it has (PROTOCOL 6)."""
+    if url.startswith("redis+cluster://"):
+        from .cluster import ClusterConnection  # (it builds on this module)
+
+        return ClusterConnection(url, bus_health_check_interval=bus_health_check_interval)
+    return RedisConnection(url, bus_health_check_interval=bus_health_check_interval)
+
+
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """A Sentinel pool (each new connection asks the sentinels where the master is) that
     waits for a free connection instead of failing a burst, like the plain pool below."""
@@ -121,6 +130,8 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
 class RedisConnection:
     """The clients of one engine (see the module docstring)."""
+
+    bus_publish = "PUBLISH"  # the command the Lua scripts announce on the bus with
 
     def __init__(self, url: str, *, bus_health_check_interval: int) -> None:
         self.url = url
@@ -194,6 +205,10 @@ class RedisConnection:
         self.bus_client = self.sentinel.master_for(
             url.service, health_check_interval=bus_health_check_interval, **common
         )
+
+    def key_prefix(self, prefix: str) -> str:
+        """The key prefix to use for REDIS_PREFIX `prefix` (cluster.py adds a hash tag)."""
+        return prefix
 
     def subscription(self, channel: str, *, from_pool: bool = False) -> Subscription:
         """A subscription on the bus client, or (`from_pool`) on a connection of the command

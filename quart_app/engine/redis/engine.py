@@ -30,7 +30,7 @@ from ..board_state import BoardLoader
 from ..rate_limit import RateDecision
 from .board import RedisBoard
 from .calls import InstanceCalls
-from .connection import RedisConnection, bounded
+from .connection import bounded, connect
 from .keys import RedisKeys
 from .limits import RedisLimits
 from .live_feed import LiveFeed, probe_idle_seconds
@@ -56,12 +56,15 @@ class RedisEngine(Engine):
         **_: object,
     ) -> None:
         super().__init__()
-        keys = RedisKeys(prefix)
         self._stopping = False
-        self._connection = RedisConnection(
+        self._connection = connect(
             url, bus_health_check_interval=max(1, int(probe_idle_seconds(backfill_interval)))
         )
-        self._scripts = scripts = Scripts(self._connection.client)
+        prefix = self._connection.key_prefix(prefix)  # on Redis Cluster: one hash slot
+        keys = RedisKeys(prefix)
+        self._scripts = scripts = Scripts(
+            self._connection.client, bus_publish=self._connection.bus_publish
+        )
         self._log = RedisLog(
             scripts,
             keys,

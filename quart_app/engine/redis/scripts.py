@@ -33,18 +33,26 @@ ENGINE_SCRIPTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_script(files: Sequence[str]) -> str:
-    return "\n".join((LUA_DIR / name).read_text() for name in files)
+def load_script(files: Sequence[str], bus_publish: str = "PUBLISH") -> str:
+    """The script made of `files`, after a line that names the command lua/_log.lua publishes
+    on the bus with: PUBLISH, or SPUBLISH on Redis Cluster (cluster.py)."""
+    head = f"local BUS_PUBLISH = '{bus_publish}'\n"
+    return head + "\n".join((LUA_DIR / name).read_text() for name in files)
 
 
 class Scripts:
     """Named scripts registered on one client; `run` bounds each call (EngineUnavailable)."""
 
     def __init__(
-        self, client: aioredis.Redis, table: dict[str, tuple[str, ...]] = ENGINE_SCRIPTS
+        self,
+        client: aioredis.Redis,
+        table: dict[str, tuple[str, ...]] = ENGINE_SCRIPTS,
+        *,
+        bus_publish: str = "PUBLISH",
     ) -> None:
         self._scripts = {
-            name: client.register_script(load_script(files)) for name, files in table.items()
+            name: client.register_script(load_script(files, bus_publish))
+            for name, files in table.items()
         }
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
