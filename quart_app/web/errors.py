@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from ..auth import AuthError
 from ..engine.base import EngineUnavailable
 from ..services.errors import ServiceError
-from ..store.database import DatabaseUnavailable
+from ..store.database import DatabaseUnavailable, is_database_lost
 
 log = logging.getLogger(__name__)
 
@@ -124,5 +124,10 @@ def install(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Response:
+        # A driver's error that a path let through unnamed (not via the store's mapping) is
+        # still the database being away: PROTOCOL 7 says 503, never 500.
+        if is_database_lost(exc):
+            log.warning("database unavailable (unmapped %s): %s", type(exc).__name__, exc)
+            return await _database(DatabaseUnavailable(str(exc)))
         log.exception("unhandled error")
         return problem(500, "Internal Server Error", "an unexpected error occurred")
