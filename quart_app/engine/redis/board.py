@@ -11,16 +11,19 @@ Rows are written by the publish script (log.py), with the log entries of the sam
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from ..base import BoardEntry, Ranked
-from ..board_state import BoardIncomplete, BoardLoader
+from ..board_state import BoardIncomplete, BoardLoader, BoardRow, loaded_rows, row_json
 from .keys import RedisKeys
 from .log import new_token
 from .scripts import Scripts
 
-_STAGE_BATCH = 500
+# Rows per board_stage call: 4 arguments each, and Lua's unpack() takes about 8,000 at most.
+_STAGE_BATCH = 1500
 _REBUILD_TTL_MS = 3_600_000
 
 
@@ -65,17 +68,22 @@ class RedisBoard:
         token = new_token()
         marker = self._keys.board_next
         await self._scripts.run("board_begin", marker, [token, _REBUILD_TTL_MS])
-        entries = await load()
-        for i in range(0, len(entries), _STAGE_BATCH):
-            args: list[Any] = [token]
-            for entry in entries[i : i + _STAGE_BATCH]:
-                args += [
-                    entry.player_id,
-                    entry.version,
-                    repr(-float(entry.rating)),
-                    entry.to_json(),
-                ]
-            self._rebuild_status(await self._scripts.run("board_stage", marker, args))
+        rows = loaded_rows(await load())
+        # One batch in flight while the next is encoded: Redis works as Python encodes.
+        in_flight: asyncio.Future[Any] | None = None
+        try:
+            for i in range(0, len(rows), _STAGE_BATCH):
+                args = _stage_args(token, rows[i : i + _STAGE_BATCH])
+                if in_flight is not None:
+                    self._rebuild_status(await in_flight)
+                in_flight = asyncio.ensure_future(self._scripts.run("board_stage", marker, args))
+            if in_flight is not None:
+                self._rebuild_status(await in_flight)
+        finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
+                with contextlib.suppress(BaseException):
+                    await in_flight
         swap_keys = [marker[0], *self._keys.board, *marker[1:], self._keys.board_ready]
         self._rebuild_status(await self._scripts.run("board_swap", swap_keys, [token]))
 
@@ -85,3 +93,11 @@ class RedisBoard:
             raise RuntimeError("board rebuild interrupted: its marker is gone (Redis data loss?)")
         if status == -1:
             raise RuntimeError("board rebuild superseded by another one")
+
+
+def _stage_args(token: str, rows: Sequence[BoardRow]) -> list[Any]:
+    """board_stage's ARGV: per row its id, version, score (-rating) and JSON."""
+    args: list[Any] = [token]
+    for row in rows:
+        args += (row[1], row[7], row[0], row_json(row))
+    return args
