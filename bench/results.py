@@ -180,6 +180,17 @@ async def one_run(
             lambda: _ready_with_board(server.url, args.players), 600, "/readyz and the board"
         )
         startup_s = time.perf_counter() - spawned
+        # A result is answered once the engine's board is whole (an instance may serve reads
+        # from SQL while its board still loads): the first one marks the board loaded, and
+        # the timed results start after it.
+        warm_up = [seeded_id("s", 0), seeded_id("s", args.players - 1)]
+        await _drive(
+            server.url, 1, [("/api/matches", {"match_id": "warm-up", "player_ids": warm_up})], {201}
+        )
+        await _drive(
+            server.url, 1, [("/api/matches/warm-up/result", {"winner_id": warm_up[0]})], {200}
+        )
+        loaded_s = time.perf_counter() - spawned
         subscriber = await Subscriber.open(server.url)
         rng = random.Random(run)
         out: dict[str, Any] = {
@@ -188,6 +199,7 @@ async def one_run(
             "run": run,
             "seed_s": seed_s,
             "startup_s": startup_s,
+            "loaded_s": loaded_s,
             "by_concurrency": {},
         }
         delivered = 0
@@ -255,7 +267,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 print(
                     f"  seeded {args.players:,} in {result['seed_s']:.1f} s, "
-                    f"start-up {result['startup_s']:.1f} s",
+                    f"start-up {result['startup_s']:.1f} s, "
+                    f"board loaded (first result answered) {result['loaded_s']:.1f} s",
                     flush=True,
                 )
                 for concurrency, one in result["by_concurrency"].items():
@@ -290,6 +303,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                             [a["result"].get("server_cpu_percent") for a in at]
                         ),
                         "startup_s": median([r["startup_s"] for r in mine]),
+                        "loaded_s": median([r.get("loaded_s") for r in mine]),
                         "seed_s": median([r["seed_s"] for r in mine]),
                         "delivered": all(a["result"]["delivered"] for a in at),
                         "errors": sum(
