@@ -99,6 +99,18 @@ async def test_one_deployment_lives_in_one_slot_and_its_bus_is_sharded(
         )
         assert tag + "bus" in shard_channels, shard_channels
         assert await admin.pubsub_channels(tag + "*", target_nodes=RedisCluster.PRIMARIES) == []
+        # the publish script itself announces on the shard channel (SPUBLISH, not PUBLISH)
+        shard = admin.pubsub()
+        await shard.ssubscribe(tag + "bus")
+        await shard.get_sharded_message(timeout=5)  # the confirmation
+        [event] = await a.publish(Publication(events=(draft(99),)))
+        deadline = time.monotonic() + 10
+        data = "~"
+        while data.startswith("~") and time.monotonic() < deadline:  # ~: liveness probes
+            message = await shard.get_sharded_message(timeout=1)
+            data = message["data"] if message else "~"
+        await shard.aclose()
+        assert event.text in data, data
     finally:
         await admin.aclose()
 
