@@ -18,7 +18,7 @@ from quart_app.engine.redis import RedisEngine
 from quart_app.engine.redis.cluster import ClusterURL, hash_tagged
 from tests.services import RedisClusterSet, wait_until
 
-from . import test_conformance
+from . import test_conformance, test_redis_engine
 from .conftest import Collector, draft
 
 MakeRedis = Callable[..., Awaitable[RedisEngine]]
@@ -33,6 +33,10 @@ globals().update(
         if name.startswith("test_") and name != "test_board_order_property"
     }
 )
+
+# Calls between instances (a subscribe routed to the instance holding the stream) on the
+# cluster: the request and the answer go over sharded pub/sub, SPUBLISH says who listens.
+test_calls_reach_the_instance_named = test_redis_engine.test_calls_reach_the_instance_named
 
 
 @pytest.fixture(name="backend")
