@@ -31,12 +31,11 @@ from databases.core import Connection
 from ..domain.publication import Publication
 from ..engine.base import Engine, EngineUnavailable
 from .database import Store
+from .published_rows import published_rows
 from .tables import outbox
 
 log = logging.getLogger(__name__)
 
-# (text: no SQLAlchemy compilation on each publication's path)
-_DELETE_ROW = "DELETE FROM outbox WHERE key = :key"
 # A row younger than this is left to the request that wrote it.
 _GRACE_SECONDS = 1.0
 _PUBLISH_TIMEOUT = 1.0
@@ -96,6 +95,7 @@ class Relay:
         # Scopes of the rows the last relay pass left waiting behind a refused row.
         self._held: set[str] = set()
         self._published: set[str] = set()
+        self._rows = published_rows(store)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -113,6 +113,8 @@ class Relay:
                 await self._task
         with contextlib.suppress(Exception):
             await self._forget_published()
+        with contextlib.suppress(Exception):
+            await self._rows.close()
 
     async def publish(self, publication: Publication) -> bool:
         """Try to publish now (and then delete its row); False leaves the row to the relay
@@ -151,7 +153,7 @@ class Relay:
         until the next pass would then be published again by the rebuild's flush, and clients
         already sent `stream:reset` would see its events twice. SQL's guard survives."""
         try:
-            await self.store.db.execute(_DELETE_ROW, {"key": key})
+            await self._rows.delete(key)
         except BaseException:
             # The database is away: the next pass deletes it (the engine's guard holds until
             # then, unless Redis loses its data in that very moment).
