@@ -293,12 +293,21 @@ class LiveServer:
 
 class SentinelSet:
     """A master, one replica and three sentinels (quorum 2, down-after 1 s) on free ports:
-    `url` is the REDIS_URL of the service; `kill_master()` is a crash (SIGKILL)."""
+    `url` is the REDIS_URL of the service; `kill_master()` is a crash (SIGKILL).
+
+    `start()` returns once the set can fail over: the replica in sync, and every sentinel
+    knowing the replica and its two peers. (Killed earlier, a master could not be failed over:
+    a sentinel learns replicas from the master's INFO, every 10 s, and its peers from hello
+    messages, every 2 s.) The replica authenticates as its own ACL user, so that
+    `cut_replication()` can stop it following the master while it stays up for the sentinels:
+    the stale replica that a failover may promote."""
 
     service = "lrp"
+    _replication_user = ("replica", "replica-secret")
 
     def __init__(self) -> None:
         self.binary = require_tool("redis-server")
+        self.cli_binary = require_tool("redis-cli")
         self.master = RedisServer()
         self.replica_port = free_port()
         self.sentinel_ports = [free_port() for _ in range(3)]
@@ -316,11 +325,23 @@ class SentinelSet:
         )
         self.processes.append(process)
 
+    def cli(self, port: int, *args: str) -> str:
+        out = subprocess.run(
+            [self.cli_binary, "-p", str(port), *args], capture_output=True, check=True, timeout=10
+        )
+        return out.stdout.decode().strip()
+
     def start(self) -> None:
         self.master.start()
+        user, secret = self._replication_user
+        # the first sync at once (Redis 7 waits 5 s for more replicas to share a diskless one)
+        self.cli(self.master.port, "CONFIG", "SET", "repl-diskless-sync-delay", "0")
+        self.cli(self.master.port, "ACL", "SETUSER", user, "on", f">{secret}",
+                 "+psync", "+replconf", "+ping")  # fmt: skip
         self._spawn(
             "--port", str(self.replica_port), "--bind", "127.0.0.1", "--save", "",
             "--replicaof", "127.0.0.1", str(self.master.port), "--dir", self.dir,
+            "--masteruser", user, "--masterauth", secret,
         )  # fmt: skip
         wait_until(lambda: port_open(self.replica_port), 10, "the replica")
         for port in self.sentinel_ports:
@@ -334,16 +355,51 @@ class SentinelSet:
             self._spawn(str(conf), "--sentinel")
         for port in self.sentinel_ports:
             wait_until(lambda port=port: port_open(port), 10, f"sentinel on {port}")  # type: ignore[misc]
+        wait_until(self.ready, 60, "the replica in sync, known to every sentinel with its peers")
+
+    def _fields(self, port: int, *command: str) -> dict[str, str]:
+        out = self.cli(port, *command).split()
+        return dict(zip(out[::2], out[1::2], strict=False))
+
+    def replica_in_sync(self) -> bool:
+        return "master_link_status:up" in self.cli(self.replica_port, "INFO", "replication")
+
+    def ready(self) -> bool:
+        """The replica in sync; every sentinel knows it and the two other sentinels."""
+        if not self.replica_in_sync():
+            return False
+        for port in self.sentinel_ports:
+            state = self._fields(port, "SENTINEL", "MASTER", self.service)
+            if int(state.get("num-slaves", 0)) < 1 or int(state.get("num-other-sentinels", 0)) < 2:
+                return False
+        return True
+
+    def cut_replication(self) -> None:
+        """The replica stops following the master (its user is deleted, which drops its link
+        and refuses it back) but stays up: writes from now on reach the master only."""
+        self.cli(self.master.port, "ACL", "DELUSER", self._replication_user[0])
+        wait_until(lambda: not self.replica_in_sync(), 10, "the replication link down")
 
     def master_port(self) -> int:
-        """The master's port as the sentinels see it now."""
-        cli = require_tool("redis-cli")
-        out = subprocess.run(
-            [cli, "-p", str(self.sentinel_ports[0]), "SENTINEL", "get-master-addr-by-name",
-             self.service],
-            capture_output=True, check=True,
-        )  # fmt: skip
-        return int(out.stdout.decode().split()[1])
+        """The master's port as the first sentinel sees it now."""
+        out = self.cli(self.sentinel_ports[0], "SENTINEL", "get-master-addr-by-name", self.service)
+        return int(out.split()[1])
+
+    def wait_for_new_master(self, old_port: int, timeout: float = 30) -> int:
+        """Wait until every sentinel names a master other than `old_port` (the leader of a
+        failover switches first; the others follow its hello messages, up to 2 s later)."""
+
+        def switched() -> int | None:
+            ports = {
+                int(self.cli(port, "SENTINEL", "get-master-addr-by-name", self.service).split()[1])
+                for port in self.sentinel_ports
+            }
+            return ports.pop() if len(ports) == 1 and old_port not in ports else None
+
+        wait_until(switched, timeout, f"every sentinel naming a master other than {old_port}")
+        new_port = switched()
+        assert new_port is not None
+        return new_port
 
     def kill_master(self) -> None:
         self.master.kill()
@@ -354,6 +410,7 @@ class SentinelSet:
                 process.kill()
                 process.wait(10)
         self.master.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class RedisClusterSet:
