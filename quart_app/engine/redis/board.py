@@ -22,8 +22,9 @@ from .keys import RedisKeys
 from .log import new_token
 from .scripts import Scripts
 
-# Rows per board_stage call: 4 arguments each, and Lua's unpack() takes about 8,000 at most.
-_STAGE_BATCH = 1500
+# Rows per board_stage call: its ZADD and HSETs take 2 arguments a row, and Lua's unpack()
+# takes about 8,000 at most.
+_STAGE_BATCH = 2000
 _REBUILD_TTL_MS = 3_600_000
 
 
@@ -84,7 +85,8 @@ class RedisBoard:
                 in_flight.cancel()
                 with contextlib.suppress(BaseException):
                     await in_flight
-        swap_keys = [marker[0], *self._keys.board, *marker[1:], self._keys.board_ready]
+        retired = [key + ":retired" for key in self._keys.board]  # see board_swap.lua
+        swap_keys = [marker[0], *self._keys.board, *marker[1:], self._keys.board_ready, *retired]
         self._rebuild_status(await self._scripts.run("board_swap", swap_keys, [token]))
 
     @staticmethod
@@ -96,8 +98,15 @@ class RedisBoard:
 
 
 def _stage_args(token: str, rows: Sequence[BoardRow]) -> list[Any]:
-    """board_stage's ARGV: per row its id, version, score (-rating) and JSON."""
-    args: list[Any] = [token]
-    for row in rows:
-        args += (row[1], row[7], row[0], row_json(row))
-    return args
+    """board_stage's ARGV: the token, then the rows' ids, versions, scores (-rating, repr:
+    exact) and JSONs, each list joined by newlines."""
+    ids = "\n".join([row[1] for row in rows])
+    if ids.count("\n") != len(rows) - 1:
+        raise ValueError("a player id holds a newline: not an id of domain/ids.py")
+    return [
+        token,
+        ids,
+        "\n".join([str(row[7]) for row in rows]),
+        "\n".join([repr(row[0]) for row in rows]),
+        "\n".join([row_json(row) for row in rows]),
+    ]
