@@ -41,19 +41,23 @@ PREFIX = "lrp:"
 
 
 class BoardWatcher:
-    """Polls ZCARD of the live board from a thread; the smallest size and the poll count."""
+    """Polls ZCARD of the live board from a thread: the smallest size, the poll count and the
+    slowest answer (a Redis busy inside a script answers nobody meanwhile)."""
 
     def __init__(self, url: str) -> None:
-        self._client = redis_sync.Redis.from_url(url)
+        self._client = redis_sync.Redis.from_url(url, socket_timeout=120)
         self._stop = threading.Event()
         self.smallest: int | None = None
         self.polls = 0
+        self.slowest_ms = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            asked = time.perf_counter()
             size = int(self._client.zcard(PREFIX + "board"))
+            self.slowest_ms = max(self.slowest_ms, (time.perf_counter() - asked) * 1000)
             self.smallest = size if self.smallest is None else min(self.smallest, size)
             self.polls += 1
             time.sleep(0.002)
@@ -64,7 +68,8 @@ class BoardWatcher:
         self._client.close()
 
 
-def rebuild_once(code: str, workdir: str, redis_url: str, cpus: str | None) -> float:
+def rebuild_once(code: str, workdir: str, redis_url: str, cpus: str | None) -> float | str:
+    """The seconds `rankpulse rebuild` took, or the last line of its error."""
     env = {
         **os.environ,
         "PYTHONPATH": code,
@@ -84,7 +89,8 @@ def rebuild_once(code: str, workdir: str, redis_url: str, cpus: str | None) -> f
     )
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        raise RuntimeError(f"rebuild failed:\n{done.stdout}\n{done.stderr[-3000:]}")
+        lines = done.stderr.strip().splitlines() or ["(no output)"]
+        return f"failed after {elapsed:.1f} s: {lines[-1]}"
     return elapsed
 
 
@@ -109,8 +115,14 @@ def one_run(
         "board_after_fill": size,
         "board_after_replace": after,
         "smallest_board_seen_during_replace": watcher.smallest,
+        "slowest_board_read_during_replace_ms": watcher.slowest_ms,
         "watcher_polls": watcher.polls,
     }
+
+
+def _median_or_failure(values: list[float | str]) -> float | str | None:
+    failed = [v for v in values if isinstance(v, str)]
+    return failed[0] if failed else median([v for v in values if not isinstance(v, str)])
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,23 +149,34 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         summary.append(
             {
                 "variant": name,
-                "fill_s": median([r["fill_s"] for r in mine]),
-                "replace_s": median([r["replace_s"] for r in mine]),
+                "fill_s": _median_or_failure([r["fill_s"] for r in mine]),
+                "replace_s": _median_or_failure([r["replace_s"] for r in mine]),
                 "smallest_board_seen": min(s for s in smallest if s is not None),
+                "slowest_read_ms": max(r["slowest_board_read_during_replace_ms"] for r in mine),
                 "whole_after": all(
-                    r["board_after_fill"] == r["board_after_replace"] == args.players
-                    for r in mine
+                    r["board_after_fill"] == r["board_after_replace"] == args.players for r in mine
                 ),
             }
         )
     print(f"\nrankpulse rebuild into Redis, {args.players:,} players (median of {args.repeat})")
     print_table(
-        ["variant", "fill s", "replace s", "smallest board seen", "whole after"],
+        ["variant", "fill s", "replace s", "smallest board seen", "slowest read ms", "whole"],
         [
-            [s["variant"], s["fill_s"], s["replace_s"], s["smallest_board_seen"], s["whole_after"]]
+            [
+                s["variant"],
+                s["fill_s"],
+                s["replace_s"],
+                s["smallest_board_seen"],
+                s["slowest_read_ms"],
+                s["whole_after"],
+            ]
             for s in summary
         ],
     )
+    for run in runs:
+        for key in ("fill_s", "replace_s"):
+            if isinstance(run[key], str):
+                print(f"{run['variant']} {key}: {run[key]}")
     return {
         "bench": "rebuild",
         "players": args.players,
