@@ -46,12 +46,17 @@ async def _seek(store: Store, offset: int) -> sa.Select[Any]:
     return sa.select(players).where(players.c.rating <= rating).offset(offset - int(above))
 
 
+def _count(*where: Any) -> Any:
+    return sa.select(sa.func.count()).select_from(players).where(*where).scalar_subquery()
+
+
 async def _rank0(store: Store, row: Any) -> int:
-    ahead = sa.or_(
-        players.c.rating > row.rating,
-        sa.and_(players.c.rating == row.rating, players.c.player_id < row.player_id),
-    )
-    return int(await store.db.fetch_val(sa.select(sa.func.count()).where(ahead)))
+    """Players ahead: two range counts on ix_players_rating_id (higher rating; same rating,
+    lower id), summed. One count over their OR made SQLite build a row set (MULTI-INDEX OR):
+    0.20 s of CPU at 1,000,000 players against 0.02 s."""
+    higher = _count(players.c.rating > row.rating)
+    tied_before = _count(players.c.rating == row.rating, players.c.player_id < row.player_id)
+    return int(await store.db.fetch_val(sa.select(higher + tied_before)))
 
 
 async def player(store: Store, player_id: str) -> Ranked | None:

@@ -13,7 +13,7 @@ import pytest
 from quart import Quart
 
 from quart_app.store import rebuild as rebuild_module
-from quart_app.store.board_reads import page
+from quart_app.store.board_reads import around, page, player
 from quart_app.store.database import Store
 from quart_app.store.seed import seed_players
 
@@ -93,3 +93,21 @@ async def test_ready_while_the_board_loads_and_a_result_meanwhile_is_ranked_on_t
             assert carried[player]["previous_rank"] == before[player]
         reply = await api.get(f"/api/players/{low}")
         assert reply.body["rank"] == after[low]
+
+
+async def test_sql_board_reads_rank_like_the_board(database_url: str) -> None:
+    """What is served while the board loads, on SQLite and PostgreSQL: ranks by rating
+    descending, ties by id (the seeded ratings have many ties)."""
+    store = Store(database_url)
+    await store.connect(migrate=True)
+    try:
+        await seed_players(store, PLAYERS)
+        ranks = sql_ranks(await sql_players(store))
+        by_rank = {rank: player for player, rank in ranks.items()}
+        for rank in (1, 2, 1500, PLAYERS - 1, PLAYERS):
+            found = await player(store, by_rank[rank])
+            assert found is not None and found[0] == rank
+        window = await around(store, by_rank[1500], 3)
+        assert [(r, e.player_id) for r, e in window] == [(r, by_rank[r]) for r in range(1497, 1504)]
+    finally:
+        await store.disconnect()
