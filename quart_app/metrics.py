@@ -114,6 +114,7 @@ class Metrics:
         )
         self._scraped.add(self.delivery_lag.collect)
         self._scraped.add(self.flush_seconds.collect)
+        self._request_children: dict[tuple[str | None, str, int], tuple[Counter, Histogram]] = {}
 
     def gauge(self, name: str, help_text: str, read: Reading) -> None:
         self._scraped.add(lambda: GaugeMetricFamily(name, help_text, value=read()))
@@ -133,8 +134,16 @@ class Metrics:
         self._scraped.add(build)
 
     def observe_request(self, route: str | None, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, str(status)).inc()
-        self.request_seconds.labels(route or UNMATCHED_ROUTE, method).observe(seconds)
+        # The labelled children, looked up once per (route, method, status): `labels()` was
+        # half of this call's cost, paid per long-poll (issue 9). Bounded: routes are templates.
+        children = self._request_children.get((route, method, status))
+        if children is None:
+            children = self._request_children[route, method, status] = (
+                self.requests.labels(method, str(status)),
+                self.request_seconds.labels(route or UNMATCHED_ROUTE, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_flush(self, written: Sequence[Event], seconds: float) -> None:
         """One flush of the hub: its duration, and the lag of each event it wrote."""

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs
 
 from ..auth import AuthError, Identity
 from ..domain.ids import GLOBAL_BOARD
@@ -23,8 +22,9 @@ from ..runtime import Runtime
 from ..services.errors import ServiceError, Unavailable
 from ..store.database import DatabaseUnavailable
 from .errors import BadRequestBody, send_problem
-from .raw_response import hypercorn_h11_responder
-from .streams import authorized_rooms, parse_top, scope_headers
+from .raw_response import SharedResponses, hypercorn_h11_responder
+from .request_parts import query_params, stream_headers
+from .streams import authorized_rooms, parse_top
 from .token_cache import TokenCache
 from .tokens import token_from
 
@@ -47,6 +47,7 @@ class LongPoll:
         self.rt = runtime
         self.tokens = tokens
         self._presence_told: dict[str, float] = {}
+        self._answers = SharedResponses(200, ANSWER_HEADERS)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         started = time.perf_counter()
@@ -73,7 +74,11 @@ class LongPoll:
             status = 500
             await send_problem(send, "http", 500, "Internal Server Error", "unexpected error")
         else:
-            respond = hypercorn_h11_responder(send, scope) if scope["method"] == "GET" else None
+            respond = (
+                hypercorn_h11_responder(send, scope, self._answers)
+                if scope["method"] == "GET"
+                else None
+            )
             if respond is not None:
                 await respond(200, ANSWER_HEADERS, body)
             else:
@@ -104,15 +109,10 @@ class LongPoll:
     def _parse(self, scope: Scope) -> tuple[Identity, list[str], str | None, float, int]:
         if scope["method"] not in ("GET", "HEAD"):
             raise BadRequestBody(405, "Method Not Allowed", "use GET")
-        query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
-        headers = scope_headers(scope)
+        query = query_params(scope["query_string"])
+        authorization, cookie, _ = stream_headers(scope)
         identity = self.identify(
-            token_from(
-                headers.get("authorization"),
-                query.get("access_token"),
-                headers.get("cookie"),
-                allow_query=True,
-            )
+            token_from(authorization, query.get("access_token"), cookie, allow_query=True)
         )
         rooms = authorized_rooms(identity, query.get("rooms"))
         if not rooms:

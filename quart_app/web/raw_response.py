@@ -13,6 +13,7 @@ answered through `send`.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,12 +27,52 @@ try:  # Hypercorn's internals, as raw_socket.py uses them; without them: the `se
 except ImportError:  # pragma: no cover
     StreamClosed = ASGIHTTPState = None  # type: ignore[assignment,misc]
 
-Respond = Callable[[int, list[tuple[bytes, bytes]], bytes], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+Respond = Callable[[int, Headers, bytes], Awaitable[None]]
 
 
-def hypercorn_h11_responder(send: Any, scope: dict[str, Any]) -> Respond | None:
+def encode_response(status: int, headers: Headers, body: bytes, *, close: bool) -> bytes:
+    """The bytes of a complete HTTP/1.1 response with a Content-Length."""
+    lines = [b"HTTP/1.1 %d \r\n" % status]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    lines.append(b"content-length: %d\r\n" % len(body))
+    if close:
+        lines.append(b"connection: close\r\n")
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
+
+
+class SharedResponses:
+    """Whole responses of one status and header set, encoded once per body: a crowd of
+    pollers given the same answer body is written the same bytes object (the keep-alive
+    form; the rare `connection: close` one is encoded each time)."""
+
+    def __init__(self, status: int, headers: Headers, entries: int = 64) -> None:
+        self.status = status
+        self.headers = headers
+        self._entries = entries
+        self._encoded: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def get(self, body: bytes, *, close: bool) -> bytes:
+        if close:
+            return encode_response(self.status, self.headers, body, close=True)
+        encoded = self._encoded.get(body)
+        if encoded is None:
+            encoded = self._encoded[body] = encode_response(
+                self.status, self.headers, body, close=False
+            )
+            if len(self._encoded) > self._entries:
+                self._encoded.popitem(last=False)
+        return encoded
+
+
+def hypercorn_h11_responder(
+    send: Any, scope: dict[str, Any], shared: SharedResponses | None = None
+) -> Respond | None:
     """A function that writes a complete response (status, headers, body) to the socket, or
-    None where that is not possible."""
+    None where that is not possible. With `shared`, a response of its status and headers
+    (the same list) is taken from there."""
     if StreamClosed is None or scope.get("http_version") != "1.1":
         return None
     try:
@@ -53,21 +94,20 @@ def hypercorn_h11_responder(send: Any, scope: dict[str, Any]) -> Respond | None:
     ):
         return None
 
-    async def respond(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    async def respond(status: int, headers: Headers, body: bytes) -> None:
         if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
             state.process_keep_alive_disabled()
-        lines = [b"HTTP/1.1 %d \r\n" % status]
-        lines += [name + b": " + value + b"\r\n" for name, value in headers]
-        lines.append(b"content-length: %d\r\n" % len(body))
-        if not state.keep_alive:
-            lines.append(b"connection: close\r\n")
-        lines.append(b"\r\n")
+        close = not state.keep_alive
+        if shared is not None and shared.status == status and shared.headers is headers:
+            data = shared.get(body, close=close)
+        else:
+            data = encode_response(status, headers, body, close=close)
         # What h11 would have done on sending Response, Data and EndOfMessage.
         old_states = dict(state.states)
         state.process_event(h11.SERVER, h11.Response)
         state.process_event(h11.SERVER, h11.EndOfMessage)
         connection._respond_to_state_changes(old_states)
-        transport.write(b"".join(lines) + body)
+        transport.write(data)
         # What Hypercorn would have done: the stream closed, logged, the connection recycled.
         stream.state = ASGIHTTPState.CLOSED
         await stream.config.log.access(

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import random
 from typing import Any
-from urllib.parse import parse_qs
 
 from ..auth import AuthError, Identity
 from ..engine.hub import Closed, Connection, Reset
@@ -24,6 +23,7 @@ from .errors import BadRequestBody, send_problem
 from .limits import StreamRefused, stream_limits
 from .raw_socket import ChunkedSink, hypercorn_h11_writer, sse_frames
 from .raw_start import hypercorn_start_stream
+from .request_parts import query_params, stream_headers
 from .stream_exit import release_stream
 from .streams import (
     DEPENDENCY_DOWN,
@@ -32,7 +32,6 @@ from .streams import (
     open_connection,
     parse_top,
     reset_events,
-    scope_headers,
 )
 from .token_cache import TokenCache
 from .tokens import token_from
@@ -157,19 +156,14 @@ class EventStream:
     def _parse(self, scope: Scope) -> tuple[Identity, list[str], str | None, int]:
         if scope["method"] not in ("GET", "HEAD"):
             raise BadRequestBody(405, "Method Not Allowed", "use GET")
-        query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
-        headers = scope_headers(scope)
-        token = token_from(
-            headers.get("authorization"),
-            query.get("access_token"),
-            headers.get("cookie"),
-            allow_query=True,
-        )
+        query = query_params(scope["query_string"])
+        authorization, cookie, last_event_id = stream_headers(scope)
+        token = token_from(authorization, query.get("access_token"), cookie, allow_query=True)
         identity = self.tokens.verify(token) if token else self.rt.auth.identify(None)
         rooms = authorized_rooms(identity, query.get("rooms"))
         if not rooms:
             raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
-        cursor = headers.get("last-event-id") or query.get("last_event_id")
+        cursor = last_event_id or query.get("last_event_id")
         return identity, rooms, cursor, parse_top(query.get("top"))
 
     async def _begin(
