@@ -97,8 +97,8 @@ def rebuild_once(code: str, workdir: str, redis_url: str, cpus: str | None) -> f
 def one_run(
     variant: str, code: str, workdir: str, redis: Redis, args: argparse.Namespace
 ) -> dict[str, Any]:
-    client = redis_sync.Redis.from_url(redis.url)
-    client.flushall()
+    client = redis_sync.Redis.from_url(redis.url, socket_timeout=120)
+    client.flushall(asynchronous=True)  # a 1M-player board freed in the background
     fill_s = rebuild_once(code, workdir, redis.url, args.rebuild_cpu)
     size = int(client.zcard(PREFIX + "board"))
     watcher = BoardWatcher(redis.url)
@@ -108,6 +108,7 @@ def one_run(
         watcher.stop()
     after = int(client.zcard(PREFIX + "board"))
     client.close()
+    print(f"{variant}: fill {fill_s}, replace {replace_s}, smallest board {watcher.smallest}")
     return {
         "variant": variant,
         "fill_s": fill_s,
