@@ -322,3 +322,85 @@ async def seed_sqlite(workdir: str, players: int, code: str | None = None) -> fl
         return time.perf_counter() - started
     finally:
         await store.db.disconnect()
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster (initdb in a temp dir; run as the postgres user when
+    this is root, since postgres refuses root), pinned with taskset. fsync stays on: the
+    write path's figures include the flush a commit costs."""
+
+    def __init__(self, cpus: str | None = None) -> None:
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not versions:
+            raise SystemExit("PostgreSQL is not installed (apt-get install postgresql)")
+        self.bin = versions[-1].parent
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-pg-")
+        as_postgres = os.geteuid() == 0
+        user: dict[str, Any] = {"user": "postgres", "group": "postgres"} if as_postgres else {}
+        if as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+        data = os.path.join(self.dir, "data")
+        subprocess.run(
+            [str(self.bin / "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            cwd=self.dir,
+            **user,
+        )
+        command = [str(self.bin / "postgres"), "-D", data, "-p", str(self.port), "-k", self.dir]
+        command += ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]
+        self.process = subprocess.Popen(
+            pinned(command, cpus),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.dir,
+            start_new_session=True,
+            **user,
+        )
+        wait_until(self._accepting, 60, f"postgres on {self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _accepting(self) -> bool:
+        ready = subprocess.run(
+            [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            check=False,
+        )
+        return ready.returncode == 0
+
+    def stop(self) -> None:
+        _stop_group(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def seed_database(
+    database_url: str, workdir: str, players: int, code: str | None = None
+) -> float:
+    """Migrate the (empty) database at `database_url` with the service code at `code` and
+    seed `players` players in bulk; returns the seconds seeding took."""
+    from quart_app.store.database import Store
+    from quart_app.store.seed import seed_players
+
+    env = {**os.environ, "DATABASE_URL": database_url}
+    if code is not None:
+        env["PYTHONPATH"] = code
+    subprocess.run(
+        [PYTHON, "-m", "quart_app", "migrate"],
+        cwd=workdir,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    store = Store(database_url)
+    await store.db.connect()
+    try:
+        started = time.perf_counter()
+        await seed_players(store, players)
+        if not store.is_sqlite:
+            await store.db.execute("ANALYZE")
+        return time.perf_counter() - started
+    finally:
+        await store.db.disconnect()

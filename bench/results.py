@@ -14,6 +14,10 @@ arrives. Prints results/s and latency p50/p99 (medians over the repeats) and wri
     .venv/bin/python bench/results.py --players 1000000 --matches 300 --concurrency 1,16 \
         --configs sqlite --variants before=/tmp/before,after=. \
         --json docs/benchmarks/results-1m.json
+    .venv/bin/python bench/results.py --players 1000000 --concurrency 16 --configs pg-redis \
+        --workers 2 --server-cpu 0,1
+
+PostgreSQL runs in a throwaway cluster (fsync on) pinned with the server.
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ from typing import Any
 from _common import (
     ROOT,
     Client,
+    Postgres,
     Redis,
     Server,
     machine,
     median,
     print_table,
     run_benchmark,
+    seed_database,
     seed_sqlite,
     target,
     token,
@@ -51,7 +57,12 @@ from quart_app.loadtest.sysinfo import ServerProbe
 from quart_app.loadtest.tracker import summarize
 from quart_app.store.seed import seeded_id
 
-CONFIGS = {"sqlite": "SQLite + memory engine", "redis": "SQLite + Redis engine"}
+CONFIGS = {
+    "sqlite": "SQLite + memory engine",
+    "redis": "SQLite + Redis engine",
+    "pg": "PostgreSQL + memory engine",
+    "pg-redis": "PostgreSQL + Redis engine",
+}
 
 
 async def _drive(
@@ -164,17 +175,25 @@ async def one_run(
 ) -> dict[str, Any]:
     workdir = tempfile.mkdtemp(prefix="bench-results-")
     redis = None
+    postgres = None
     server = None
     subscriber = None
     try:
-        seed_s = await seed_sqlite(workdir, args.players, code)
-        redis = Redis(args.server_cpu) if config == "redis" else None
+        env = {"PYTHONPATH": code}
+        if config.startswith("pg"):
+            postgres = Postgres(args.server_cpu)
+            env["DATABASE_URL"] = postgres.url
+            seed_s = await seed_database(postgres.url, workdir, args.players, code)
+        else:
+            seed_s = await seed_sqlite(workdir, args.players, code)
+        redis = Redis(args.server_cpu) if config.endswith("redis") else None
         spawned = time.perf_counter()
         server = Server(
             workdir,
             redis_url=redis.url if redis else None,
             cpus=args.server_cpu,
-            env={"PYTHONPATH": code},
+            env=env,
+            args=("--workers", str(args.workers)) if args.workers > 1 else (),
         )
         wait_until(
             lambda: _ready_with_board(server.url, args.players), 600, "/readyz and the board"
@@ -242,6 +261,8 @@ async def one_run(
             server.stop()
         if redis:
             redis.stop()
+        if postgres:
+            postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -387,7 +408,13 @@ def parse_args() -> argparse.Namespace:
         "--configs",
         type=lambda s: [c for c in s.split(",") if c],
         default=list(CONFIGS),
-        help="comma-separated: sqlite,redis",
+        help="comma-separated: " + ",".join(CONFIGS),
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="rankpulse serve --workers N (N processes on one port; needs a Redis config)",
     )
     parser.add_argument("--server-cpu", default="0", help="taskset -c for the server (and redis)")
     parser.add_argument("--client-cpu", default="1", help="CPUs for this client")

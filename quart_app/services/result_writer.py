@@ -25,6 +25,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from ..domain.publication import Publication
 from ..store.database import DatabaseUnavailable
 from ..store.outbox import Relay
 from ..store.result_sql import ResultSql
@@ -109,13 +110,35 @@ class ResultWriter:
         while True:
             committed = await self._committed.get()
             engine_answers = True
-            for queued, outcome in committed:
+            published: list[str] = []
+            for _, outcome in committed:
                 if isinstance(outcome, Decided) and outcome.publication is not None:
                     # Once the engine does not answer, the rest of the group is left to the
                     # relay (in commit order) rather than waiting out a timeout each.
                     if engine_answers:
-                        engine_answers = await self.relay.publish(outcome.publication)
+                        engine_answers = await self._offer(outcome.publication)
+                        if engine_answers and outcome.publication.key:
+                            published.append(outcome.publication.key)
+            if published:
+                # The group's rows go in one statement, not one transaction per row.
+                try:
+                    await self.sql.delete_published(published)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - published anyway; the relay deletes them
+                    self.relay.delete_later(published)
+            for queued, outcome in committed:
                 _answer(queued.answer, outcome)
+
+    async def _offer(self, publication: Publication) -> bool:
+        # This task answers every request of the group: nothing may end it but cancellation.
+        try:
+            return await self.relay.publish(publication, delete_row=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the commit stands; the relay publishes the row
+            log.exception("publishing outbox row %s failed; left to the relay", publication.key)
+            return False
 
 
 def _answer(answer: asyncio.Future[object], outcome: Outcome) -> None:

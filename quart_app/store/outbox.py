@@ -116,9 +116,9 @@ class Relay:
         with contextlib.suppress(Exception):
             await self._rows.close()
 
-    async def publish(self, publication: Publication) -> bool:
-        """Try to publish now (and then delete its row); False leaves the row to the relay
-        loop.
+    async def publish(self, publication: Publication, *, delete_row: bool = True) -> bool:
+        """Try to publish now (and then delete its row, unless the caller deletes it: see
+        delete_later); False leaves the row to the relay loop.
 
         Called right after a commit: it never raises (but for cancellation), because the
         change is durable and its answer must be a 2xx whatever the engine says. A row that
@@ -129,9 +129,13 @@ class Relay:
             waiting_for = {scope for r in self._refused.values() for scope in r.scopes}
             if ordering_scopes(publication) & (waiting_for | self._held):
                 return False
-        return await self._attempt(publication)
+        return await self._attempt(publication, delete_row)
 
-    async def _attempt(self, publication: Publication) -> bool:
+    def delete_later(self, keys: list[str]) -> None:
+        """Published rows a caller could not delete itself: the next pass deletes them."""
+        self._published.update(keys)
+
+    async def _attempt(self, publication: Publication, delete_row: bool = True) -> bool:
         assert publication.key is not None
         try:
             async with asyncio.timeout(_PUBLISH_TIMEOUT):
@@ -143,8 +147,9 @@ class Relay:
             self._refuse(publication.key, frozenset(ordering_scopes(publication)))
             return False
         self._refused.pop(publication.key, None)
-        with contextlib.suppress(Exception):  # the commit stands, and so does the publication
-            await self._mark_published(publication.key)
+        if delete_row:
+            with contextlib.suppress(Exception):  # the commit stands, and the publication
+                await self._mark_published(publication.key)
         return True
 
     async def _mark_published(self, key: str) -> None:

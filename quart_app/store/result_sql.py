@@ -54,6 +54,9 @@ class GroupWrites:
 class ResultSql(Protocol):
     async def apply(self, match_ids: Sequence[str], decide: Decide[T]) -> T: ...
 
+    async def delete_published(self, keys: Sequence[str]) -> None:
+        """Delete the outbox rows of a published group, in one statement."""
+
     async def close(self) -> None: ...
 
 
@@ -124,12 +127,31 @@ class SqliteResultSql:
     async def apply(self, match_ids: Sequence[str], decide: Decide[T]) -> T:
         if not self.store.db.is_connected:
             raise DatabaseUnavailable("the database is not connected yet")
+        outcome = await self._retrying(lambda: self._apply(list(match_ids), decide))
+        self._since_checkpoint += len(match_ids)
+        if self._since_checkpoint >= CHECKPOINT_EVERY and self._checkpoint is None:
+            self._since_checkpoint = 0
+            self._checkpoint = asyncio.get_running_loop().run_in_executor(
+                self._checkpointer, self._checkpoint_wal
+            )
+            self._checkpoint.add_done_callback(self._checkpointed)
+        return outcome
+
+    async def delete_published(self, keys: Sequence[str]) -> None:
+        if not self.store.db.is_connected:
+            raise DatabaseUnavailable("the database is not connected yet")
+        marks = ",".join("?" * len(keys))
+        statement = f"DELETE FROM outbox WHERE key IN ({marks})"
+        await self._retrying(lambda: self._connection().execute(statement, list(keys)))
+
+    async def _retrying(self, work: Callable[[], T]) -> T:
+        """`work()` on the loop's thread; a database locked by another connection is tried
+        again, backing off, for up to busy_seconds (then 503)."""
         deadline = asyncio.get_running_loop().time() + self.busy_seconds
         wait = _BUSY_FIRST
         while True:
             try:
-                outcome = self._apply(list(match_ids), decide)
-                break
+                return work()
             except sqlite3.OperationalError as exc:
                 message = str(exc).lower()
                 if "locked" in message or "busy" in message:
@@ -141,14 +163,6 @@ class SqliteResultSql:
                 if any(words in message for words in _SQLITE_UNAVAILABLE):
                     raise DatabaseUnavailable(f"database: {exc}") from exc
                 raise
-        self._since_checkpoint += len(match_ids)
-        if self._since_checkpoint >= CHECKPOINT_EVERY and self._checkpoint is None:
-            self._since_checkpoint = 0
-            self._checkpoint = asyncio.get_running_loop().run_in_executor(
-                self._checkpointer, self._checkpoint_wal
-            )
-            self._checkpoint.add_done_callback(self._checkpointed)
-        return outcome
 
     async def close(self) -> None:
         if self._checkpoint is not None:
@@ -263,6 +277,11 @@ class PostgresResultSql:
                 await raw.executemany(_PG_FINISH_MATCH, [_match_values(m) for m in writes.matches])
                 await raw.executemany(_PG_OUTBOX, writes.outbox)
         return outcome
+
+    async def delete_published(self, keys: Sequence[str]) -> None:
+        await self.store.db.execute(
+            "DELETE FROM outbox WHERE key = ANY(:keys)", {"keys": list(keys)}
+        )
 
     async def close(self) -> None:
         return None
