@@ -27,6 +27,7 @@ from .request_parts import query_params, stream_headers
 from .streams import authorized_rooms, parse_top
 from .token_cache import TokenCache
 from .tokens import token_from
+from .turns import TurnBudget
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class LongPoll:
         self.tokens = tokens
         self._presence_told: dict[str, float] = {}
         self._answers = SharedResponses(200, ANSWER_HEADERS)
+        self._turns = TurnBudget()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         started = time.perf_counter()
@@ -60,6 +62,7 @@ class LongPoll:
             timeout = windows.poll_timeout(rooms, cursor, timeout)
             body = await self._answer(identity, rooms, cursor, timeout, top)
             body = await windows.add_to_poll(body, rooms, cursor)
+            await self._turns.take()  # a crowd's answers spread over turns (turns.py)
         except AuthError as exc:
             status = 401
             await send_problem(send, "http", 401, "Unauthorized", str(exc))
