@@ -134,3 +134,34 @@ async def test_the_engine_follows_a_sentinel_failover(
     await on_a.wait_for(lambda ev: ev[-1].cursor == event.cursor, 10, "the event after it")
     same_epoch = [e for e in on_a.events if e.cursor.rpartition(".")[0] == a.epoch]
     assert [e.seq for e in same_epoch] == list(range(1, len(same_epoch) + 1))
+
+
+async def test_closing_closes_every_client_even_when_one_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client whose close fails (a connection to the dead master timing out on close) must
+    not leave the others open: the sentinels' connections stayed open after such a stop (a
+    ResourceWarning at exit failed one run of the failover test on a loaded machine)."""
+    from quart_app.engine.redis.connection import RedisConnection
+
+    connection = RedisConnection(
+        "redis+sentinel://127.0.0.1:1,127.0.0.1:2/lrp", bus_health_check_interval=1
+    )
+    assert connection.sentinel is not None
+    closed: list[str] = []
+
+    def closer(name: str, fails: bool = False) -> Callable[[], Awaitable[None]]:
+        async def aclose() -> None:
+            closed.append(name)
+            if fails:
+                raise TimeoutError(f"{name}: timed out closing")
+
+        return aclose
+
+    monkeypatch.setattr(connection.bus_client, "aclose", closer("bus", fails=True))
+    monkeypatch.setattr(connection.client, "aclose", closer("client"))
+    for n, sentinel in enumerate(connection.sentinel.sentinels):
+        monkeypatch.setattr(sentinel, "aclose", closer(f"sentinel-{n}"))
+    with pytest.raises(TimeoutError):
+        await connection.close()  # the failure is still reported, after the others closed
+    assert sorted(closed) == ["bus", "client", "sentinel-0", "sentinel-1"]

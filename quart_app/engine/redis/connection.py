@@ -223,8 +223,13 @@ class RedisConnection:
         return bool(await self.client.ping())
 
     async def close(self) -> None:
-        await self.bus_client.aclose()
-        await self.client.aclose()
+        """Close every client, each one even when another fails (a connection to a dead master
+        may time out closing), then report the first failure. (Not Sentinel.aclose(): only
+        redis-py >= 8.1 has it.)"""
+        clients = [self.bus_client, self.client]
         if self.sentinel is not None:
-            for sentinel in self.sentinel.sentinels:
-                await sentinel.aclose()
+            clients += self.sentinel.sentinels
+        results = await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
