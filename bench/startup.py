@@ -78,8 +78,10 @@ def one_run(variant: str, code: str, seeded_db: str, args: argparse.Namespace) -
         status, player = _get(f"{url}/api/players/{probe_id}", reader)
         player_read_ms = (time.perf_counter() - asked) * 1000
         served = _until(
-            lambda: (_get(url + "/api/leaderboard?limit=10", reader)[1] or {}).get("total")
-            == args.players,
+            lambda: (
+                (_get(url + "/api/leaderboard?limit=10", reader)[1] or {}).get("total")
+                == args.players
+            ),
             600,
             "the whole board served",
         )
