@@ -395,6 +395,11 @@ async def seed_database(
         stdout=subprocess.DEVNULL,
     )
     store = Store(database_url)
+    if not store.is_sqlite:
+        from databases import Database
+
+        # One statement inserts every player: past the service's 5 s statement bound.
+        store.db = Database(database_url)
     await store.db.connect()
     try:
         started = time.perf_counter()
