@@ -12,6 +12,7 @@ that reuses it: a silent gap)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -105,6 +106,9 @@ async def assert_clients_caught_up_with_no_seq_reused(traffic: Traffic) -> None:
 
     await eventually(caught_up, 30, "every client at the end of the log", interval=0.2)
     assert traffic.reference.duplicates == 0
+    # a stream or poll refused during the failover: 503 only (the writer's are checked apart)
+    refused = {f for w in traffic.watchers for f in w.check.failures if re.search(r"\b5\d\d", f)}
+    assert all(f.endswith(" 503") for f in refused), refused
     for watcher in traffic.watchers:
         check = watcher.check
         assert check.mismatched == 0 and check.duplicates == 0, (check.name, check.summary())
