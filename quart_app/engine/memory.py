@@ -170,8 +170,11 @@ class MemoryEngine(Engine):
             return None
         return int(self._order.bisect_left(row)) + 1
 
-    def _ranked(self, index: int) -> Ranked:
-        return index + 1, row_entry(self._order[index])
+    def _slice(self, start: int, end: int) -> list[Ranked]:
+        # islice walks the SortedList once: O(log n + page), where indexing each row would
+        # be O(page * log n).
+        rows = self._order.islice(start, end)
+        return [(rank, row_entry(row)) for rank, row in enumerate(rows, start + 1)]
 
     def _check_loaded(self) -> None:
         if self._board_loaded is not None:
@@ -179,8 +182,7 @@ class MemoryEngine(Engine):
 
     async def board_page(self, offset: int, limit: int) -> tuple[list[Ranked], int]:
         self._check_loaded()
-        end = min(offset + limit, len(self._order))
-        return [self._ranked(i) for i in range(offset, end)], len(self._order)
+        return self._slice(offset, offset + limit), len(self._order)
 
     async def board_player(self, player_id: str) -> Ranked | None:
         self._check_loaded()
@@ -195,7 +197,7 @@ class MemoryEngine(Engine):
             return []
         index = found[0] - 1
         start, end = max(0, index - radius), min(len(self._order), index + radius + 1)
-        return [self._ranked(i) for i in range(start, end)]
+        return self._slice(start, end)
 
     async def board_replace(self, load: BoardLoader) -> None:
         # Readers see the old board until the new one is swapped in (or BoardIncomplete
