@@ -202,6 +202,12 @@ class Runtime:
         self._watch = asyncio.create_task(self._watch_epoch())
         return True
 
+    async def board_loaded(self) -> None:
+        """Returns once the board the instance started with is whole (the memory engine loads
+        it in the background; a Redis engine before it is ready)."""
+        if self._board_load is not None:
+            await asyncio.shield(self._board_load)
+
     @property
     def draining(self) -> bool:
         return self.hub.draining
