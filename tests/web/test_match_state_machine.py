@@ -107,6 +107,7 @@ class MatchApiMachine(RuleBasedStateMachine):
         self._context = app.test_app()
         test_app = self.run(self._context.__aenter__())
         self.api = Api(app, test_app.test_client())
+        self.run(asyncio.wait_for(self.api.rt.board_loaded(), 30))  # a settled instance
 
     def teardown(self) -> None:
         try:
