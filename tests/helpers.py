@@ -100,13 +100,14 @@ class Api:
 
 
 @asynccontextmanager
-async def serving(app: Quart) -> AsyncIterator[Api]:
+async def serving(app: Quart, *, settled: bool = True) -> AsyncIterator[Api]:
     async with app.test_app() as test_app:
         api = Api(app, test_app.test_client())
-        # Tests read the log from its head: start once the start-up load (which appends a
-        # `board:rebuilt` marker) is done, as a client would see a settled instance.
-        async with asyncio.timeout(30):
-            await api.rt.board_loaded()
+        if settled:
+            # Tests read the log from its head: start once the start-up load (which appends
+            # a `board:rebuilt` marker) is done, as a client would see a settled instance.
+            async with asyncio.timeout(30):
+                await api.rt.board_loaded()
         yield api
 
 

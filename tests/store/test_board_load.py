@@ -56,7 +56,7 @@ async def test_ready_while_the_board_loads_and_a_result_meanwhile_is_ranked_on_t
     make_app: Callable[..., Quart], tmp_path: Path, load_gate: asyncio.Event
 ) -> None:
     await seed(tmp_path)
-    async with serving(make_app()) as api:
+    async with serving(make_app(), settled=False) as api:  # the load is held open
         assert (await api.get("/readyz", token=None)).status == 200
 
         # reads while loading: the board from SQL, whole and in order
