@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     from . import create_app
     from .drain import shutdown_trigger
+    from .web import hypercorn_fast
     from .workers import WORKER_ENV, reuse_port_socket, supervise
 
     settings = load_settings(**({"port": args.port} if args.port else {}))
@@ -45,6 +46,13 @@ def _serve(args: argparse.Namespace) -> None:
     config.backlog = 2048
     # PROTOCOL 3.3: a client frame over 64 KiB closes the socket with 1009.
     config.websocket_max_message_size = 64 * 1024
+    # Idle keep-alive connections close after KEEP_ALIVE_SECONDS, timed by a timer handle per
+    # connection instead of Hypercorn's task per request (web/hypercorn_fast.py).
+    try:
+        config.keep_alive_timeout = hypercorn_fast.keep_alive_seconds()
+    except ConfigError as error:
+        sys.exit(f"rankpulse serve: {error}")
+    hypercorn_fast.install()
     url = f"http://{_display_host(args.host)}:{settings.port}"
     if args.demo:
         from .demo import run_demo
