@@ -7,6 +7,7 @@ The board's vocabulary (BoardEntry, Draft, Publication) lives in domain/; it is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 from abc import ABC, abstractmethod
@@ -259,6 +260,15 @@ class Engine(ABC):
     @abstractmethod
     async def stream_release(self, subject: str) -> None:
         """A stream admitted by `stream_admit` closed. Never raises for an outage."""
+
+    async def stream_admit_and_enter(self, subject: str, limit: int, player_id: str) -> bool:
+        """`stream_admit`, then `presence_enter` only if admitted (an engine may do both in
+        one round trip). Never raises for a presence outage."""
+        if not await self.stream_admit(subject, limit):
+            return False
+        with contextlib.suppress(EngineUnavailable):
+            await self.presence_enter(player_id)
+        return True
 
 
 POLL_PRESENCE_SECONDS = 40.0

@@ -140,6 +140,9 @@ class StreamSlot:
     limits: StreamLimits
     subject: str | None  # None: not counted per user (the limit is off)
     released: bool = False
+    # The player entered in presence with the admission (one round trip), until the stream's
+    # connection takes it over (streams.enter_presence); left by `release` if it never does.
+    presence: str | None = None
 
     async def release(self) -> None:
         if not self.released:
@@ -154,7 +157,9 @@ class StreamLimits:
         self.rt = rt
         self.open = 0
 
-    async def admit(self, identity: Identity, scope: dict[str, Any]) -> StreamSlot:
+    async def admit(
+        self, identity: Identity, scope: dict[str, Any], *, enter_presence: bool = False
+    ) -> StreamSlot:
         settings = self.rt.settings
         if settings.max_connections and self.open >= settings.max_connections:
             raise StreamRefused(
@@ -168,8 +173,12 @@ class StreamLimits:
         if not per_user:
             return slot
         subject = stream_subject(identity, scope)
+        player = identity.sub if enter_presence else None
         try:
-            admitted = await self.rt.engine.stream_admit(subject, per_user)
+            if player is None:
+                admitted = await self.rt.engine.stream_admit(subject, per_user)
+            else:
+                admitted = await self.rt.engine.stream_admit_and_enter(subject, per_user, player)
         except BaseException:
             self.open -= 1
             raise
@@ -180,12 +189,19 @@ class StreamLimits:
                 429, RETRY_USER_SECONDS, f"{who} already holds {per_user} open streams"
             )
         slot.subject = subject
+        slot.presence = player
         return slot
 
     async def release(self, slot: StreamSlot) -> None:
         self.open -= 1
         if slot.subject is not None:
             await self.rt.engine.stream_release(slot.subject)
+        if slot.presence is not None:
+            player, slot.presence = slot.presence, None
+            try:
+                await self.rt.engine.presence_leave(player)
+            except EngineUnavailable:
+                log.warning("presence not cleared: engine unavailable")
 
 
 def stream_subject(identity: Identity, scope: dict[str, Any]) -> str:

@@ -78,7 +78,7 @@ class EventStream:
             await _draining().send(send, "http")
             return
         try:  # PROTOCOL 3.6: over a connection limit, refused before the stream starts
-            slot = await stream_limits(rt).admit(identity, scope)
+            slot = await stream_limits(rt).admit(identity, scope, enter_presence=True)
         except StreamRefused as refused:
             await refused.send(send, "http")
             return
@@ -102,7 +102,7 @@ class EventStream:
             try:
                 await self._begin(send, scope, conn, start, initial)
                 del initial, start, rooms, cursor  # a snapshot is large: not kept meanwhile
-                await enter_presence(rt, conn)
+                await enter_presence(rt, conn, slot)
                 while conn.catching_up:
                     await self._send(send, await self._catch_up(conn, top))
                 if conn.closed:  # ended meanwhile (its token expired): nobody will wake us

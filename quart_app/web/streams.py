@@ -14,6 +14,7 @@ from ..runtime import Runtime
 from ..services.errors import Forbidden, Unavailable
 from ..store.database import DatabaseUnavailable
 from .errors import BadRequestBody
+from .limits import StreamSlot
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,12 @@ async def open_connection(
     return conn, start, initial
 
 
-async def enter_presence(rt: Runtime, conn: Connection) -> None:
+async def enter_presence(rt: Runtime, conn: Connection, slot: StreamSlot | None = None) -> None:
+    if slot is not None and slot.presence is not None and slot.presence == conn.sub:
+        # Entered with the admission's round trip: the connection takes it over.
+        slot.presence = None
+        conn.presence = True
+        return
     if conn.sub is not None and not conn.presence:
         conn.presence = True
         try:

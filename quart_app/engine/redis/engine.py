@@ -91,7 +91,13 @@ class RedisEngine(Engine):
             self._is_stopping,
             ttl_seconds=presence_ttl_seconds,
         )
-        self._limits = RedisLimits(self._connection.client, prefix, self.instance_id, bounded)
+        self._limits = RedisLimits(
+            self._connection.client,
+            prefix,
+            self.instance_id,
+            bounded,
+            bus_publish=self._connection.bus_publish,
+        )
         self._calls = InstanceCalls(self._connection, prefix, self.instance_id)
         self._calls_starting: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -253,3 +259,9 @@ class RedisEngine(Engine):
 
     async def stream_release(self, subject: str) -> None:
         await self._limits.release(subject)
+
+    async def stream_admit_and_enter(self, subject: str, limit: int, player_id: str) -> bool:
+        # One round trip for both (lua/stream_admit_enter.lua): a reconnect storm's set-up.
+        return await self._presence.enter_admitted(
+            player_id, lambda rider: self._limits.admit(subject, limit, rider)
+        )

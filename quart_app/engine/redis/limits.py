@@ -22,29 +22,66 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from ..base import EngineUnavailable
 from ..rate_limit import RateDecision
-from .scripts import load_script
+from .scripts import LUA_DIR, load_script
 
 log = logging.getLogger(__name__)
 
 Run = Callable[[Awaitable[Any]], Awaitable[Any]]
 
 
+@dataclass
+class PresenceRider:
+    """A presence change (presence_change.lua's keys and arguments) to run in the admission's
+    round trip, only if the stream is admitted. `reply` is that script's {status, message},
+    None when it did not run in Redis (Redis unreachable: the stream was admitted open)."""
+
+    keys: list[str]
+    args: list[Any]
+    reply: list[Any] | None = None
+
+
+def admit_enter_script(bus_publish: str) -> str:
+    """lua/stream_admit_enter.lua after the two scripts it runs, each wrapped in a function
+    whose KEYS and ARGV are its parameters (see that file)."""
+
+    def wrapped(name: str, files: tuple[str, ...]) -> str:
+        body = "\n".join((LUA_DIR / file).read_text() for file in files)
+        return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
+
+    return (
+        f"local BUS_PUBLISH = '{bus_publish}'\n"
+        + wrapped("admit", ("_streams.lua", "stream_admit.lua"))
+        + wrapped("change", ("_log.lua", "_presence.lua", "presence_change.lua"))
+        + (LUA_DIR / "stream_admit_enter.lua").read_text()
+    )
+
+
 class RedisLimits:
     """Rate limits and stream counts of one instance. `run` bounds each call (the engine's
     `_cmd`: EngineUnavailable when Redis does not answer)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, instance_id: str, run: Run) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        instance_id: str,
+        run: Run,
+        *,
+        bus_publish: str = "PUBLISH",
+    ) -> None:
         self._prefix = prefix
         self._instance_id = instance_id
         self._run = run
         self._rate = client.register_script(load_script(("rate_limit.lua",)))
         self._admit = client.register_script(load_script(("_streams.lua", "stream_admit.lua")))
+        self._admit_enter = client.register_script(admit_enter_script(bus_publish))
         self._release = client.register_script(load_script(("_streams.lua", "stream_release.lua")))
         self._sync = client.register_script(load_script(("_streams.lua", "stream_sync.lua")))
         self._keys = [
@@ -66,10 +103,11 @@ class RedisLimits:
         )
         return RateDecision(bool(allowed), rate, int(remaining), float(retry_ms), float(reset_ms))
 
-    async def admit(self, subject: str, limit: int) -> bool:
+    async def admit(self, subject: str, limit: int, rider: PresenceRider | None = None) -> bool:
         """Count one more stream of `subject` here if the cluster holds fewer than `limit`.
         Redis unreachable: admitted (fail open: streams are the service's purpose; the
-        per-instance limit still holds) and counted here, synced when Redis is back."""
+        per-instance limit still holds) and counted here, synced when Redis is back.
+        With a `rider`, its presence change runs in the same script when admitted."""
         args = [self._instance_id, subject, limit, self._prefix + "limits:instance:"]
         try:
             for _attempt in range(2):
@@ -77,7 +115,14 @@ class RedisLimits:
                     await self._resync()
                 await self._begin()
                 try:
-                    status, _open = await self._call(self._admit, args)
+                    if rider is None:
+                        status, _open = await self._call(self._admit, args)
+                    else:
+                        keys = self._keys + rider.keys
+                        reply = await self._call(self._admit_enter, args + rider.args, keys)
+                        status, _open = reply[0], reply[1]
+                        if status == 1:
+                            rider.reply = reply[2:]
                     if status == 1:
                         self._local[subject] = self._local.get(subject, 0) + 1
                         return True
@@ -150,9 +195,9 @@ class RedisLimits:
         finally:
             self._sync_done.set()
 
-    async def _call(self, script: Any, args: list[Any]) -> Any:
+    async def _call(self, script: Any, args: list[Any], keys: list[str] | None = None) -> Any:
         try:
-            return await self._run(script(keys=self._keys, args=args))
+            return await self._run(script(keys=self._keys if keys is None else keys, args=args))
         except Exception:
             self._dirty = True
             raise

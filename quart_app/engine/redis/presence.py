@@ -28,7 +28,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 from ..base import EngineUnavailable
 from .connection import bounded
 from .keys import RedisKeys
+from .limits import PresenceRider
 from .scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -96,21 +97,65 @@ class RedisPresence:
     def forget_local(self) -> None:
         self._local.clear()
 
+    def _change_args(self, pid: str, delta: int) -> list[Any]:
+        self._op += 1
+        return [*self._script_args(), self._instance_id, pid, delta, self._op]
+
     async def _change(self, pid: str, delta: int) -> None:
         """Mirror one local change; never raises for an outage (the local count is the truth,
         the next heartbeat re-syncs)."""
-        self._op += 1
-        args = [*self._script_args(), self._instance_id, pid, delta, self._op]
+        args = self._change_args(pid, delta)
         try:
-            status, message = await self._scripts.run(
+            reply = await self._scripts.run(
                 "presence_change", self._keys_of(self._instance_id), args
             )
-            self._offer_message(message)
-            if status == 0 and not self._stopping():
-                await self.sync()
+            await self._changed(reply)
         except EngineUnavailable as exc:
             self._dirty = True
             log.warning("presence not recorded in Redis (%s); will re-sync", exc)
+
+    async def _changed(self, reply: list[Any]) -> None:
+        """presence_change.lua answered {status, bus message}."""
+        status, message = reply
+        self._offer_message(message)
+        if status == 0 and not self._stopping():
+            await self.sync()
+
+    async def enter_admitted(
+        self, player_id: str, admit: Callable[[PresenceRider], Awaitable[bool]]
+    ) -> bool:
+        """`enter`, riding on a stream admission's round trip (limits.py): counted only when
+        `admit` admits the stream; refused, nothing changed. Never raises for an outage."""
+        pid = json.dumps(player_id)
+        self._local[pid] = self._local.get(pid, 0) + 1
+        rider = PresenceRider(self._keys_of(self._instance_id), self._change_args(pid, 1))
+        op = self._op
+        try:
+            admitted = await admit(rider)
+        except BaseException:
+            self._undo_enter(pid, op)
+            raise
+        if not admitted:
+            self._undo_enter(pid, op)
+            return False
+        if rider.reply is None:  # admitted without Redis: counted here, re-synced later
+            self._dirty = True
+            return True
+        try:
+            await self._changed(rider.reply)
+        except EngineUnavailable as exc:
+            self._dirty = True
+            log.warning("presence not synced to Redis (%s); will re-sync", exc)
+        return True
+
+    def _undo_enter(self, pid: str, op: int) -> None:
+        count = self._local.get(pid, 0) - 1
+        if count > 0:
+            self._local[pid] = count
+        else:
+            self._local.pop(pid, None)
+        if self._op != op:  # a sync may have sent the count with this entry meanwhile
+            self._dirty = True
 
     async def sync(self) -> None:
         """Replace this instance's counts in Redis with the local ones, and register it."""

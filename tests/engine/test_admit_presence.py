@@ -1,0 +1,71 @@
+"""A new stream's admission (PROTOCOL 3.6) and its presence change in one step
+(`stream_admit_and_enter`): refused means no presence change; on the Redis engine, one round
+trip for both (a reconnect storm pays one per stream, not two)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from quart_app.engine.redis import RedisEngine
+
+from ..faults import FaultProxy
+from .conftest import Collector, EngineFactory
+
+
+def _presence(collector: Collector) -> list[tuple[str, object]]:
+    return [
+        (e.name, json.loads(e.text)["data"]["player_id"])
+        for e in collector.events
+        if "presence" in e.rooms
+    ]
+
+
+async def test_admitted_enters_presence_and_refused_changes_nothing(
+    make_engine: EngineFactory,
+) -> None:
+    engine = await make_engine()
+    collector = Collector(engine)
+    assert await engine.stream_admit_and_enter("s:ann", 2, "ann")
+    assert await engine.stream_admit_and_enter("s:ann", 2, "ann")  # a second tab
+    assert not await engine.stream_admit_and_enter("s:ann", 2, "ann")  # over the limit
+    await collector.flush(engine)
+    assert _presence(collector) == [("player:online", "ann")]
+    assert await engine.is_online("ann") and await engine.online_count() == 1
+    # Two streams counted in presence, not three: two leaves take her offline.
+    await engine.stream_release("s:ann")
+    await engine.presence_leave("ann")
+    assert await engine.is_online("ann")
+    await engine.stream_release("s:ann")
+    await engine.presence_leave("ann")
+    await collector.flush(engine)
+    assert _presence(collector) == [("player:online", "ann"), ("player:offline", "ann")]
+    assert not await engine.is_online("ann")
+    # A refused player who holds no stream anywhere never appears online.
+    assert await engine.stream_admit("s:bob", 1)  # bob's one stream, without presence
+    assert not await engine.stream_admit_and_enter("s:bob", 1, "bob")
+    await collector.flush(engine)
+    assert not await engine.is_online("bob") and len(_presence(collector)) == 2
+
+
+async def test_admission_and_presence_are_one_round_trip_on_redis(
+    make_redis: Callable[..., Awaitable[RedisEngine]], redis_url: str
+) -> None:
+    port = urlsplit(redis_url).port
+    assert port is not None
+    proxy = FaultProxy(port).start()
+    try:
+        engine = await make_redis(redis_url.replace(f":{port}", f":{proxy.port}"))
+        assert await engine.stream_admit_and_enter("s:warm", 100, "warm")  # first sync done
+        # Every chunk held 0.15 s each way: a round trip takes 0.3 s, two take 0.6 s.
+        proxy.delay(0.15)
+        started = time.monotonic()
+        assert await engine.stream_admit_and_enter("s:ann", 100, "ann")
+        elapsed = time.monotonic() - started
+        proxy.pass_through()
+        assert 0.25 < elapsed < 0.45, f"{elapsed:.2f} s: not one round trip"
+        assert await engine.is_online("ann")
+    finally:
+        proxy.stop()
