@@ -1,0 +1,136 @@
+"""Reconnect storm (issue 10): N SSE clients arriving at once, and the server CPU each costs.
+
+For each source tree (--variants) and engine (--engines memory,redis), starts a fresh
+`python -m quart_app serve` pinned to --server-cpu, runs the anchor's generator
+(`loadgen.js --kind sse`, 200 clients every 20 ms, one token for all) pinned to --gen-cpu, and
+reports the time to connect all N, new streams per second, and the server's CPU time (from
+/proc/<pid>/stat over the run) per new stream. With --kind poll, N long-pollers at --rate
+events/s instead, and server CPU per delivered poll answer. Variants interleaved per repeat;
+medians printed. On the Redis engine the per-user limit is on (MAX_CONNECTIONS_PER_USER
+1,000,000): every stream is admitted through Redis, as in production.
+
+    .venv/bin/python bench/reconnect_storm.py --variants after=.,before=/tmp/before --repeat 3
+    .venv/bin/python bench/reconnect_storm.py --kind poll --n 1000 --variants after=.,before=/tmp/b
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import ROOT, Redis, Server, machine, median, pinned, print_table, token, write_json
+
+ROOM = "matches"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_once(tree: str, engine: str, args: argparse.Namespace) -> dict[str, Any]:
+    workdir = tempfile.mkdtemp(prefix="bench-storm-")
+    env = {"PYTHONPATH": str(Path(tree).resolve())} if Path(tree).resolve() != ROOT else {}
+    redis = Redis(cpus=args.gen_cpu) if engine == "redis" else None
+    if redis is not None:
+        env["MAX_CONNECTIONS_PER_USER"] = "1000000"
+    server = Server(workdir, cpus=args.server_cpu, env=env, redis_url=redis.url if redis else None)
+    admin = token("bench", "admin")
+    try:
+        path = "events" if args.kind == "sse" else "poll"
+        url = f"{server.url}/api/{path}?rooms={ROOM}&access_token={admin}"
+        count = 1 if args.kind == "sse" else int(args.rate * args.seconds)
+        command = pinned(
+            [
+                "node", "loadgen.js", "--kind", args.kind, "--url", url, "--n", str(args.n),
+                "--publish", f"{server.url}/api/publish", "--token", admin,
+                "--count", str(count), "--rate", str(args.rate if args.kind == "poll" else 0),
+                "--expect", str(count), "--tsfield", "sent", "--room", ROOM,
+                "--timeout", "90000",
+            ],
+            args.gen_cpu,
+        )  # fmt: skip
+        cpu_before = cpu_seconds(server.pid)
+        started = time.monotonic()
+        done = subprocess.run(command, cwd=args.anchor, capture_output=True, text=True)
+        wall = time.monotonic() - started
+        cpu = cpu_seconds(server.pid) - cpu_before
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            return {"error": done.stderr[-300:]}
+        report: dict[str, Any] = json.loads(lines[-1])
+        report.update(wall_s=round(wall, 2), server_cpu_s=round(cpu, 2))
+        if args.kind == "sse":
+            report["streams_per_s"] = (
+                round(args.n / report["connect_s"]) if report["connect_s"] else None
+            )
+            report["cpu_ms_per_stream"] = round(cpu * 1000 / args.n, 3)
+        else:
+            delivered = max(1, int(report["delivered"]))
+            report["cpu_ms_per_answer"] = round(cpu * 1000 / delivered, 3)
+        return report
+    finally:
+        server.stop()
+        if redis is not None:
+            redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=("sse", "poll"), default="sse")
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--rate", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--engines", default="memory,redis")
+    parser.add_argument("--variants", default="after=.")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--server-cpu", default="0")
+    parser.add_argument("--gen-cpu", default="1")
+    parser.add_argument("--anchor", type=Path, default=Path(tempfile.gettempdir()) / "anchor")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    variants = dict(item.split("=", 1) for item in args.variants.split(","))
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for round_ in range(args.repeat):
+        for engine in args.engines.split(","):
+            for name, tree in variants.items():
+                report = run_once(tree, engine, args)
+                results.setdefault((engine, name), []).append(report)
+                load = os.getloadavg()[0]
+                head = f"[{round_ + 1}/{args.repeat}] {engine:6} {name:8} load {load:.1f}"
+                print(head, json.dumps(report), flush=True)
+    metric = "cpu_ms_per_stream" if args.kind == "sse" else "cpu_ms_per_answer"
+    rows = []
+    sse = args.kind == "sse"
+    for (engine, name), reports in results.items():
+        ok = [r for r in reports if "error" not in r]
+        rows.append([
+            engine, name, median([r["connect_s"] for r in ok]),
+            median([r.get("streams_per_s") or 0 if sse else r["p99_ms"] for r in ok]),
+            median([r[metric] for r in ok]), f"{len(ok)}/{len(reports)}",
+        ])  # fmt: skip
+    second = "streams/s" if args.kind == "sse" else "p99 ms"
+    print(f"medians of {args.repeat}; {args.kind}, n={args.n}")
+    print_table(["engine", "variant", "connect s", second, metric, "ok"], rows)
+    if args.json:
+        summary = {f"{e}/{n}": r for (e, n), r in results.items()}
+        write_json(
+            args.json,
+            {
+                "machine": machine(),
+                "args": vars(args) | {"anchor": str(args.anchor)},
+                "runs": summary,
+            },
+        )
+
+
+if __name__ == "__main__":
+    main()
