@@ -171,6 +171,22 @@ class Engine(ABC):
         """Apply the board rows and append the events, atomically. Returns the new events,
         empty when the publication's key was applied before."""
 
+    async def publish_many(
+        self, publications: Sequence[Publication]
+    ) -> list[list[Event] | Exception]:
+        """`publish` of each, in this order (an engine may send them in one round trip): per
+        publication its events, or the exception it was refused with. EngineUnavailable when
+        the engine does not answer (some may have applied: their keys guard a retry)."""
+        out: list[list[Event] | Exception] = []
+        for publication in publications:
+            try:
+                out.append(await self.publish(publication))
+            except EngineUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - refused: the rest go on
+                out.append(exc)
+        return out
+
     @abstractmethod
     async def head(self) -> int:
         """The sequence number of the newest event (0 for an empty log)."""

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,59 @@ class Relay:
             if ordering_scopes(publication) & (waiting_for | self._held):
                 return False
         return await self._attempt(publication, delete_row)
+
+    async def publish_many(self, publications: Sequence[Publication]) -> list[bool]:
+        """`publish(..., delete_row=False)` of each, in commit order, in as few engine round
+        trips as that order allows: publications go out in runs that share no ordering scope
+        (a refused one then has nothing of its match or players behind it in its run; the
+        next run sees it refused, as `publish` would). Once the engine does not answer, the
+        rest is left to the relay. Never raises (but for cancellation)."""
+        published = [False] * len(publications)
+        run: list[int] = []
+        run_scopes: set[str] = set()
+        held: set[str] = set()
+        answering = True
+        for index, publication in enumerate(publications):
+            scopes = ordering_scopes(publication)
+            if scopes & run_scopes:
+                answering = await self._publish_run(publications, run, published)
+                run, run_scopes = [], set()
+                if not answering:
+                    break
+            waiting_for = {scope for r in self._refused.values() for scope in r.scopes}
+            if scopes & (waiting_for | self._held | held):
+                held |= scopes  # what shares a scope with it waits for the relay too
+                continue
+            run.append(index)
+            run_scopes |= scopes
+        if run and answering:
+            await self._publish_run(publications, run, published)
+        return published
+
+    async def _publish_run(
+        self, publications: Sequence[Publication], run: list[int], published: list[bool]
+    ) -> bool:
+        """One round trip of publications; False when the engine did not answer."""
+        try:
+            async with asyncio.timeout(_PUBLISH_TIMEOUT):
+                replies = await self.engine.publish_many([publications[i] for i in run])
+        except (EngineUnavailable, TimeoutError):
+            log.warning("engine unavailable; %d outbox rows left to the relay", len(run))
+            return False
+        except Exception:  # noqa: BLE001 - e.g. a row that cannot be encoded: one at a time
+            for i in run:
+                published[i] = await self._attempt(publications[i], delete_row=False)
+            return True
+        for i, reply in zip(run, replies, strict=True):
+            key = publications[i].key
+            assert key is not None
+            if isinstance(reply, Exception):
+                log.warning("the engine refused outbox row %s: %r", key, reply)
+                self._refuse(key, frozenset(ordering_scopes(publications[i])))
+            else:
+                self._refused.pop(key, None)
+                published[i] = True
+        return True
 
     def delete_later(self, keys: list[str]) -> None:
         """Published rows a caller could not delete itself: the next pass deletes them."""

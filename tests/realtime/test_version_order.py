@@ -56,9 +56,13 @@ async def test_results_published_out_of_commit_order_end_on_the_newer_row(
             held.append(publication)
             return True
 
+        async def hold_many(publications: list[Publication]) -> list[bool]:
+            return [await hold(publication) for publication in publications]
+
         for api in (a, b):
             await api.rt.relay.stop()
             api.rt.relay.publish = hold  # type: ignore[method-assign]
+            api.rt.relay.publish_many = hold_many  # type: ignore[method-assign]
         await a.result("m1", "ann")
         await b.result("m2", "cat")
         first, second = held

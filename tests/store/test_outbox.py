@@ -112,16 +112,21 @@ async def test_a_relay_pass_publishes_rows_left_by_a_crashed_request(
     """A row whose request died between commit and publish is published by the relay loop."""
     async with serving(make_app(redis_url=engine_url, outbox_interval=0.1)) as api:
         rt = api.rt
-        original = rt.relay.publish
+        original, original_many = rt.relay.publish, rt.relay.publish_many
 
         async def crashed(publication: object) -> bool:
             return False  # as if the process died right after the commit
 
+        async def crashed_many(publications: list[object]) -> list[bool]:
+            return [False] * len(publications)  # (the result writer publishes its groups)
+
         rt.relay.publish = crashed  # type: ignore[method-assign]
+        rt.relay.publish_many = crashed_many  # type: ignore[method-assign]
         await api.create("m1", "a", "b")
         assert (await api.post("/api/matches/m1/result", {"winner_id": "b"})).status == 200
         assert await outbox_count(rt.store) == 2
         rt.relay.publish = original  # type: ignore[method-assign]
+        rt.relay.publish_many = original_many  # type: ignore[method-assign]
 
         async def published() -> bool:
             return await outbox_count(rt.store) == 0 and await board_matches_sql(rt)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -199,6 +200,18 @@ class RedisEngine(Engine):
         epoch, events = await self._log.publish(publication)
         self._feed.offer(epoch, events)
         return events
+
+    async def publish_many(
+        self, publications: Sequence[Publication]
+    ) -> list[list[Event] | Exception]:
+        out: list[list[Event] | Exception] = []
+        for reply in await self._log.publish_many(publications):
+            if isinstance(reply, Exception):
+                out.append(reply)
+            else:
+                self._feed.offer(*reply)
+                out.append(reply[1])
+        return out
 
     async def head(self) -> int:
         return await self._log.head()

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from ..base import Event, LogGap, Publication, envelope_json
@@ -29,6 +30,9 @@ from .scripts import Scripts
 log = logging.getLogger(__name__)
 
 ReadReply = tuple[str, int, int, int, list[Event]]
+# The publish script's keys, args, ranked players and encoded events (rooms JSON, data JSON
+# parts, rank slots): what its reply is decoded with.
+_PublishCall = tuple[list[str], list[Any], list[str], list[tuple[str, list[str], list[Any]]]]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
 
@@ -116,6 +120,26 @@ class RedisLog:
 
     async def publish(self, publication: Publication) -> tuple[str, list[Event]]:
         """Apply one publication: (epoch, its events), no events when it was applied before."""
+        call = self._publish_call(publication)
+        return self._published(publication, call, await self._scripts.run("publish", *call[:2]))
+
+    async def publish_many(
+        self, publications: Sequence[Publication]
+    ) -> list[tuple[str, list[Event]] | Exception]:
+        """`publish` of each, in this order, in one round trip: per publication its (epoch,
+        events), or the exception of its script (the others apply regardless).
+        EngineUnavailable when Redis does not answer (some may have applied)."""
+        calls = [self._publish_call(publication) for publication in publications]
+        replies = await self._scripts.run_many("publish", [call[:2] for call in calls])
+        out: list[tuple[str, list[Event]] | Exception] = []
+        for publication, call, reply in zip(publications, calls, replies, strict=True):
+            out.append(
+                reply if isinstance(reply, Exception) else self._published(publication, call, reply)
+            )
+        return out
+
+    def _publish_call(self, publication: Publication) -> _PublishCall:
+        """The publish script's keys and args, and what decoding its reply needs."""
         ranked = publication.ranked_players()
         args: list[Any] = self.script_args()
         args += [
@@ -139,9 +163,13 @@ class RedisLog:
                 args += [("a" if slot.when == "after" else "b") + slot.player_id, part]
         keys = self._keys
         guard = keys.applied(publication.key or "")
-        reply = await self._scripts.run(
-            "publish", [*keys.log, guard, *keys.board, *keys.board_next], args
-        )
+        return [*keys.log, guard, *keys.board, *keys.board_next], args, ranked, encoded
+
+    def _published(
+        self, publication: Publication, call: _PublishCall, reply: Any
+    ) -> tuple[str, list[Event]]:
+        """(epoch, events) from the publish script's reply (see lua/publish.lua)."""
+        _, _, ranked, encoded = call
         if reply[0] == 0 or not publication.events:
             return "", []
         epoch, seq = reply[1], int(reply[2])

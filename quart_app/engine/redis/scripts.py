@@ -10,6 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..base import EngineUnavailable
 from .connection import bounded
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
@@ -57,3 +58,27 @@ class Scripts:
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await bounded(self._scripts[name](keys=keys, args=args))
+
+    async def run_many(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """The calls in one round trip (a pipeline, not a transaction), run in order: one
+        reply each, or the exception of that call (a script error); EngineUnavailable for
+        them all when Redis does not answer."""
+        script = self._scripts[name]
+        client = script.registered_client
+        if not isinstance(client, aioredis.Redis):
+            # A cluster client refuses EVALSHA in a pipeline: one round trip each.
+            return [await self._run_or_error(name, keys, args) for keys, args in calls]
+        async with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                # On a pipeline the call is queued (and the script registered to load first).
+                await script(keys=keys, args=args, client=pipe)
+            replies: list[Any] = await bounded(pipe.execute(raise_on_error=False))
+        return replies
+
+    async def _run_or_error(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self.run(name, keys, args)
+        except EngineUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this call's error, as in a pipeline
+            return exc
