@@ -3,7 +3,7 @@
 The writer commits concurrent results as one group, and its publisher offered their events to
 Redis one at a time: each a round trip, and each a wait behind whatever else Redis was doing
 (at 1,000,000 players, a rebuild's staging scripts: 17 results/s at p50 1 s). The last answer
-of a group of 16 waited 16 round trips. Here Redis sits behind a proxy that delays every
+of a group of N waited N round trips. Here Redis sits behind a proxy that delays every
 chunk, so a round trip has a known, large cost.
 """
 
@@ -21,7 +21,7 @@ from ..faults import FaultProxy
 from ..services import LiveServer, RedisServer
 
 ONE_WAY_DELAY = 0.15  # a round trip through the proxy: >= 0.3 s
-RESULTS = 16
+RESULTS = 32
 
 
 @pytest.fixture(name="slow_redis")
@@ -55,12 +55,18 @@ async def test_a_group_of_results_is_published_in_one_round_trip(
             assert answer.status_code == 200, answer.text
             return time.perf_counter() - sent
 
+        started = time.perf_counter()
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             latencies = await asyncio.gather(*(result(client, m, w) for m, w in matches))
         await sse.wait_for(
             lambda events: sum(e["event"] == "match:result" for e in events) >= RESULTS,
-            timeout=30,
+            timeout=60,
         )
-    # One at a time, the last of the results waited at least RESULTS round trips (4.8 s);
-    # a group costs a few (the results may form two or three groups).
-    assert max(latencies) < RESULTS * 2 * ONE_WAY_DELAY / 2, sorted(latencies)
+        delivered = time.perf_counter() - started
+    # One at a time, the last result's events went out after at least RESULTS round trips
+    # (9.6 s), from the request or (after a publish timed out) from the relay, also one at a
+    # time. A group costs a few (SCRIPT EXISTS, the pipeline: measured 0.75-1.05 s a group
+    # here), and the results form a few groups.
+    bound = RESULTS * 2 * ONE_WAY_DELAY / 2
+    assert max(latencies) < bound, sorted(latencies)
+    assert delivered < bound, f"events of {RESULTS} results delivered after {delivered:.2f} s"
