@@ -165,7 +165,9 @@ class Relay:
     ) -> bool:
         """One round trip of publications; False when the engine did not answer."""
         try:
-            async with asyncio.timeout(_PUBLISH_TIMEOUT):
+            # Twice one publication's: a pipeline is two round trips (redis-py checks its
+            # scripts are loaded first), and one group's answers wait for it once.
+            async with asyncio.timeout(2 * _PUBLISH_TIMEOUT):
                 replies = await self.engine.publish_many([publications[i] for i in run])
         except (EngineUnavailable, TimeoutError):
             log.warning("engine unavailable; %d outbox rows left to the relay", len(run))
