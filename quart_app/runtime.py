@@ -194,7 +194,8 @@ class Runtime:
         if self.settings.redis_url is None:
             # The memory engine serves board reads from SQL and holds results until its
             # board is loaded: ready at once, even at 1,000,000 players (issue 8). A Redis
-            # engine does not hold results: its board is rebuilt before the instance is ready.
+            # engine rebuilds here; /readyz may say 200 before it ends (start() waits at most
+            # DATABASE_FIRST_ATTEMPT_WAIT), reads use SQL until the board is whole.
             self._board_load = asyncio.create_task(self._rebuild_if_empty())
         else:
             await self._rebuild_if_empty()
