@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -30,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .connection import BusMessage, RedisConnection, Subscription
+from .connection import BusMessage, RedisConnection, Subscription, split_hosts_url
 
 CLUSTER_SCHEME = "redis+cluster://"
 # Connections per node. The cluster client's node pools do not wait for a free connection
@@ -49,21 +48,7 @@ class ClusterURL:
 
     @classmethod
     def parse(cls, url: str) -> ClusterURL:
-        if not url.startswith(CLUSTER_SCHEME):
-            raise ValueError(f"not a {CLUSTER_SCHEME} URL")
-        hosts, _, path = url[len(CLUSTER_SCHEME) :].partition("/")
-        userinfo, at, hosts = hosts.rpartition("@")
-        username = password = None
-        if at:
-            user, colon, secret = userinfo.partition(":")
-            username = unquote(user) or None
-            password = unquote(secret) if colon else None
-        nodes = []
-        for hostport in hosts.split(","):
-            host, colon, port = hostport.rpartition(":")
-            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"bad cluster node address {hostport!r} (host:port)")
-            nodes.append((host.strip("[]"), int(port)))
+        nodes, username, password, path = split_hosts_url(url, CLUSTER_SCHEME, "cluster node")
         if path.strip("/") not in ("", "0"):
             raise ValueError(f"a Redis Cluster has database 0 only, not {path!r}")
         return cls(nodes, username, password)

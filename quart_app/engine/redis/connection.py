@@ -76,6 +76,29 @@ class Subscription:
 SENTINEL_SCHEME = "redis+sentinel://"
 
 
+def split_hosts_url(
+    url: str, scheme: str, what: str
+) -> tuple[list[tuple[str, int]], str | None, str | None, str]:
+    """``scheme[user:password@]host:port[,host:port...][/path]`` (the Sentinel and Cluster
+    forms): the addresses, the credentials and the path after the hosts."""
+    if not url.startswith(scheme):
+        raise ValueError(f"not a {scheme} URL")
+    hosts, _, path = url[len(scheme) :].partition("/")
+    userinfo, at, hosts = hosts.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    addresses = []
+    for hostport in hosts.split(","):
+        host, colon, port = hostport.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad {what} address {hostport!r} (host:port)")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses, username, password, path
+
+
 @dataclass(frozen=True)
 class SentinelURL:
     """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`` (PROTOCOL 6).
@@ -89,22 +112,7 @@ class SentinelURL:
 
     @classmethod
     def parse(cls, url: str) -> SentinelURL:
-        if not url.startswith(SENTINEL_SCHEME):
-            raise ValueError(f"not a {SENTINEL_SCHEME} URL")
-        rest = url[len(SENTINEL_SCHEME) :]
-        hosts, _, path = rest.partition("/")
-        userinfo, at, hosts = hosts.rpartition("@")
-        username = password = None
-        if at:
-            user, colon, secret = userinfo.partition(":")
-            username = unquote(user) or None
-            password = unquote(secret) if colon else None
-        sentinels = []
-        for hostport in hosts.split(","):
-            host, colon, port = hostport.rpartition(":")
-            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"bad sentinel address {hostport!r} (host:port)")
-            sentinels.append((host.strip("[]"), int(port)))
+        sentinels, username, password, path = split_hosts_url(url, SENTINEL_SCHEME, "sentinel")
         parts = [part for part in path.split("/") if part]
         if not parts or len(parts) > 2:
             raise ValueError("needs /service_name[/db] after the sentinels")
