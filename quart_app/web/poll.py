@@ -187,14 +187,16 @@ class LongPoll:
                 # Released, but this poller's slice had not come yet: its events are in the
                 # group (the head passed them: an empty answer here would skip them).
                 if not group.released:
-                    return answer_body([], hub.cursor(max(position, hub.head_seq)))
+                    # Its own position, never the head: the head may already hold an event
+                    # of these rooms whose group is not released yet (the next poll reads it).
+                    return answer_body([], hub.cursor(position))
             finally:
                 polls.leave(group, wake)
             reason = group.reason
             if reason == RESET:
                 return await self._reset("unknown", rooms, top, 0)
-            if reason == SHUTDOWN:
-                return answer_body([], hub.cursor(max(position, hub.head_seq)))
+            if reason == SHUTDOWN:  # (its own position, as above: the next poll reads on)
+                return answer_body([], hub.cursor(position))
             body = polls.body_for(group, position)
             if body is not None:
                 return body
