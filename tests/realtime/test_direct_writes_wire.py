@@ -11,6 +11,7 @@ import socket
 
 import h11
 
+from ..http_wire import read_response
 from ..services import LiveServer
 
 HOST = ("Host", "127.0.0.1")
@@ -25,25 +26,6 @@ def _connect(server: LiveServer) -> socket.socket:
 def _send(sock: socket.socket, conn: h11.Connection, target: str, *extra: tuple[str, str]) -> None:
     sock.sendall(conn.send(h11.Request(method="GET", target=target, headers=[HOST, *extra])))
     sock.sendall(conn.send(h11.EndOfMessage()))
-
-
-def _response(sock: socket.socket, conn: h11.Connection) -> tuple[h11.Response, bytes]:
-    """One whole response, or an error for bytes that are not valid HTTP/1.1 here."""
-    head: h11.Response | None = None
-    body = b""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(sock.recv(65536))
-        elif isinstance(event, h11.Response):
-            head = event
-        elif isinstance(event, h11.Data):
-            body += bytes(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            assert head is not None
-            return head, body
-        else:
-            raise AssertionError(f"no whole response: {event!r} after {head!r} {body[:200]!r}")
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
@@ -64,7 +46,7 @@ async def test_an_event_stream_ends_as_valid_chunked_http_and_its_connection_is_
     with _connect(live_server) as sock:
         conn = h11.Connection(h11.CLIENT)
         _send(sock, conn, f"/api/events?rooms=matches&access_token={token}")
-        head, body = await asyncio.to_thread(_response, sock, conn)
+        head, body = await asyncio.to_thread(read_response, sock, conn)
         assert head.status_code == 200
         headers = _headers(head)
         assert headers["transfer-encoding"] == "chunked"
@@ -73,7 +55,7 @@ async def test_an_event_stream_ends_as_valid_chunked_http_and_its_connection_is_
         assert body.startswith(b"retry: ") and b"event: stream:open\n" in body
         conn.start_next_cycle()
         _send(sock, conn, "/healthz")  # the same keep-alive connection
-        health, _ = await asyncio.to_thread(_response, sock, conn)
+        health, _ = await asyncio.to_thread(read_response, sock, conn)
         assert health.status_code == 200
 
 
@@ -83,7 +65,7 @@ async def test_an_event_stream_asked_to_close_says_so_and_closes(live_server: Li
         conn = h11.Connection(h11.CLIENT)
         target = f"/api/events?rooms=matches&access_token={token}"
         _send(sock, conn, target, ("Connection", "close"))
-        head, body = await asyncio.to_thread(_response, sock, conn)
+        head, body = await asyncio.to_thread(read_response, sock, conn)
         assert head.status_code == 200
         assert _headers(head)["connection"] == "close"
         assert b"event: stream:open\n" in body
@@ -97,7 +79,7 @@ async def test_pipelined_polls_are_answered_in_order_on_one_connection(
     with _connect(live_server) as sock:
         conn = h11.Connection(h11.CLIENT)
         _send(sock, conn, f"/api/poll?rooms=matches&access_token={token}")
-        first, body = await asyncio.to_thread(_response, sock, conn)
+        first, body = await asyncio.to_thread(read_response, sock, conn)
         assert first.status_code == 200
         cursor = json.loads(body)["cursor"]
         # Two requests in one write: the second is read while the first is answered.
@@ -111,7 +93,7 @@ async def test_pipelined_polls_are_answered_in_order_on_one_connection(
             conn.start_next_cycle()
             conn.send(h11.Request(method="GET", target=target, headers=[HOST]))
             conn.send(h11.EndOfMessage())
-            answers.append(await asyncio.to_thread(_response, sock, conn))
+            answers.append(await asyncio.to_thread(read_response, sock, conn))
         (answer, body), (refused, problem) = answers
         assert answer.status_code == 200
         assert int(_headers(answer)["content-length"]) == len(body)
@@ -125,7 +107,7 @@ async def test_a_poll_asked_to_close_says_so_and_closes(live_server: LiveServer)
     with _connect(live_server) as sock:
         conn = h11.Connection(h11.CLIENT)
         _send(sock, conn, f"/api/poll?rooms=matches&access_token={token}", ("Connection", "close"))
-        head, body = await asyncio.to_thread(_response, sock, conn)
+        head, body = await asyncio.to_thread(read_response, sock, conn)
         assert head.status_code == 200
         assert _headers(head)["connection"] == "close"
         assert "cursor" in json.loads(body)

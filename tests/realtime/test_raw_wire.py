@@ -14,6 +14,7 @@ import time
 import h11
 
 from ..clients import HttpApi
+from ..http_wire import read_response
 from ..services import LiveServer
 
 
@@ -21,24 +22,6 @@ def _connect(server: LiveServer) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.settimeout(10)
     return sock
-
-
-def _next_response(sock: socket.socket, conn: h11.Connection) -> tuple[h11.Response, bytes]:
-    """One whole response (h11 knows a HEAD response has no body); raises on bytes that are
-    not a valid HTTP/1.1 response, such as a chunk left over from the previous one."""
-    head: h11.Response | None = None
-    body = b""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(sock.recv(65536))
-        elif isinstance(event, h11.Response):
-            head = event
-        elif isinstance(event, h11.Data):
-            body += bytes(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            assert head is not None
-            return head, body
 
 
 async def test_head_of_the_event_stream_is_headers_only_and_keeps_the_connection_usable(
@@ -55,7 +38,7 @@ async def _head_then_healthz(sock: socket.socket, token: str) -> None:
     host = ("Host", "127.0.0.1")
     sock.sendall(conn.send(h11.Request(method="HEAD", target=target, headers=[host])))
     sock.sendall(conn.send(h11.EndOfMessage()))
-    head, body = await asyncio.to_thread(_next_response, sock, conn)
+    head, body = await asyncio.to_thread(read_response, sock, conn)
     assert head.status_code == 200 and body == b""
     headers = {k.decode(): v.decode() for k, v in head.headers}
     assert headers["content-type"].startswith("text/event-stream")
@@ -64,7 +47,7 @@ async def _head_then_healthz(sock: socket.socket, token: str) -> None:
     # The same keep-alive connection: the next response must parse cleanly.
     sock.sendall(conn.send(h11.Request(method="GET", target="/healthz", headers=[host])))
     sock.sendall(conn.send(h11.EndOfMessage()))
-    health, _ = await asyncio.to_thread(_next_response, sock, conn)
+    health, _ = await asyncio.to_thread(read_response, sock, conn)
     assert health.status_code == 200
 
 
