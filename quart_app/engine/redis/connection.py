@@ -157,6 +157,9 @@ class RedisConnection:
         # failure is EngineUnavailable, and the caller (outbox, presence re-sync) retries.
         # A blocking pool: a burst of more commands than connections (1,000 clients resuming)
         # waits for a free one; redis-py's default pool raised "Too many connections" at once.
+        # TCP keepalive is a TCP socket option: redis-py's unix-socket connection refuses
+        # the argument (REDIS_URL=unix://, PROTOCOL 6).
+        tcp: dict[str, Any] = {} if url.startswith("unix://") else {"socket_keepalive": True}
         self.client: aioredis.Redis = aioredis.Redis.from_pool(
             aioredis.BlockingConnectionPool.from_url(
                 url,
@@ -165,8 +168,8 @@ class RedisConnection:
                 decode_responses=True,
                 socket_connect_timeout=2.0,
                 socket_timeout=None,
-                socket_keepalive=True,
                 health_check_interval=10,
+                **tcp,
                 retry=Retry(NoBackoff(), 0),
             )
         )
@@ -176,9 +179,9 @@ class RedisConnection:
             decode_responses=True,
             socket_connect_timeout=2.0,
             socket_timeout=None,
-            socket_keepalive=True,
             health_check_interval=bus_health_check_interval,
             retry=Retry(NoBackoff(), 0),
+            **tcp,
         )
 
     def _connect_sentinel(self, url: SentinelURL, bus_health_check_interval: int) -> None:
