@@ -50,9 +50,9 @@ def _serve(args: argparse.Namespace) -> None:
     # connection instead of Hypercorn's task per request (web/hypercorn_fast.py).
     try:
         config.keep_alive_timeout = hypercorn_fast.keep_alive_seconds()
+        hypercorn_fast.install()  # (with the fast lane unless FAST_LANE=false)
     except ConfigError as error:
         sys.exit(f"rankpulse serve: {error}")
-    hypercorn_fast.install()
     url = f"http://{_display_host(args.host)}:{settings.port}"
     if args.demo:
         from .demo import run_demo
@@ -99,7 +99,7 @@ def _rebuild(args: argparse.Namespace) -> None:
     from .runtime import Runtime
     from .store.rebuild import rebuild
 
-    async def run() -> int:
+    async def run() -> int | None:  # an operator's rebuild takes over a running one: an int
         runtime = Runtime(load_settings())
         await runtime.store.connect(migrate=runtime.settings.migrate_on_start)
         await runtime.engine.start()

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from quart import current_app
 
@@ -257,14 +257,9 @@ class Runtime:
         # A board not marked complete (BoardIncomplete: a Redis that lost its data, or one
         # filled by a version without the marker) is rebuilt too; reads use SQL meanwhile.
         try:
-            try:
-                _, total = await self.engine.board_page(0, 0)
-            except BoardIncomplete:
-                total = 0
-            if total == 0:
-                count = await rebuild(self.store, self.engine, self.relay)
-                if count:
-                    log.info("board rebuilt from SQL: %d players", count)
+            count = await self._rebuild_while(self._board_empty)
+            if count:
+                log.info("board rebuilt from SQL: %d players", count)
         except Exception:  # noqa: BLE001 - Redis down at start: the watcher retries
             log.warning("could not check the board at start; will retry", exc_info=True)
             self._epoch = ""
@@ -272,27 +267,49 @@ class Runtime:
     async def _watch_epoch(self) -> None:
         """A new epoch means the engine lost its data (Redis restarted empty): the board comes
         back from SQL. Every instance watches; the first to find the board incomplete rebuilds
-        it (a rebuild started meanwhile by another supersedes it: this one fails, and finds
-        the board complete on its next turn), so watchers get one fresh board, not one per
+        it and the others wait for that rebuild, so watchers get one fresh board, not one per
         instance."""
         while True:
             await asyncio.sleep(self.settings.backfill_interval)
             if self.engine.epoch != self._epoch:
+                epoch = self.engine.epoch
                 try:
-                    try:
-                        await self.engine.board_page(0, 0)
-                    except BoardIncomplete:
-                        count = await rebuild(self.store, self.engine, self.relay)
-                    else:
-                        self._epoch = self.engine.epoch  # rebuilt by another instance
-                        continue
+                    count = await self._rebuild_while(self._board_incomplete)
                 except Exception:  # noqa: BLE001 - the engine may still be down: next turn
                     log.warning(
                         "board rebuild after an engine restart failed; retrying", exc_info=True
                     )
                     continue
-                self._epoch = self.engine.epoch
-                log.warning("engine lost its data; board rebuilt from SQL: %d players", count)
+                self._epoch = epoch
+                if count is not None:
+                    log.warning("engine lost its data; board rebuilt from SQL: %d players", count)
+
+    async def _rebuild_while(self, missing: Callable[[], Awaitable[bool]]) -> int | None:
+        """Rebuild the board from SQL while `missing()` says so; the players rebuilt, or None
+        when the board was there (or another instance rebuilt it). An automatic rebuild never
+        takes over one that runs (it waits for it, then looks again): at 1,000,000 players a
+        rebuild takes 20 s, and instances starting together used to supersede each other's
+        for minutes."""
+        while await missing():
+            count = await rebuild(self.store, self.engine, self.relay, take_over=False)
+            if count is not None:
+                return count
+            await asyncio.sleep(self.settings.backfill_interval)
+        return None
+
+    async def _board_empty(self) -> bool:
+        try:
+            _, total = await self.engine.board_page(0, 0)
+        except BoardIncomplete:
+            return True
+        return total == 0
+
+    async def _board_incomplete(self) -> bool:
+        try:
+            await self.engine.board_page(0, 0)
+        except BoardIncomplete:
+            return True
+        return False
 
 
 def runtime() -> Runtime:

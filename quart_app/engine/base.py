@@ -234,11 +234,17 @@ class Engine(ABC):
         """The player and up to `radius` neighbours on each side; empty for an unknown one."""
 
     @abstractmethod
-    async def board_replace(self, load: Callable[[], Awaitable[Sequence[BoardEntry]]]) -> None:
+    async def board_replace(
+        self, load: Callable[[], Awaitable[Sequence[BoardEntry]]], *, take_over: bool = True
+    ) -> bool:
         """Replace the whole board at once with the rows `load()` reads (from SQL): readers see
         the old one or the new one, never an empty or partial one; rows published while it
         runs are kept (their versions decide). Board reads that raise
-        board_state.BoardIncomplete (a Redis that lost its data) serve again afterwards."""
+        board_state.BoardIncomplete (a Redis that lost its data) serve again afterwards.
+
+        A shared engine may have another instance's replace running: `take_over` (an
+        operator's rebuild) replaces it; otherwise nothing starts and this returns False.
+        Returns True when this call replaced the board."""
 
     # presence ---------------------------------------------------------------------------------
     # A player is online while they hold at least one SSE or WebSocket connection on any

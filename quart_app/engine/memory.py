@@ -199,7 +199,8 @@ class MemoryEngine(Engine):
         start, end = max(0, index - radius), min(len(self._order), index + radius + 1)
         return self._slice(start, end)
 
-    async def board_replace(self, load: BoardLoader) -> None:
+    async def board_replace(self, load: BoardLoader, *, take_over: bool = True) -> bool:
+        # One process owns this board: no other replace to take over or to wait for.
         # Readers see the old board until the new one is swapped in (or BoardIncomplete
         # before the first load of a pending board). As in Redis, rows published while
         # `load()` reads SQL go into the new board too (their versions decide).
@@ -227,6 +228,7 @@ class MemoryEngine(Engine):
         if self._board_loaded is not None:
             self._board_loaded.set()  # held publications go on, in the order they came
             self._board_loaded = None
+        return True
 
     # presence ------------------------------------------------------------------------------
     async def _transition(self, player_id: str) -> None:

@@ -46,11 +46,14 @@ async def _snapshot(store: Store) -> BoardRows:
             return BoardRows([tuple(record) for record in await raw.fetch(_BOARD_ROWS)])
 
 
-async def rebuild(store: Store, engine: Engine, relay: Relay) -> int:
+async def rebuild(
+    store: Store, engine: Engine, relay: Relay, *, take_over: bool = True
+) -> int | None:
     """Swap in the board built from SQL (the engine starts collecting rows published
     meanwhile before SQL is read, so none is lost), publish what the outbox still holds,
     then append the `board:rebuilt` marker: every instance's hub answers it with a fresh
-    `leaderboard:initial` for its board watchers. Returns the number of players.
+    `leaderboard:initial` for its board watchers. Returns the number of players, or None
+    when another instance's rebuild is running and `take_over` is false (nothing done).
 
     The outbox is published after the swap, not before: its rows are ranked on the whole
     board, and a memory engine still loading its first board holds such publications until
@@ -63,7 +66,8 @@ async def rebuild(store: Store, engine: Engine, relay: Relay) -> int:
         count = len(rows)
         return rows
 
-    await engine.board_replace(load)
+    if not await engine.board_replace(load, take_over=take_over):
+        return None
     await relay.flush()
     await engine.publish(Publication(events=(rebuilt_marker(),)))
     return count

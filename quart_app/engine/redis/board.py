@@ -25,13 +25,15 @@ from .scripts import Scripts
 # Rows per board_stage call: its ZADD and HSETs take 2 arguments a row, and Lua's unpack()
 # takes about 8,000 at most.
 _STAGE_BATCH = 2000
-_REBUILD_TTL_MS = 3_600_000
+# A running rebuild's marker lives this long unless renewed (every third of it).
+REBUILD_TTL_MS = 30_000
 
 
 class RedisBoard:
     def __init__(self, scripts: Scripts, keys: RedisKeys) -> None:
         self._scripts = scripts
         self._keys = keys
+        self.rebuild_ttl_ms = REBUILD_TTL_MS
 
     @staticmethod
     def _rows(rows: Sequence[str | None], first_rank: int) -> list[Ranked]:
@@ -61,14 +63,45 @@ class RedisBoard:
             return []
         return self._rows(reply[1:], int(reply[0]) + 1)
 
-    async def replace(self, load: BoardLoader) -> None:
+    async def replace(self, load: BoardLoader, *, take_over: bool = True) -> bool:
         """Build the new board in ``board:next:*``, then rename it over the live one and mark
         it complete in one script: readers see the old or the new. The marker is set before
         `load()` reads the truth, so every row published after that read (its commit came
-        later) goes into the new board too."""
+        later) goes into the new board too.
+
+        While another rebuild runs (its marker is alive), `take_over=False` starts nothing
+        and returns False: instances that find the board missing together build it once.
+        The marker lives `rebuild_ttl_ms` and is renewed while this rebuild runs, so a
+        rebuilder that died holds the others back only that long."""
         token = new_token()
         marker = self._keys.board_next
-        await self._scripts.run("board_begin", marker, [token, _REBUILD_TTL_MS])
+        mode = "take-over" if take_over else "unless-running"
+        begun = await self._scripts.run("board_begin", marker, [token, self.rebuild_ttl_ms, mode])
+        if begun == -1:
+            return False
+        keeper = asyncio.create_task(self._keep_marker(token))
+        try:
+            await self._build_and_swap(token, load)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(BaseException):
+                await keeper
+        return True
+
+    async def _keep_marker(self, token: str) -> None:
+        while True:
+            await asyncio.sleep(self.rebuild_ttl_ms / 3000)
+            with contextlib.suppress(Exception):  # a failed renewal: the next step reports it
+                if (
+                    await self._scripts.run(
+                        "board_keep", self._keys.board_next[:1], [token, self.rebuild_ttl_ms]
+                    )
+                    != 1
+                ):
+                    return
+
+    async def _build_and_swap(self, token: str, load: BoardLoader) -> None:
+        marker = self._keys.board_next
         rows = loaded_rows(await load())
         # One batch in flight while the next is encoded: Redis works as Python encodes.
         in_flight: asyncio.Future[Any] | None = None

@@ -244,8 +244,8 @@ class RedisEngine(Engine):
     async def board_around(self, player_id: str, radius: int) -> list[Ranked]:
         return await self._board.around(player_id, radius)
 
-    async def board_replace(self, load: BoardLoader) -> None:
-        await self._board.replace(load)
+    async def board_replace(self, load: BoardLoader, *, take_over: bool = True) -> bool:
+        return await self._board.replace(load, take_over=take_over)
 
     # presence (presence.py) -------------------------------------------------------------------
     async def presence_enter(self, player_id: str) -> None:

@@ -23,6 +23,7 @@ ENGINE_SCRIPTS: dict[str, tuple[str, ...]] = {
     "board_player": ("board_player.lua",),
     "board_around": ("board_around.lua",),
     "board_begin": ("board_begin.lua",),
+    "board_keep": ("board_keep.lua",),
     "board_stage": ("_board.lua", "board_stage.lua"),
     "board_swap": ("board_swap.lua",),
     "presence_change": ("_log.lua", "_presence.lua", "presence_change.lua"),
