@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .base import Event
+from .poll_cursor import answer_cursor
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -100,6 +101,11 @@ class PollAnswers:
     def waiting_groups(self) -> int:
         return len(self._groups)
 
+    @property
+    def waiting_pollers(self) -> int:
+        """Pollers waiting in a group not released yet."""
+        return sum(len(group.waiters) for group in self._groups.values())
+
     # pollers at the head ------------------------------------------------------------------------
     def join(self, key: RoomsKey) -> tuple[WaitGroup, asyncio.Future[None]]:
         """Wait with the other pollers of `key`: the group, and this poller's wake-up (done
@@ -126,11 +132,13 @@ class PollAnswers:
             return group._bodies[position]
         fresh = [e for e in group.events if e.seq > position or e.seq == 0]
         body: bytes | None = None
-        if len(fresh) > MAX_EVENTS:
+        if fresh:
+            cut = len(fresh) > MAX_EVENTS
             fresh = fresh[:MAX_EVENTS]
-            body = self._encode(fresh, fresh[-1].cursor)
-        elif fresh:
-            body = self._encode(fresh, self._hub.cursor(max(position, group.fired_at)))
+            # Every event of its rooms up to the release is in the group: accounted through
+            # fired_at (or only through the last one sent, for a cut page).
+            seq = answer_cursor(fresh[-1].seq, max(position, group.fired_at), cut=cut)
+            body = self._encode(fresh, self._hub.cursor(seq))
         group._bodies[position] = body
         return body
 
@@ -227,8 +235,10 @@ class PollAnswers:
             position = page[-1].seq
             found = [e for e in page if not rooms.isdisjoint(e.rooms)]
             if found:
-                # The cursor passes over the page's events of other rooms (PROTOCOL 3.2).
-                return self._encode(found, page[-1].cursor), position
+                # Read to the page's end: the cursor passes over its events of other rooms.
+                # (A page holds at most MAX_EVENTS: `found` is never cut.)
+                seq = answer_cursor(found[-1].seq, position)
+                return self._encode(found, self._hub.cursor(seq)), position
             if len(page) < MAX_EVENTS:
                 return None, position
 

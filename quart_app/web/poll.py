@@ -18,6 +18,7 @@ from ..auth import AuthError, Identity
 from ..domain.ids import GLOBAL_BOARD
 from ..engine.base import EngineUnavailable, Event, LogGap
 from ..engine.poll_answers import RESET, SHUTDOWN, answer_body, rooms_key
+from ..engine.poll_cursor import answer_cursor
 from ..runtime import Runtime
 from ..services.errors import ServiceError, Unavailable
 from ..store.database import DatabaseUnavailable
@@ -151,8 +152,11 @@ class LongPoll:
         if hub.draining:  # PROTOCOL 3.7: a new poll goes elsewhere (a pending one answers)
             raise Unavailable("this instance is shutting down; retry")
         if not cursor:
+            # A fresh poller starts at the head: nothing before it is owed to it (the
+            # snapshot, taken in this same step before its read, carries that cursor too).
+            start = answer_cursor(None, hub.head_seq)
             snapshot = [await hub.snapshot(top)] if GLOBAL_BOARD in rooms else []
-            return answer_body(snapshot, snapshot[0].cursor if snapshot else hub.cursor())
+            return answer_body(snapshot, snapshot[0].cursor if snapshot else hub.cursor(start))
         try:
             position = hub.resume_position(cursor)
         except LogGap as gap:
@@ -176,8 +180,8 @@ class LongPoll:
                     return await self._reset("unknown", rooms, top, 0)
                 if body is not None:
                     return body
-            if getattr(hub, "draining", False) or loop.time() >= deadline:
-                return answer_body([], hub.cursor(max(position, hub.head_seq)))
+            if hub.draining or loop.time() >= deadline:
+                return answer_body([], hub.cursor(answer_cursor(None, position)))
             # At the head: wait with every poller of these rooms for the next of their events.
             group, wake = polls.join(key)
             try:
@@ -187,16 +191,16 @@ class LongPoll:
                 # Released, but this poller's slice had not come yet: its events are in the
                 # group (the head passed them: an empty answer here would skip them).
                 if not group.released:
-                    # Its own position, never the head: the head may already hold an event
-                    # of these rooms whose group is not released yet (the next poll reads it).
-                    return answer_body([], hub.cursor(position))
+                    return answer_body([], hub.cursor(answer_cursor(None, position)))
             finally:
                 polls.leave(group, wake)
             reason = group.reason
             if reason == RESET:
                 return await self._reset("unknown", rooms, top, 0)
-            if reason == SHUTDOWN:  # (its own position, as above: the next poll reads on)
-                return answer_body([], hub.cursor(position))
+            if reason == SHUTDOWN:
+                # Its own position: since the drain released the group, the head may have
+                # moved past events of these rooms that this poller never got.
+                return answer_body([], hub.cursor(answer_cursor(None, position)))
             body = polls.body_for(group, position)
             if body is not None:
                 return body
@@ -212,7 +216,7 @@ class LongPoll:
                 events.append(await hub.snapshot(top))
             except (EngineUnavailable, DatabaseUnavailable):
                 raise EngineUnavailable("the board cannot be read now") from None
-        return answer_body(events, hub.cursor(position))
+        return answer_body(events, hub.cursor(answer_cursor(None, position)))
 
 
 def _timeout(raw: str | None) -> float:
