@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -22,7 +22,21 @@ class BoardEntry:
     version: int
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(self.as_row(), separators=(",", ":"))
+
+    def as_row(self) -> dict[str, Any]:
+        """Every field by name (what dataclasses.asdict gives, without its deep copy of
+        values that are all scalars: it was a measurable part of a result's CPU)."""
+        return {
+            "player_id": self.player_id,
+            "name": self.name,
+            "rating": self.rating,
+            "wins": self.wins,
+            "losses": self.losses,
+            "draws": self.draws,
+            "games": self.games,
+            "version": self.version,
+        }
 
     @classmethod
     def from_json(cls, text: str | bytes) -> BoardEntry:

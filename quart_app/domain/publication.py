@@ -12,7 +12,7 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .board import BoardEntry
@@ -67,10 +67,21 @@ class Draft:
         """`data` with every rank slot filled from `table`."""
         if not self.ranks:
             return self.data
-        data = copy.deepcopy(self.data)
+        # Only the containers on a slot's path are copied (the rest is shared, read-only):
+        # a deep copy of every event's data was a tenth of a result's CPU at 1M players.
+        data = dict(self.data)
+        fresh = {id(data)}  # containers copied here; alive until the end, so ids are unique
         for slot in self.ranks:
             before, after = table[slot.player_id]
-            _set(data, slot.path, after if slot.when == "after" else before)
+            target: Any = data
+            for step in slot.path[:-1]:
+                child = target[step]
+                if id(child) not in fresh:
+                    child = list(child) if isinstance(child, list) else dict(child)
+                    fresh.add(id(child))
+                    target[step] = child
+                target = child
+            target[slot.path[-1]] = after if slot.when == "after" else before
         return data
 
     def split_json(self) -> tuple[list[str], list[RankSlot]]:
@@ -137,7 +148,7 @@ class Publication:
         return json.dumps(
             {
                 "key": self.key,
-                "board": [asdict(entry) for entry in self.board],
+                "board": [entry.as_row() for entry in self.board],
                 "events": [draft.to_json() for draft in self.events],
                 "ts": self.ts,
             },

@@ -105,6 +105,11 @@ class Event:
         return f"Event({self.seq}, {self.name!r}, {self.rooms!r})"
 
 
+# json.dumps(..., separators=...) builds a new encoder per call: one, built once, for the
+# events of every publish (the same text json.dumps gives).
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def build_event(
     epoch: str, seq: int, draft: Draft, ts: int, ranks: RankTable | None = None
 ) -> Event:
@@ -112,9 +117,9 @@ def build_event(
     cursor = encode(epoch, seq)
     text = envelope_json(
         cursor,
-        json.dumps(list(draft.rooms), separators=(",", ":")),
+        _compact_json(list(draft.rooms)),
         draft.event,
-        json.dumps(draft.ranked_data(ranks or {}), separators=(",", ":")),
+        _compact_json(draft.ranked_data(ranks or {})),
         ts,
     )
     return Event(seq, cursor, draft.rooms, draft.event, text)
