@@ -120,7 +120,8 @@ class Model:
             found = [e for e in page if e[1] & poller.rooms]
             poller.position = page[-1][0]
             if found:
-                self.answer(index, found, self.rule(found[-1][0], poller.position, self.head, False))
+                cursor = self.rule(found[-1][0], poller.position, self.head, False)
+                self.answer(index, found, cursor)
                 return
         group = self.groups.get(poller.rooms)
         if group is None:
