@@ -1,0 +1,135 @@
+"""PROTOCOL statements that no other test held, each against real processes: a slow
+WebSocket is closed with 4008 (3.5); a draining instance refuses a new WebSocket before the
+upgrade (3.7); the write rate limit holds across instances (3.6)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from ..clients import HttpApi, SSEClient, WSClient
+from ..services import LiveServer
+
+SECRET = "protocol-conformance-secret-0123456789"
+
+
+async def test_a_websocket_that_cannot_keep_up_is_closed_with_4008(
+    live_servers: Callable[..., LiveServer],
+) -> None:
+    """PROTOCOL 3.5/3.3: critical events are never conflated; a WebSocket still over its
+    budget with only those queued is closed with 4008, and the client resumes elsewhere."""
+    server = live_servers(
+        env={"JWT_SECRET": SECRET, "SEND_QUEUE_MAX": "50", "EVENT_LOG_SIZE": "100"}
+    )
+    admin = HttpApi(server.url, server.token("ops", "admin"))
+    token = server.token("viewer")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    # max_queue=1: the library stops reading the socket once one frame waits unread, so
+    # the server's writes pile up as they would behind a slow mobile link.
+    stalled = await websockets.connect(
+        f"ws://127.0.0.1:{server.port}/api/ws?access_token={token}",
+        sock=sock,
+        max_queue=1,
+        max_size=None,
+        open_timeout=10,
+    )
+    try:
+        await stalled.send('{"type": "subscribe", "rooms": ["matches"]}')
+        async with WSClient(server.url, token) as healthy:
+            assert (await healthy.subscribe(["matches"]))["type"] == "subscribed"
+            count = 600  # ~9 MB of critical events: far past the socket buffers and the budget
+            blob = "x" * 15_000
+            # The healthy client reads while the announcements are published.
+            reading = asyncio.ensure_future(
+                healthy.wait_for(
+                    lambda evs: sum(e["event"] == "announcement" for e in evs) >= count,
+                    timeout=60,
+                )
+            )
+            await admin.announce_many("matches", [{"blob": blob, "n": n} for n in range(count)])
+            events = await reading
+            got = [e["data"]["n"] for e in events if e["event"] == "announcement"]
+            assert got == list(range(count)), "the healthy client missed an event"
+        # The stalled client reads again: what the socket held, then the close.
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(30):
+                while True:
+                    await stalled.recv()
+        assert closed.value.rcvd is not None, "closed without a close frame"
+        assert closed.value.rcvd.code == 4008, closed.value.rcvd
+    finally:
+        await stalled.close()
+
+
+async def test_a_draining_instance_refuses_a_new_websocket_before_the_upgrade(
+    live_servers: Callable[..., LiveServer],
+) -> None:
+    """PROTOCOL 3.7: from SIGTERM on, new streams are refused with 503 and Retry-After, on
+    every transport: a WebSocket before the upgrade."""
+    server = live_servers(env={"JWT_SECRET": SECRET, "DRAIN_SECONDS": "4"})
+    token = server.token("viewer")
+    # An open stream keeps the drain going (it is ended spread over DRAIN_SECONDS).
+    async with SSEClient(server.url, "matches", token) as held:
+        await held.wait_event("stream:open")
+        assert server.process is not None
+        os.killpg(server.process.pid, signal.SIGTERM)
+        since = time.monotonic()
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+            while (await http.get("/readyz")).status_code == 200:
+                assert time.monotonic() - since < 2, "/readyz still 200 after SIGTERM"
+        with pytest.raises(InvalidStatus) as refused:
+            async with WSClient(server.url, token):
+                pass
+        response = refused.value.response
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_the_write_rate_limit_holds_across_instances(
+    live_servers: Callable[..., LiveServer], redis_url: str
+) -> None:
+    """PROTOCOL 3.6: writes are limited per token sub across the whole cluster: a caller
+    that spent its burst on A is refused on B (429, Retry-After, RateLimit fields), and
+    the refused request changes nothing."""
+    env = {"REDIS_URL": redis_url, "JWT_SECRET": SECRET, "RATE_LIMIT_WRITES": "3"}
+    a, b = live_servers(env=env), live_servers(env=env)
+    sub = f"writer-{os.getpid()}-{time.monotonic_ns()}"  # its own bucket in the shared Redis
+    headers = {"Authorization": f"Bearer {a.token(sub, 'matches:write')}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        # The burst is 3; a second refills one, so spend it quickly and look at the answers.
+        answers = []
+        for n in range(4):
+            server = a if n < 3 else b
+            answers.append(
+                await http.post(
+                    f"{server.url}/api/matches",
+                    headers=headers,
+                    json={"match_id": f"{sub}-{n}", "player_ids": [f"{sub}-x", f"{sub}-y"]},
+                )
+            )
+        statuses = [r.status_code for r in answers]
+        assert 429 in statuses, statuses
+        refused = answers[statuses.index(429)]
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["ratelimit-policy"] == '"writes";q=3;w=1'
+        assert refused.headers["ratelimit"].startswith('"writes";r=0;')
+        # The refused match was not created, on either instance.
+        refused_id = f"{sub}-{statuses.index(429)}"
+        viewer = {"Authorization": f"Bearer {b.token('viewer')}"}
+        for server in (a, b):
+            missing = await http.get(f"{server.url}/api/matches/{refused_id}", headers=viewer)
+            assert missing.status_code == 404, missing.text
