@@ -37,6 +37,8 @@ UNMATCHED_ROUTE = "<unmatched>"
 # by transport ("sse", "ws"). Process-wide, since raw_socket.py decides without an app at hand;
 # `rankpulse serve` runs one app per process, so it is the instance's count there.
 STREAM_PATHS: Tally[tuple[str, str]] = Tally()
+# GETs served by the fast lane (web/fast_lane.py), by path; process-wide, as STREAM_PATHS.
+LANE_REQUESTS: Tally[str] = Tally()
 
 Reading = Callable[[], float]
 LabelledReading = Callable[[], Iterable[tuple[Sequence[str], float]]]

@@ -17,7 +17,7 @@ from .engine import create_engine
 from .engine.base import Engine
 from .engine.board_state import BoardIncomplete
 from .engine.hub import Hub
-from .metrics import STREAM_PATHS, Metrics
+from .metrics import LANE_REQUESTS, STREAM_PATHS, Metrics
 from .services.leaderboard import LeaderboardService
 from .services.matches import MatchService, PlayerService
 from .store.database import Store
@@ -144,6 +144,12 @@ class Runtime:
             "streams written straight to the socket, by transport",
             ["transport"],
             streams_on("fast"),
+        )
+        metrics.labelled_counter(
+            "rankpulse_fast_lane_requests_total",
+            "GETs of /api/poll and /api/events served past Hypercorn's request parsing, by path",
+            ["path"],
+            lambda: [((path,), float(count)) for path, count in LANE_REQUESTS.items()],
         )
         metrics.labelled_counter(
             "rankpulse_stream_fallback_path_total",

@@ -9,6 +9,9 @@ disarming are two plain calls. Shutdown keeps Hypercorn's behaviour: when the wo
 `context.terminated` is set, every idle connection closes at once (one watcher task per
 worker, not one per connection), and a connection that goes idle after it closes at once.
 
+It also hosts the fast lane (fast_lane.py): plain `GET`s of the long-poll and SSE paths
+served past Hypercorn's request parsing and task per request, on by default (FAST_LANE).
+
 `install()` is the one place that hands this class to `hypercorn.asyncio.run`; `rankpulse
 serve` calls it. The class overrides internals of one Hypercorn minor version, hence the
 version check at import: an upgrade fails loudly here instead of misbehaving.
@@ -28,6 +31,7 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.events import Closed, Event, RawData, Updated
 
 from ..config import ConfigError
+from .fast_lane import FastLane
 
 # Written against hypercorn/asyncio/tcp_server.py of 0.18.x (run, protocol_send, _read_data,
 # _close, _initiate_server_close): re-read that file before widening this.
@@ -57,9 +61,30 @@ def keep_alive_seconds(environ: dict[str, str] | None = None) -> float:
     return value
 
 
-def install() -> None:
-    """Make `hypercorn.asyncio.serve` build TimerTCPServer for each connection."""
+FAST_LANE_ENV = "FAST_LANE"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def fast_lane_enabled(environ: dict[str, str] | None = None) -> bool:
+    """Whether plain GETs of /api/poll and /api/events take the fast lane (FAST_LANE, on)."""
+    raw = (os.environ if environ is None else environ).get(FAST_LANE_ENV, "").strip().lower()
+    if raw == "" or raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{FAST_LANE_ENV} must be true or false, got {raw!r}")
+
+
+def install(fast_lane: bool | None = None) -> None:
+    """Make `hypercorn.asyncio.serve` build TimerTCPServer for each connection, with the
+    fast lane unless `fast_lane` (default: FAST_LANE) says no."""
+    global _fast_lane
+    _fast_lane = fast_lane_enabled() if fast_lane is None else fast_lane
     hypercorn_run.TCPServer = TimerTCPServer  # type: ignore[attr-defined]
+
+
+_fast_lane = False
 
 
 class _IdleConnections:
@@ -143,6 +168,13 @@ class TimerTCPServer(TCPServer):
         super().__init__(*args, **kwargs)
         self.idle_timer = IdleTimer(self, _idle_connections(self.context))
         self.idle_task = self.idle_timer  # type: ignore[assignment]
+        # Not with a read timeout (Hypercorn's read loop is kept as is there) nor with
+        # server names to check (the lane does not check Host against them).
+        self.lane = (
+            FastLane(self)
+            if _fast_lane and self.config.read_timeout is None and not self.config.server_names
+            else None
+        )
 
     async def protocol_send(self, event: Event) -> None:
         # As Hypercorn's, with the idle updates as plain calls (no lock, no task).
@@ -167,10 +199,18 @@ class TimerTCPServer(TCPServer):
             return
         # Without a read timeout, no wait_for wrapper around each read.
         reader = self.reader
+        lane = self.lane
         while not reader.at_eof():
             try:
                 data = await reader.read(MAX_RECV)
             except (ConnectionError, OSError, TimeoutError):
                 break
-            await self.protocol.handle(RawData(data))
+            if lane is not None and data and lane.wants():
+                await lane.feed(data)
+            else:
+                if lane is not None:
+                    await lane.end()  # (EOF: a partial head it held goes first)
+                await self.protocol.handle(RawData(data))
+        if lane is not None:
+            await lane.end()
         await self.protocol.handle(Closed())

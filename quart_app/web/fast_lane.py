@@ -1,0 +1,307 @@
+"""A fast lane past Hypercorn's request cycle for plain `GET`s of the long-poll and SSE paths.
+
+Profiles of a keep-alive long-poll and of a new SSE stream put about half of the server's CPU
+in Hypercorn's per-request machinery: h11 parsing and validating the request head, the
+HTTPStream's scope, an asyncio.Queue and a task per request, and the event loop of H11Protocol
+around them. A crowd of pollers sends thousands of such heads a second, all alike.
+
+Here, when a whole request head arrives on an idle HTTP/1.1 connection (h11 in IDLE on both
+sides, nothing buffered in it, no stream) and it is a plain `GET` of one of the two paths, the
+head is parsed with two regular expressions, h11's state is moved on as if h11 had read the
+request and its end, and our ASGI app runs with a real Hypercorn HTTPStream as its `send`:
+every response path (the raw writers of raw_response.py and raw_start.py, Hypercorn's own
+`send` for problems, its access log, the keep-alive recycle and the idle timer) works exactly
+as for a request Hypercorn parsed. A long-poll runs in the connection's own task (it never
+reads the request body nor waits for a disconnect); an SSE stream gets a task of Hypercorn's
+task group, as Hypercorn would, so the connection keeps reading to notice the client leaving.
+
+Everything else goes to Hypercorn byte for byte: other paths and methods, HTTP/1.0 and HTTP/2,
+a body, `Expect`, `Upgrade`, a head the expressions do not match (obsolete line folding, bare
+LF line ends, a header name or value h11 might judge differently), an oversized head, bytes
+that arrive while Hypercorn owns a request. Pipelined bytes after a lane request are looked at
+again once it is answered; after a `Connection: close` request they are dropped, as the
+connection closes after its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import h11
+from hypercorn.events import RawData
+from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+
+from ..metrics import LANE_REQUESTS
+
+POLL_PATH: Final = "/api/poll"  # web/poll.py PATH
+SSE_PATH: Final = "/api/events"  # web/sse.py PATH
+
+
+# The request line of a lane request: the target as h11 accepts it (visible ASCII), the path
+# exactly one of ours (a %-escaped or dotted path goes to Hypercorn, which unquotes it).
+_REQUEST_LINE = re.compile(rb"GET (/api/(?:poll|events))(?:\?([\x21-\x7e]*))? HTTP/1\.1\r\n")
+# A header line as h11's grammar has it (a token, optional whitespace, a value of visible
+# characters, obs-text and inner blanks); anything else is Hypercorn's to judge.
+_HEADER_LINE = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*"
+    rb"((?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?)[ \t]*\r\n"
+)
+# Where h11 sees the end of a head (it also accepts bare LF line ends, which we decline).
+_HEAD_END = re.compile(rb"\n\r?\n")
+_PREFIXES = (b"GET " + POLL_PATH.encode(), b"GET " + SSE_PATH.encode())
+_DECLINED_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"http2-settings"})
+
+
+@dataclass(frozen=True, slots=True)
+class LaneRequest:
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    headers: list[tuple[bytes, bytes]]  # names lowercased, values stripped: as h11 gives them
+    close: bool  # `Connection: close`
+    length: int  # bytes of the head
+
+
+class _Verdict:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_MORE: Final = _Verdict("NEED_MORE")  # could still become a lane request
+DECLINE: Final = _Verdict("DECLINE")  # Hypercorn's
+
+
+def parse_head(data: bytes, max_head: int) -> LaneRequest | _Verdict:
+    """The lane request at the start of `data`, NEED_MORE, or DECLINE."""
+    end_match = _HEAD_END.search(data)
+    if end_match is None:
+        if len(data) > max_head:
+            return DECLINE
+        for prefix in _PREFIXES:
+            if data[: len(prefix)] == prefix[: len(data)]:
+                return NEED_MORE
+        return DECLINE
+    end = end_match.end()
+    if end > max_head:
+        return DECLINE
+    line = _REQUEST_LINE.match(data)
+    if line is None:
+        return DECLINE
+    headers: list[tuple[bytes, bytes]] = []
+    hosts = 0
+    close = False
+    position = line.end()
+    blank = end - 2
+    while position < blank:
+        header = _HEADER_LINE.match(data, position, blank)
+        if header is None:
+            return DECLINE
+        position = header.end()
+        name = header.group(1).lower()
+        value = header.group(2)
+        if name in _DECLINED_HEADERS:
+            return DECLINE
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            if value != b"0":
+                return DECLINE
+        elif name == b"connection":
+            tokens = [token.strip() for token in value.lower().split(b",")]
+            if b"upgrade" in tokens:
+                return DECLINE
+            close = close or b"close" in tokens
+        headers.append((name, value))
+    if position != blank or data[blank:end] != b"\r\n" or hosts != 1:
+        return DECLINE  # (h11 wants exactly one Host on HTTP/1.1)
+    raw_path = line.group(1)
+    return LaneRequest(
+        path=POLL_PATH if raw_path == _PREFIXES[0][4:] else SSE_PATH,
+        raw_path=raw_path,
+        query_string=line.group(2) or b"",
+        headers=headers,
+        close=close,
+        length=end,
+    )
+
+
+class _Receive:
+    """The app's `receive`: the (empty) request body, then the disconnect Hypercorn reports
+    through the stream's `app_put` when the connection closes."""
+
+    __slots__ = ("_body_sent", "_disconnected", "_gone")
+
+    def __init__(self) -> None:
+        self._body_sent = False
+        self._disconnected = False
+        self._gone: asyncio.Future[None] | None = None
+
+    async def __call__(self) -> dict[str, Any]:
+        if not self._body_sent:
+            self._body_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if not self._disconnected:
+            if self._gone is None or self._gone.done():
+                self._gone = asyncio.get_running_loop().create_future()
+            await self._gone
+        return {"type": "http.disconnect"}
+
+    async def put(self, message: dict[str, Any]) -> None:
+        # HTTPStream.handle(StreamClosed) puts the one message after a body-less request.
+        if message["type"] == "http.disconnect":
+            self._disconnected = True
+            if self._gone is not None and not self._gone.done():
+                self._gone.set_result(None)
+
+
+def _sync_spawn(func: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+    return asyncio.get_running_loop().run_in_executor(None, func, *args)
+
+
+def _call_soon(func: Callable[..., Any], *args: Any) -> Any:
+    raise RuntimeError("call_soon is for WSGI apps, which the fast lane never runs")
+
+
+async def _run_app(
+    app: Any, config: Any, scope: dict[str, Any], receive: _Receive, send: Any
+) -> None:
+    # As hypercorn.asyncio.task_group._handle.
+    try:
+        await app(scope, receive, send, _sync_spawn, _call_soon)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        await config.log.exception("Error in ASGI Framework")
+    finally:
+        await send(None)
+
+
+class FastLane:
+    """One connection's lane: takes the bytes Hypercorn's protocol would have been given
+    (TimerTCPServer._read_data) and serves what it can, handing the rest on."""
+
+    __slots__ = ("_server", "_buffer", "_max_head")
+
+    def __init__(self, server: Any) -> None:
+        self._server = server  # hypercorn_fast.TimerTCPServer
+        self._buffer = b""
+        self._max_head: int = server.config.h11_max_incomplete_size
+
+    def _idle_protocol(self) -> H11Protocol | None:
+        """Hypercorn's HTTP/1.1 protocol when it is between requests with nothing read."""
+        protocol = self._server.protocol.protocol  # (ProtocolWrapper: H11Protocol or H2)
+        if type(protocol) is not H11Protocol or protocol.stream is not None:
+            return None
+        connection = protocol.connection
+        if (
+            type(connection) is not h11.Connection
+            or connection.their_state is not h11.IDLE
+            or connection.our_state is not h11.IDLE
+            or connection.trailing_data != (b"", False)
+        ):
+            return None
+        return protocol
+
+    def wants(self) -> bool:
+        """Whether the next bytes read are the lane's to look at (feed) or Hypercorn's."""
+        return bool(self._buffer) or self._idle_protocol() is not None
+
+    async def feed(self, data: bytes) -> None:
+        """Bytes read from the socket (never the b"" of EOF: see end())."""
+        data = self._buffer + data if self._buffer else data
+        self._buffer = b""
+        while data:
+            protocol = self._idle_protocol()
+            if protocol is None:
+                break
+            verdict = parse_head(data, self._max_head)
+            if verdict is NEED_MORE:
+                self._buffer = data
+                return
+            if not isinstance(verdict, LaneRequest):
+                break
+            data = data[verdict.length :]
+            await self._serve(protocol, verdict)
+            if verdict.close or self._server.writer.is_closing():
+                return  # (the connection closes after this answer: the rest is moot)
+        if data:
+            await self._server.protocol.handle(RawData(data))
+
+    async def end(self) -> None:
+        """EOF: a head still partial is Hypercorn's (it answers it as before)."""
+        if self._buffer:
+            data, self._buffer = self._buffer, b""
+            await self._server.protocol.handle(RawData(data))
+
+    async def _serve(self, protocol: H11Protocol, request: LaneRequest) -> None:
+        # h11: as if it had read the Request and its EndOfMessage (h11._connection
+        # _process_event for both, without the header validation done above).
+        connection = protocol.connection
+        assert isinstance(connection, h11.Connection)
+        state = connection._cstate
+        old_states = dict(state.states)
+        state.process_event(h11.CLIENT, h11.Request)
+        state.process_event(h11.CLIENT, h11.EndOfMessage)
+        connection._request_method = b"GET"
+        connection.their_http_version = b"1.1"
+        if request.close:
+            state.process_keep_alive_disabled()
+        connection._respond_to_state_changes(old_states)
+        # Hypercorn: H11Protocol._handle_events, _create_stream and HTTPStream.handle(Request).
+        self._server.idle_timer.disarm()  # (Updated(idle=False))
+        config = protocol.config
+        stream = HTTPStream(
+            protocol.app,
+            config,
+            protocol.context,
+            protocol.task_group,
+            protocol.ssl,
+            protocol.client,
+            protocol.server,
+            protocol.stream_send,
+            STREAM_ID,
+        )
+        receive = _Receive()
+        stream.app_put = receive.put  # type: ignore[assignment]
+        stream.start_time = time.time()
+        scope: dict[str, Any] = {
+            "type": "http",
+            "http_version": "1.1",
+            "asgi": {"spec_version": "2.1", "version": "3.0"},
+            "method": "GET",
+            "scheme": stream.scheme,
+            "path": request.path,
+            "raw_path": request.raw_path,
+            "query_string": request.query_string,
+            "root_path": config.root_path,
+            "headers": request.headers,
+            "client": protocol.client,
+            "server": protocol.server,
+            "state": protocol.connection_state.copy(),
+            "extensions": {},
+        }
+        stream.scope = scope  # type: ignore[assignment]
+        protocol.stream = stream
+        protocol.keep_alive_requests += 1
+        await protocol.context.mark_request()
+        LANE_REQUESTS[request.path] += 1
+        if request.path == SSE_PATH:
+            # A stream lives long and must hear its client leave: its own task, in the
+            # connection's task group (as Hypercorn's), while this one keeps reading.
+            protocol.task_group.spawn(
+                _run_app, protocol.app, config, scope, receive, stream.app_send
+            )
+        else:
+            # A poll neither reads nor waits for a disconnect: no task of its own.
+            await _run_app(protocol.app, config, scope, receive, stream.app_send)
