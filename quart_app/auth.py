@@ -35,6 +35,14 @@ JWKS_REFETCH_SECONDS = 60.0
 SCOPE_ADMIN = "admin"
 
 
+def check_public_key(text: str) -> None:
+    """JWT_PUBLIC_KEY, checked when the configuration is read: ValueError unless it loads."""
+    try:
+        JsonWebKey.import_key(text)
+    except Exception:  # (authlib raises ValueError, JoseError or cryptography's errors)
+        raise ValueError("not a PEM or JWK public key") from None
+
+
 class AuthError(Exception):
     """No usable token: the answer is 401 with WWW-Authenticate: Bearer."""
 

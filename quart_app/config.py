@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -100,6 +101,25 @@ class Settings(BaseSettings):
                 "must start with redis://, rediss://, unix://, redis+sentinel:// or "
                 "redis+cluster://"
             )
+        _check_single_redis_url(value)
+        return value
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        if value:
+            from .auth import check_public_key  # (imports authlib: only here)
+
+            check_public_key(value)
+        return value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str | None) -> str | None:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http:// or https:// URL")
         return value
 
     @field_validator("database_url")
@@ -155,6 +175,27 @@ class Settings(BaseSettings):
         return [
             origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()
         ]
+
+
+def _check_single_redis_url(url: str) -> None:
+    """What redis-py would only find when it connects (a traceback naming no variable) or
+    silently ignore (a db that is not a number: db 0). The message never repeats the URL,
+    which may hold a password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("unix:// needs the socket's path: unix:///path/to/redis.sock")
+        db = parse_qs(parts.query).get("db", [""])[0]
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        if port == 0:
+            raise ValueError("the port must be a number from 1 to 65535")
+        db = parts.path.strip("/") or parse_qs(parts.query).get("db", [""])[0]
+    if db and not db.isdigit():
+        raise ValueError("the db must be a number")
 
 
 def load_settings(**overrides: object) -> Settings:
