@@ -55,6 +55,9 @@ class LongPoll:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         started = time.perf_counter()
         status, body = 200, b""
+        turns = self._turns
+        await turns.take()  # a crowd's arrivals spread over turns too (turns.py)
+        admitted = turns.turn
         try:
             identity, rooms, cursor, timeout, top = self._parse(scope)
             if identity.sub is not None:
@@ -63,7 +66,8 @@ class LongPoll:
             timeout = windows.poll_timeout(rooms, cursor, timeout)
             body = await self._answer(identity, rooms, cursor, timeout, top)
             body = await windows.add_to_poll(body, rooms, cursor)
-            await self._turns.take()  # a crowd's answers spread over turns (turns.py)
+            if turns.turn != admitted:  # it waited: its answer takes a place of its own
+                await turns.take()
         except AuthError as exc:
             status = 401
             await send_problem(send, "http", 401, "Unauthorized", str(exc))

@@ -1,11 +1,13 @@
-"""At most so many long-poll answers per turn of the event loop (fairness, issue 9).
+"""At most so many long-poll steps per turn of the event loop (fairness, issue 9).
 
 A crowd of pollers is a closed loop: every answer brings its poller straight back with the
 next request. On a saturated instance each turn of the loop then held every answer that was
 ready plus every re-poll that arrived, and a write (POST), which needs several turns, waited
 behind a whole crowd at each of them (measured: POST p50 0.3-0.7 s under 300-1,000 pollers,
-with the wake-ups already sliced). Answers past the budget wait for later turns, in arrival
-order; on an instance that is not saturated the budget is never reached and costs nothing.
+with the wake-ups already sliced). A poll takes a place when it arrives (its parse and its
+first look at the log) and, if it had to wait for events, another one for its answer; the
+rest wait for later turns, in arrival order. On an instance that is not saturated the budget
+is never reached and costs nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-# Answers written per turn of the event loop.
+# Long-poll steps (arrivals and answers) per turn of the event loop.
 ANSWERS_PER_TURN = 32
 
 
@@ -23,6 +25,9 @@ class TurnBudget:
             raise ValueError("per_turn must be at least 1")
         self._per_turn = per_turn
         self._used = 0
+        # Turns the budget has seen begin: a taker that finds it unchanged is still in the
+        # turn of its last place (it never yielded since), and needs no second one.
+        self.turn = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._turn_scheduled = False
 
@@ -45,6 +50,7 @@ class TurnBudget:
     def _next_turn(self) -> None:
         self._turn_scheduled = False
         self._used = 0
+        self.turn += 1
         while self._waiting and self._used < self._per_turn:
             turn = self._waiting.popleft()
             if not turn.done():  # (a poller that left cancelled its own)
