@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     from . import create_app
     from .drain import shutdown_trigger
+    from .gc_policy import freeze_once_started
     from .web import hypercorn_fast
     from .workers import WORKER_ENV, reuse_port_socket, supervise
 
@@ -30,6 +31,7 @@ def _serve(args: argparse.Namespace) -> None:
         worker_argv += ["--access-log"] if args.access_log else []
         sys.exit(supervise(args.workers, worker_argv))
     app = create_app(settings)
+    freeze_once_started(app)  # full GC passes skip start-up's heap (gc_policy.py)
     config = Config()
     if os.environ.get(WORKER_ENV):  # one of --workers N: share the port with the others
         listener = reuse_port_socket(args.host, settings.port)
