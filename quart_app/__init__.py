@@ -17,6 +17,7 @@ from .web.openapi import ProblemDocumentingOpenAPI
 from .web.ops import ops
 from .web.poll import PATH as POLL_PATH
 from .web.poll import LongPoll
+from .web.result_route import ResultRoute, is_result_path
 from .web.sse import PATH as SSE_PATH
 from .web.sse import EventStream
 from .web.streams import change_rooms
@@ -60,6 +61,10 @@ def create_app(settings: Settings | None = None) -> Quart:
     event_stream = EventStream(runtime)
     websocket = WebSocketEndpoint(runtime)
     long_poll = LongPoll(runtime, TokenCache(runtime.auth.verify))
+    # The hot write: a well-formed result skips Quart; anything else falls back to it.
+    match_result = ResultRoute(
+        runtime, TokenCache(runtime.auth.verify), quart_asgi  # type: ignore[arg-type]
+    )
 
     async def asgi(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
         if scope["type"] == "http" and scope["path"] == SSE_PATH:
@@ -68,6 +73,8 @@ def create_app(settings: Settings | None = None) -> Quart:
             await websocket(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == POLL_PATH:
             await long_poll(scope, receive, send)
+        elif is_result_path(scope):
+            await match_result(scope, receive, send)  # type: ignore[arg-type]
         else:
             await quart_asgi(scope, receive, send)  # type: ignore[arg-type]
 
