@@ -3,6 +3,7 @@ while the engine's board is incomplete (Redis lost its data, the rebuild is not 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..domain.board import Ranked
@@ -44,12 +45,18 @@ class LeaderboardService:
             return await board_reads.around(self.store, player_id, radius)
 
     # the API's reads ----------------------------------------------------------------------------
-    async def page(self, offset: int, limit: int) -> dict[str, Any]:
+    async def page(self, offset: int, limit: int) -> str:
+        """The answer of GET /api/leaderboard as JSON text: the engine hands over the entries
+        already encoded (board_page_json), and they go out as they are."""
         # The cursor is read first: events after it may already be reflected in the page,
         # never the other way round, so a client that resumes from it misses nothing.
         cursor = encode(self.engine.epoch, await self.engine.head())
-        ranked, total = await self.board_page(offset, limit)
-        return {"entries": entries(ranked), "total": total, "cursor": cursor}
+        try:
+            rows, total = await self.engine.board_page_json(offset, limit)
+        except BoardIncomplete:
+            ranked, total = await board_reads.page(self.store, offset, limit)
+            rows = json.dumps(entries(ranked))
+        return f'{{"entries":{rows},"total":{total},"cursor":{json.dumps(cursor)}}}'
 
     async def player(self, player_id: str) -> dict[str, Any]:
         found = await self.board_player(player_id)

@@ -116,7 +116,8 @@ async def leaderboard() -> Response:
     identify()
     offset = query_int("offset", 0, 0, 10_000_000)
     limit = query_int("limit", 100, 1, 1000)
-    return json_response(await runtime().leaderboard.page(offset, limit))
+    page = await runtime().leaderboard.page(offset, limit)  # already JSON text
+    return Response(page, content_type="application/json")
 
 
 @api.get("/players/<player_id>")

@@ -51,6 +51,14 @@ class RedisBoard:
         rows = reply[1:] if limit > 0 else []
         return self._rows(rows, offset + 1), int(reply[0])
 
+    async def page_json(self, offset: int, limit: int) -> tuple[str, int]:
+        """The same page as the API's JSON array of entries, cut out of the stored rows by
+        board_page_json.lua: one string in the reply instead of 100, and no row decoded and
+        encoded again in Python (together about two thirds of a page read's time)."""
+        offset = max(0, offset)
+        total, text = await self._read("board_page_json", [offset, max(1, limit)])
+        return (text if limit > 0 else "[]"), int(total)
+
     async def player(self, player_id: str) -> Ranked | None:
         reply = await self._read("board_player", [player_id])
         if not reply or not reply[1]:
