@@ -1,6 +1,7 @@
 """PROTOCOL statements that no other test held, each against real processes: a slow
 WebSocket is closed with 4008 (3.5); a draining instance refuses a new WebSocket before the
-upgrade (3.7); the write rate limit holds across instances (3.6)."""
+upgrade (3.7); the write rate limit holds across instances (3.6); SIGTERM to the supervisor
+of `serve --workers N` drains every worker (3.7, 6)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..clients import HttpApi, SSEClient, WSClient
+from ..drain_clients import ROOM, Follower
 from ..services import LiveServer
 
 SECRET = "protocol-conformance-secret-0123456789"
@@ -133,3 +135,42 @@ async def test_the_write_rate_limit_holds_across_instances(
         for server in (a, b):
             missing = await http.get(f"{server.url}/api/matches/{refused_id}", headers=viewer)
             assert missing.status_code == 404, missing.text
+
+
+async def test_sigterm_to_the_supervisor_of_workers_drains_every_worker(
+    live_servers: Callable[..., LiveServer], redis_url: str
+) -> None:
+    """PROTOCOL 3.7 and 6 together: `serve --workers 2` gets SIGTERM at its main process
+    only (what an orchestrator sends to PID 1). Every worker drains: open WebSockets
+    closed with 1012, SSE streams ended with a retry hint and no stream:reset;
+    everything has exited within DRAIN_SECONDS + 5 s."""
+    drain = 2.0
+    server = live_servers(
+        env={"REDIS_URL": redis_url, "JWT_SECRET": SECRET, "DRAIN_SECONDS": str(drain)},
+        args=("--workers", "2"),
+    )
+    token = server.token("viewer")
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        auth = {"Authorization": f"Bearer {token}"}
+        head = (await http.get("/api/poll", params={"rooms": ROOM}, headers=auth)).json()
+    # Enough of each that both workers (the kernel spreads connections) hold some.
+    clients = [Follower(t, token, head["cursor"]) for t in ("sse", "ws") for _ in range(8)]
+    never = asyncio.Event()
+    sessions = [asyncio.create_task(c.session(server.port, never)) for c in clients]
+    deadline = time.monotonic() + 20
+    while not all(c.opened.is_set() for c in clients):
+        assert time.monotonic() < deadline, "streams did not open"
+        await asyncio.sleep(0.05)
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGTERM)  # the supervisor alone, not the group
+    since = time.monotonic()
+    endings = await asyncio.wait_for(asyncio.gather(*sessions), drain + 5)
+    for client, ending in zip(clients, endings, strict=True):
+        if client.transport == "ws":
+            assert (ending.kind, ending.close_code) == ("ws-close", 1012), ending
+        else:
+            assert ending.kind == "sse-eof" and ending.retry_ms is not None, ending
+            assert not ending.reset, "a drained SSE stream got stream:reset"
+    while server.process.poll() is None:
+        assert time.monotonic() - since <= drain + 5, "still running after DRAIN_SECONDS + 5 s"
+        await asyncio.sleep(0.05)
