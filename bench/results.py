@@ -15,7 +15,7 @@ arrives. Prints results/s and latency p50/p99 (medians over the repeats) and wri
         --configs sqlite --variants before=/tmp/before,after=. \
         --json docs/benchmarks/results-1m.json
     .venv/bin/python bench/results.py --players 1000000 --concurrency 16 --configs pg-redis \
-        --workers 2 --server-cpu 0,1
+        --workers 1,2 --server-cpu 0,1
 
 PostgreSQL runs in a throwaway cluster (fsync on) pinned with the server.
 """
@@ -194,7 +194,7 @@ def _ready_with_board(url: str, players: int) -> bool:
 
 
 async def one_run(
-    config: str, variant: str, code: str, args: argparse.Namespace, run: int
+    config: str, variant: str, code: str, args: argparse.Namespace, run: int, workers: int = 1
 ) -> dict[str, Any]:
     workdir = tempfile.mkdtemp(prefix="bench-results-")
     redis = None
@@ -216,7 +216,7 @@ async def one_run(
             redis_url=redis.url if redis else None,
             cpus=args.server_cpu,
             env=env,
-            args=("--workers", str(args.workers)) if args.workers > 1 else (),
+            args=("--workers", str(workers)) if workers > 1 else (),
         )
         wait_until(
             lambda: _ready_with_board(server.url, args.players), 600, "/readyz and the board"
@@ -244,6 +244,7 @@ async def one_run(
         out: dict[str, Any] = {
             "config": config,
             "variant": variant,
+            "workers": workers,
             "run": run,
             "seed_s": seed_s,
             "startup_s": startup_s,
@@ -282,6 +283,11 @@ async def one_run(
                 resulted["server_cpu_percent"] = (
                     100 * (cpu1[server.pid] - cpu0[server.pid]) / (wall1 - wall0)
                 )
+                # The figure that survives a loaded machine: what one result costs the server
+                # (results/s then follows on a quiet core as about 1000 / this).
+                resulted["server_cpu_ms_per_result"] = (
+                    1000 * (cpu1[server.pid] - cpu0[server.pid]) / len(results)
+                )
             if redis is not None:
                 resulted["rebuilt_before_end"] = _redis_board_complete(redis.port)
                 # Where Redis spent the timed phase (the profile behind a slow engine).
@@ -311,16 +317,26 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     for run in range(args.repeat):
         # Interleave variants and configurations so a drift of the machine hits all alike.
         for variant, code in args.variants.items():
-            for config in args.configs:
-                print(f"run {run + 1}/{args.repeat}: {variant}, {CONFIGS[config]} ...", flush=True)
+            for config, workers in [(c, w) for c in args.configs for w in args.workers]:
+                print(
+                    f"run {run + 1}/{args.repeat}: {variant}, {CONFIGS[config]}, "
+                    f"{workers} worker(s) ...",
+                    flush=True,
+                )
                 try:
-                    result = await one_run(config, variant, code, args, run)
+                    result = await one_run(config, variant, code, args, run, workers)
                 except (TimeoutError, RuntimeError, subprocess.CalledProcessError) as exc:
                     # A server that never got ready (the old code at 1,000,000 players took
                     # minutes): recorded, and the other runs still count.
                     print(f"  FAILED: {exc}", flush=True)
                     failures.append(
-                        {"config": config, "variant": variant, "run": run, "error": str(exc)}
+                        {
+                            "config": config,
+                            "variant": variant,
+                            "workers": workers,
+                            "run": run,
+                            "error": str(exc),
+                        }
                     )
                     continue
                 print(
@@ -335,15 +351,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         f"  c={concurrency}: {r['per_s']:,.0f} results/s, "
                         f"p50 {r['latency_ms']['p50']:.2f} ms, "
                         f"p99 {r['latency_ms']['p99']:.2f} ms, "
-                        f"server CPU {r.get('server_cpu_percent', 0):.0f}%, "
+                        f"server CPU {r.get('server_cpu_percent', 0):.0f}% "
+                        f"({r.get('server_cpu_ms_per_result', 0):.2f} ms/result), "
                         f"delivered {'yes' if r['delivered'] else 'NO'}",
                         flush=True,
                     )
                 runs.append(result)
     summary = []
     for variant in args.variants:
-        for config in args.configs:
-            mine = [r for r in runs if r["config"] == config and r["variant"] == variant]
+        for config, workers in [(c, w) for c in args.configs for w in args.workers]:
+            mine = [
+                r
+                for r in runs
+                if r["config"] == config and r["variant"] == variant and r["workers"] == workers
+            ]
             if not mine:
                 continue
             for concurrency in args.concurrency:
@@ -352,6 +373,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     {
                         "variant": variant,
                         "config": config,
+                        "workers": workers,
                         "name": CONFIGS[config],
                         "concurrency": concurrency,
                         "results_per_s": median([a["result"]["per_s"] for a in at]),
@@ -359,6 +381,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "result_p99_ms": median([a["result"]["latency_ms"]["p99"] for a in at]),
                         "server_cpu_percent": median(
                             [a["result"].get("server_cpu_percent") for a in at]
+                        ),
+                        "server_cpu_ms_per_result": median(
+                            [a["result"].get("server_cpu_ms_per_result") for a in at]
                         ),
                         "startup_s": median([r["startup_s"] for r in mine]),
                         "loaded_s": median([r.get("loaded_s") for r in mine]),
@@ -382,11 +407,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         (
             "variant",
             "configuration",
+            "workers",
             "conc.",
             "results/s",
             "p50 ms",
             "p99 ms",
             "server CPU %",
+            "CPU ms/result",
             "start-up s",
             "delivered",
             "errors",
@@ -396,11 +423,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             (
                 s["variant"],
                 s["name"],
+                s["workers"],
                 s["concurrency"],
                 s["results_per_s"],
                 s["result_p50_ms"],
                 s["result_p99_ms"],
                 s["server_cpu_percent"],
+                s["server_cpu_ms_per_result"],
                 s["startup_s"],
                 s["delivered"],
                 s["errors"],
@@ -449,9 +478,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--workers",
-        type=int,
-        default=1,
-        help="rankpulse serve --workers N (N processes on one port; needs a Redis config)",
+        type=lambda s: [int(w) for w in s.split(",") if w],
+        default=[1],
+        help="comma-separated, e.g. 1,2: rankpulse serve --workers N (N processes on one "
+        "port; N > 1 needs a Redis config); each N is a configuration of its own",
     )
     parser.add_argument(
         "--during-rebuild",
