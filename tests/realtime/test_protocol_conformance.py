@@ -174,3 +174,35 @@ async def test_sigterm_to_the_supervisor_of_workers_drains_every_worker(
     while server.process.poll() is None:
         assert time.monotonic() - since <= drain + 5, "still running after DRAIN_SECONDS + 5 s"
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.xfail(
+    reason="PROTOCOL 7 deviation, not fixed here (it belongs in web/hypercorn_fast.py): "
+    "Hypercorn answers a request whose body it did not read and closes the socket at once, "
+    "with the rest of the body unread, so the kernel resets the connection and the client "
+    "often never sees the 413 (or 415) it was sent. The fix is a lingering close: shut "
+    "down writing, read and discard for a bounded time, then close.",
+    strict=False,
+)
+async def test_a_body_over_one_mebibyte_is_answered_413_not_reset(
+    live_servers: Callable[..., LiveServer],
+) -> None:
+    """PROTOCOL 7: a body over the limit is a 413 (1 MiB for any request). A client that
+    sends 4 MiB in one go (no Expect: 100-continue, as most HTTP libraries do) must get
+    that answer, every time."""
+    server = live_servers(env={"JWT_SECRET": SECRET})
+    headers = {
+        "Authorization": f"Bearer {server.token('writer', 'matches:write')}",
+        "Content-Type": "application/json",
+    }
+    body = b"[" + b"0," * (2 * 1024 * 1024) + b"0]"
+    answers: list[int | str] = []
+    for _ in range(5):
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+            try:
+                answers.append(
+                    (await http.post("/api/matches", headers=headers, content=body)).status_code
+                )
+            except httpx.TransportError as exc:
+                answers.append(type(exc).__name__)
+    assert answers == [413] * 5, answers
