@@ -231,12 +231,15 @@ class Engine(ABC):
     async def board_page(self, offset: int, limit: int) -> tuple[list[Ranked], int]:
         """Entries ranked offset+1 .. offset+limit, and the number of players."""
 
-    async def board_page_json(self, offset: int, limit: int) -> tuple[str, int]:
-        """board_page as the JSON array of the API's entries (PROTOCOL 2 `Entry`), and the
-        number of players. The Redis engine overrides it: it cuts the entries out of its stored
-        JSON rows instead of decoding and re-encoding each one (the cost of a page read)."""
+    async def board_page_json(self, offset: int, limit: int) -> tuple[int, str, int]:
+        """(the log's head, board_page as the JSON array of the API's entries (PROTOCOL 2
+        `Entry`), the number of players). The head is read first: the page reflects every
+        event up to it, maybe more, never fewer. The Redis engine overrides it: one round
+        trip, and the entries cut out of its stored JSON rows instead of decoding and
+        re-encoding each one (the cost of a page read)."""
+        head = await self.head()
         ranked, total = await self.board_page(offset, limit)
-        return json.dumps([entry.as_entry(rank) for rank, entry in ranked]), total
+        return head, json.dumps([entry.as_entry(rank) for rank, entry in ranked]), total
 
     @abstractmethod
     async def board_player(self, player_id: str) -> Ranked | None: ...

@@ -48,14 +48,16 @@ class LeaderboardService:
     async def page(self, offset: int, limit: int) -> str:
         """The answer of GET /api/leaderboard as JSON text: the engine hands over the entries
         already encoded (board_page_json), and they go out as they are."""
-        # The cursor is read first: events after it may already be reflected in the page,
-        # never the other way round, so a client that resumes from it misses nothing.
-        cursor = encode(self.engine.epoch, await self.engine.head())
+        # The cursor's position is read with the page or before it: events after it may
+        # already be reflected in the page, never the other way round, so a client that
+        # resumes from it misses nothing.
         try:
-            rows, total = await self.engine.board_page_json(offset, limit)
+            head, rows, total = await self.engine.board_page_json(offset, limit)
         except BoardIncomplete:
+            head = await self.engine.head()
             ranked, total = await board_reads.page(self.store, offset, limit)
             rows = json.dumps(entries(ranked))
+        cursor = encode(self.engine.epoch, head)
         return f'{{"entries":{rows},"total":{total},"cursor":{json.dumps(cursor)}}}'
 
     async def player(self, player_id: str) -> dict[str, Any]:

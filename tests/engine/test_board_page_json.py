@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
-from quart_app.engine.base import BoardEntry
+from quart_app.engine.base import BoardEntry, Publication
 
-from .conftest import EngineFactory, rows
+from .conftest import EngineFactory, draft, rows
 
 TRICKY_NAMES = [
     'quote " inside',
@@ -41,8 +41,9 @@ async def test_a_page_as_json_is_the_page_of_entries(make_engine: EngineFactory)
     await engine.board_replace(rows(*_board()))
     for offset, limit in [(0, 100), (0, 1), (5, 10), (30, 100), (32, 5), (33, 5), (500, 10)]:
         ranked, total = await engine.board_page(offset, limit)
-        text, json_total = await engine.board_page_json(offset, limit)
+        head, text, json_total = await engine.board_page_json(offset, limit)
         assert json_total == total == 33
+        assert head == await engine.head()
         expected = [entry.as_entry(rank) for rank, entry in ranked]
         assert json.loads(text) == expected, (offset, limit)
         # what a client sees: exactly the Entry fields, in the documented order
@@ -54,8 +55,18 @@ async def test_ratings_keep_every_digit(make_engine: EngineFactory) -> None:
     """The rating is the stored float, not one rounded to 14 digits (Lua's number format)."""
     engine = await make_engine()
     await engine.board_replace(rows(*_board()))
-    text, _ = await engine.board_page_json(0, 1)
+    _, text, _ = await engine.board_page_json(0, 1)
     assert '"rating":1500.0' in text.replace(" ", "")
-    text, _ = await engine.board_page_json(2, 1)
+    _, text, _ = await engine.board_page_json(2, 1)
     [entry] = json.loads(text)
     assert entry["player_id"] == "exact" and entry["rating"] == 1234.5678901234567
+
+
+async def test_the_head_comes_with_the_page(make_engine: EngineFactory) -> None:
+    """The log position read with the page (the API's cursor) counts every event before it."""
+    engine = await make_engine()
+    await engine.board_replace(rows(*_board()))
+    before, _, _ = await engine.board_page_json(0, 10)
+    published = await engine.publish(Publication(events=(draft(1), draft(2))))
+    head, _, _ = await engine.board_page_json(0, 10)
+    assert head == before + 2 == published[-1].seq

@@ -238,8 +238,8 @@ class RedisEngine(Engine):
     async def board_page(self, offset: int, limit: int) -> tuple[list[Ranked], int]:
         return await self._board.page(offset, limit)
 
-    async def board_page_json(self, offset: int, limit: int) -> tuple[str, int]:
-        return await self._board.page_json(offset, limit)
+    async def board_page_json(self, offset: int, limit: int) -> tuple[int, str, int]:
+        return await self._board.page_json(offset, limit, self._log)
 
     async def board_player(self, player_id: str) -> Ranked | None:
         return await self._board.player(player_id)

@@ -20,7 +20,7 @@ ENGINE_SCRIPTS: dict[str, tuple[str, ...]] = {
     "publish": ("_log.lua", "_board.lua", "publish.lua"),
     "read": ("_log.lua", "read.lua"),
     "board_page": ("board_page.lua",),
-    "board_page_json": ("board_page_json.lua",),
+    "board_page_json": ("_log.lua", "board_page_json.lua"),
     "board_player": ("board_player.lua",),
     "board_around": ("board_around.lua",),
     "board_begin": ("board_begin.lua",),
