@@ -206,3 +206,65 @@ async def test_a_body_over_one_mebibyte_is_answered_413_not_reset(
             except httpx.TransportError as exc:
                 answers.append(type(exc).__name__)
     assert answers == [413] * 5, answers
+
+
+def _stalled_stream(server: LiveServer, token: str, transport: str) -> socket.socket:
+    """A client that opens a stream and then stops reading (a phone gone to sleep): a tiny
+    receive window, so the server's writes fill its socket."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    if transport == "sse":
+        sock.sendall(
+            f"GET /api/events?rooms={ROOM}&access_token={token} HTTP/1.1\r\n"
+            "Host: 127.0.0.1\r\n\r\n".encode()
+        )
+    else:
+        sock.sendall(
+            f"GET /api/ws?access_token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        payload = b'{"type": "subscribe", "rooms": ["matches"]}'
+        mask = b"\x01\x02\x03\x04"
+        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    return sock
+
+
+async def test_clients_that_stopped_reading_do_not_hold_up_the_exit(
+    live_servers: Callable[..., LiveServer],
+) -> None:
+    """PROTOCOL 3.7: the process exits within DRAIN_SECONDS + 5 s, also when some clients
+    stopped reading and their sockets are full (the drain's last words cannot be sent)."""
+    drain = 2.0
+    # A send budget large enough that the stalled streams are not cut as slow first: at the
+    # signal they hold megabytes the kernel would not take.
+    budget = {"SEND_QUEUE_BYTES": str(64 << 20), "SEND_QUEUE_MAX": "10000"}
+    server = live_servers(env={"JWT_SECRET": SECRET, "DRAIN_SECONDS": str(drain), **budget})
+    admin = HttpApi(server.url, server.token("ops", "admin"))
+    token = server.token("sleepy")
+    stalled = [_stalled_stream(server, token, t) for t in ("sse", "ws", "sse", "ws")]
+    try:
+        async with SSEClient(server.url, ROOM, server.token("awake")) as awake:
+            await awake.wait_event("stream:open")
+            # ~9 MB: far beyond what the stalled sockets (and the kernel's buffers) take.
+            count = 600
+            await admin.announce_many(ROOM, [{"blob": "x" * 15_000, "n": n} for n in range(count)])
+            await awake.wait_for(
+                lambda evs: sum(e["event"] == "announcement" for e in evs) >= count, 30
+            )
+        assert server.process is not None
+        os.killpg(server.process.pid, signal.SIGTERM)
+        since = time.monotonic()
+        while server.process.poll() is None:
+            assert time.monotonic() - since <= drain + 5, "still running after DRAIN_SECONDS + 5 s"
+            await asyncio.sleep(0.05)
+        print(f"exit {time.monotonic() - since:.2f} s after SIGTERM (DRAIN_SECONDS={drain:g})")
+    finally:
+        for sock in stalled:
+            sock.close()
