@@ -9,14 +9,16 @@ from collections.abc import Callable, Iterator
 import pytest
 from quart import Quart
 
-from quart_app.gc_policy import freeze_once_started
+from quart_app.gc_policy import FULL_PASS_EVERY, freeze_once_started
 
 
 @pytest.fixture(name="unfrozen")
 def _unfrozen() -> Iterator[None]:
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()  # the test process keeps collecting the apps other tests build
+    gc.set_threshold(*thresholds)
 
 
 async def test_the_heap_is_frozen_once_the_app_has_started(
@@ -27,3 +29,4 @@ async def test_the_heap_is_frozen_once_the_app_has_started(
     assert gc.get_freeze_count() == 0
     async with app.test_app():
         assert gc.get_freeze_count() > 50_000
+        assert gc.get_threshold()[2] == FULL_PASS_EVERY
