@@ -41,14 +41,18 @@ def problem_json(
     return json.dumps(body)
 
 
-async def send_problem(send: Any, prefix: str, status: int, title: str, detail: str) -> None:
+async def send_problem(
+    send: Any, prefix: str, status: int, title: str, detail: str, *, close: bool = False
+) -> None:
     """The same answer from a raw ASGI handler: `prefix` is "http" for a plain response,
-    "websocket.http" to refuse a WebSocket handshake."""
+    "websocket.http" to refuse a WebSocket handshake. `close`: not kept alive after it."""
     headers = [(b"content-type", b"application/problem+json")]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     elif status in (429, 503):  # PROTOCOL 7: these always say when to come back
         headers.append((b"retry-after", b"1"))
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
     await send(
         {"type": f"{prefix}.response.body", "body": problem_json(status, title, detail).encode()}

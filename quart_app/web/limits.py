@@ -113,9 +113,12 @@ def limit_writes(blueprint: Blueprint) -> None:
 class StreamRefused(Exception):
     """A stream over a limit, answered before it starts."""
 
-    def __init__(self, status: int, retry_after: int, detail: str) -> None:
+    def __init__(self, status: int, retry_after: int, detail: str, *, close: bool = False) -> None:
         super().__init__(detail)
         self.status, self.retry_after, self.detail = status, retry_after, detail
+        # Not kept alive after the answer: a draining instance's refusal, so that the
+        # client's retry reaches another instance (PROTOCOL 3.7).
+        self.close = close
 
     @property
     def title(self) -> str:
@@ -128,6 +131,8 @@ class StreamRefused(Exception):
             (b"content-type", b"application/problem+json"),
             (b"retry-after", str(self.retry_after).encode()),
         ]
+        if self.close:
+            headers.append((b"connection", b"close"))
         body = problem_json(self.status, self.title, self.detail).encode()
         await send({"type": f"{prefix}.response.start", "status": self.status, "headers": headers})
         await send({"type": f"{prefix}.response.body", "body": body})

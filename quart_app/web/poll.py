@@ -73,7 +73,9 @@ class LongPoll:
             await send_problem(send, "http", 401, "Unauthorized", str(exc))
         except (BadRequestBody, ServiceError) as exc:
             status = exc.status
-            await send_problem(send, "http", exc.status, exc.title, exc.detail)
+            await send_problem(
+                send, "http", exc.status, exc.title, exc.detail, close=self.rt.draining
+            )
         except (EngineUnavailable, DatabaseUnavailable):
             status = 503
             await send_problem(send, "http", 503, "Service Unavailable", "retry shortly")
@@ -82,9 +84,12 @@ class LongPoll:
             status = 500
             await send_problem(send, "http", 500, "Internal Server Error", "unexpected error")
         else:
+            # Draining (PROTOCOL 3.7): the connection closes after the answer, so that the
+            # poller's next poll reaches another instance instead of this one again.
+            closing = self.rt.draining
             respond = (
                 hypercorn_h11_responder(send, scope, self._answers)
-                if scope["method"] == "GET"
+                if scope["method"] == "GET" and not closing
                 else None
             )
             if respond is not None:
@@ -97,6 +102,7 @@ class LongPoll:
                         "headers": [
                             *ANSWER_HEADERS,
                             (b"content-length", str(len(body)).encode()),
+                            *([(b"connection", b"close")] if closing else []),
                         ],
                     }
                 )

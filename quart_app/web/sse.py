@@ -215,4 +215,6 @@ class EventStream:
 
 
 def _draining() -> StreamRefused:
-    return StreamRefused(503, RETRY_DRAINING_SECONDS, "this instance is shutting down; retry")
+    return StreamRefused(
+        503, RETRY_DRAINING_SECONDS, "this instance is shutting down; retry", close=True
+    )

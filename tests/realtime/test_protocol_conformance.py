@@ -6,12 +6,14 @@ of `serve --workers N` drains every worker (3.7, 6)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import time
 from collections.abc import Callable
 
+import h11
 import httpx
 import pytest
 import websockets
@@ -19,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..clients import HttpApi, SSEClient, WSClient
 from ..drain_clients import ROOM, Follower
+from ..http_wire import read_response
 from ..services import LiveServer
 
 SECRET = "protocol-conformance-secret-0123456789"
@@ -267,4 +270,73 @@ async def test_clients_that_stopped_reading_do_not_hold_up_the_exit(
         print(f"exit {time.monotonic() - since:.2f} s after SIGTERM (DRAIN_SECONDS={drain:g})")
     finally:
         for sock in stalled:
+            sock.close()
+
+
+def _get(sock: socket.socket, wire: h11.Connection, target: str, token: str) -> None:
+    """Send a GET over a keep-alive connection (h11 keeps the client side's state)."""
+    if wire.our_state is h11.DONE:
+        wire.start_next_cycle()
+    headers = [("Host", "127.0.0.1"), ("Authorization", f"Bearer {token}")]
+    sock.sendall(wire.send(h11.Request(method="GET", target=target, headers=headers)))
+    sock.sendall(wire.send(h11.EndOfMessage()))
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """True when the server closes the connection (EOF) within `within` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_a_draining_instance_sends_its_pollers_elsewhere(
+    live_servers: Callable[..., LiveServer],
+) -> None:
+    """PROTOCOL 3.7: a pending long-poll answers at once, and the client resumes on another
+    instance. A poller's next poll goes over its keep-alive connection, which still leads to
+    the draining instance: so the answer (and a 503 to a new poll) must close the connection,
+    else the poller is refused there (503) again and again until the instance exits."""
+    server = live_servers(env={"JWT_SECRET": SECRET, "DRAIN_SECONDS": "6"})
+    token = server.token("poller")
+    held = _stalled_stream(server, token, "sse")  # an open stream: the drain takes its time
+    pending, fresh = socket.socket(), socket.socket()
+    try:
+        pending.connect(("127.0.0.1", server.port))
+        pending.settimeout(10)
+        wire = h11.Connection(h11.CLIENT)
+        _get(pending, wire, f"/api/poll?rooms={ROOM}", token)
+        head, body = read_response(pending, wire)
+        cursor = json.loads(body)["cursor"]
+        _get(pending, wire, f"/api/poll?rooms={ROOM}&cursor={cursor}&timeout=20", token)
+        fresh.connect(("127.0.0.1", server.port))
+        fresh.settimeout(10)
+        time.sleep(0.5)  # (the poll reaches the server and waits: nothing to wait *for*)
+
+        assert server.process is not None
+        os.killpg(server.process.pid, signal.SIGTERM)
+        head, body = read_response(pending, wire)
+        assert head.status_code == 200 and json.loads(body)["events"] == []
+        assert _closed_by_server(pending, 2), "the drained poll's connection was kept alive"
+
+        fresh_wire = h11.Connection(h11.CLIENT)
+        _get(fresh, fresh_wire, f"/api/poll?rooms={ROOM}&cursor={cursor}&timeout=20", token)
+        refused, _ = read_response(fresh, fresh_wire)
+        assert refused.status_code == 503
+        assert dict(refused.headers)[b"retry-after"] == b"1"
+        assert _closed_by_server(fresh, 2), "a refused poll's connection was kept alive"
+
+        # A new SSE stream too (a reconnecting page reuses its keep-alive connections).
+        stream = socket.create_connection(("127.0.0.1", server.port), 10)
+        stream_wire = h11.Connection(h11.CLIENT)
+        _get(stream, stream_wire, f"/api/events?rooms={ROOM}", token)
+        refused, _ = read_response(stream, stream_wire)
+        assert refused.status_code == 503
+        assert _closed_by_server(stream, 2), "a refused stream's connection was kept alive"
+        stream.close()
+    finally:
+        for sock in (held, pending, fresh):
             sock.close()
