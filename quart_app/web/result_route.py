@@ -30,7 +30,7 @@ from ..domain.models import MatchResultIn
 from ..engine.base import EngineUnavailable
 from ..runtime import Runtime
 from ..services.errors import ServiceError
-from ..store.database import DatabaseUnavailable
+from ..store.database import DatabaseUnavailable, is_database_lost
 from .errors import problem_json
 from .limits import rate_limit_fields
 from .raw_response import Headers, hypercorn_h11_responder
@@ -155,6 +155,14 @@ class ResultRoute:
         except EngineUnavailable:
             detail = "the realtime engine is unavailable; retry"
             return _problem(503, "Service Unavailable", detail, headers, b"1")
+        except Exception as exc:  # noqa: BLE001 - as errors.install's last handler
+            if is_database_lost(exc):  # PROTOCOL 7: a lost database is 503, never 500
+                log.warning("database unavailable (unmapped %s): %s", type(exc).__name__, exc)
+                detail = "the database is unavailable; retry"
+                return _problem(503, "Service Unavailable", detail, headers, b"1")
+            log.exception("unhandled error")
+            detail = "an unexpected error occurred"
+            return _problem(500, "Internal Server Error", detail, headers)
         return 200, [(b"content-type", b"application/json"), *headers], json.dumps(answer).encode()
 
 
