@@ -11,7 +11,7 @@ from quart_app import create_app
 from quart_app.config import Settings, load_settings
 
 from .helpers import SECRET, Api, serving
-from .services import LiveServer, PostgresServer, RedisClusterSet, RedisServer
+from .services import LiveServer, PostgresServer, RedisClusterSet, RedisServer, redis_command
 
 
 @pytest.fixture(name="redis_server", scope="session")
@@ -27,7 +27,7 @@ def _redis_url(redis_server: RedisServer) -> Iterator[str]:
     """A clean Redis for each test (FLUSHALL before), on the session's server."""
     if redis_server.process is None or redis_server.process.poll() is not None:
         redis_server.start()
-    redis_server.cli("FLUSHALL")
+    redis_command(redis_server.port, "FLUSHALL")
     yield redis_server.url
 
 
