@@ -61,8 +61,12 @@ PARTS: list[tuple[str, str, str]] = [
     ("publisher: publish + answer", "services/result_writer.py", "_publish"),
     ("  engine publish_many", "store/outbox.py", "publish_many"),
     ("  outbox delete_published", "store/result_sql.py", "delete_published"),
-    ("SSE delivery to the subscriber", "web/sse.py", "__call__"),
-    ("Hypercorn HTTP/1.1 protocol (data_received)", "web/hypercorn_fast.py", "data_received"),
+    ("raw result route (web/result_route.py, incl. its answer)", "web/result_route.py", "__call__"),
+    ("  its answer: one socket write", "web/result_route.py", "_respond"),
+    ("Hypercorn + h11 reading requests", "hypercorn/protocol/h11.py", "_handle_events"),
+    ("  events encoded (engine/base.py build_event)", "engine/base.py", "build_event"),
+    ("  outbox payload (Publication.to_json)", "domain/publication.py", "to_json"),
+    ("SSE delivery to the subscriber (hub fan-out)", "engine/hub.py", "_fan_out"),
 ]
 
 
