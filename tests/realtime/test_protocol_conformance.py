@@ -19,7 +19,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ..clients import HttpApi, SSEClient, WSClient
+from ..clients import HttpApi, SSEClient, WSClient, poll
 from ..drain_clients import ROOM, Follower
 from ..http_wire import read_response
 from ..services import LiveServer
@@ -340,3 +340,26 @@ def test_a_draining_instance_sends_its_pollers_elsewhere(
     finally:
         for sock in (held, pending, fresh):
             sock.close()
+
+
+async def test_private_and_unknown_rooms_are_refused_on_resume_too(
+    live_servers: Callable[..., LiveServer],
+) -> None:
+    """PROTOCOL 1: an unknown room is a 400 and someone else's private room a 403, on every
+    transport, and on resume too (a valid cursor does not open a room)."""
+    server = live_servers(env={"JWT_SECRET": SECRET})
+    admin = HttpApi(server.url, server.token("ops", "admin"))
+    token = server.token("ann")
+    cursor = await admin.announce(ROOM, {"n": 0})  # a cursor this instance resumes from
+    for rooms, status in (("player:bob", 403), ("nope", 400), ("leaderboard:top:0", 400)):
+        async with SSEClient(server.url, rooms, token, last_event_id=cursor) as sse:
+            assert sse.status == status, rooms
+            assert sse.content_type == "application/problem+json"
+        polled = await poll(server.url, rooms, token, cursor, timeout=0)
+        assert polled.status_code == status, (rooms, polled.text)
+        assert polled.headers["content-type"] == "application/problem+json"
+        async with WSClient(server.url, token) as ws:
+            answer = await ws.subscribe([rooms], cursor=cursor)
+            assert (answer["type"], answer["status"]) == ("error", status), answer
+            # The socket stays open: a good subscribe is still answered.
+            assert (await ws.subscribe([ROOM], cursor=cursor))["type"] == "subscribed"
