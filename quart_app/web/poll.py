@@ -162,11 +162,11 @@ class LongPoll:
         if hub.draining:  # PROTOCOL 3.7: a new poll goes elsewhere (a pending one answers)
             raise Unavailable("this instance is shutting down; retry")
         if not cursor:
-            # A fresh poller starts at the head: nothing before it is owed to it (the
-            # snapshot, taken in this same step before its read, carries that cursor too).
-            start = answer_cursor(None, hub.head_seq)
+            # A fresh poller starts at the head: nothing before it is owed to it. (Encoded
+            # before the snapshot's read, as the snapshot encodes its own: the same cursor.)
+            start = hub.cursor(answer_cursor(None, hub.head_seq))
             snapshot = [await hub.snapshot(top)] if GLOBAL_BOARD in rooms else []
-            return answer_body(snapshot, snapshot[0].cursor if snapshot else hub.cursor(start))
+            return answer_body(snapshot, start)
         try:
             position = hub.resume_position(cursor)
         except LogGap as gap:
