@@ -62,6 +62,9 @@ _GONE_CONNECTION_MESSAGES = (
     "released back to the pool",
     "another operation is",
     "pool is clos",
+    # InternalClientError: a pooled connection that a loss left mid-operation, taken by the
+    # next write ("cannot switch to state 15; another operation (2) is in progress")
+    "another operation (",
 )
 # SQLite: another process held the file past the busy timeout, or the file cannot be used.
 _UNUSABLE_FILE_MESSAGES = (
@@ -78,9 +81,8 @@ def _is_interface_error(exc: BaseException) -> bool:
     except ImportError:
         return False
     # DataError is an InterfaceError too: an argument the driver cannot encode (a bug).
-    return isinstance(exc, asyncpg.exceptions.InterfaceError) and not isinstance(
-        exc, asyncpg.exceptions.DataError
-    )
+    client_side = (asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError)
+    return isinstance(exc, client_side) and not isinstance(exc, asyncpg.exceptions.DataError)
 
 
 def is_database_lost(exc: BaseException) -> bool:
