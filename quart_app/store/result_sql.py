@@ -156,6 +156,7 @@ class SqliteResultSql:
                 message = str(exc).lower()
                 if "locked" in message or "busy" in message:
                     if asyncio.get_running_loop().time() + wait > deadline:
+                        log.warning("SQLite busy for %g s: 503 (%s)", self.busy_seconds, exc)
                         raise DatabaseUnavailable(f"database: {exc}") from exc
                     await asyncio.sleep(wait)
                     wait = min(wait * 2, _BUSY_MAX)
