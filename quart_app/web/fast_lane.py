@@ -29,8 +29,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import h11
 from hypercorn.events import RawData
@@ -58,8 +57,7 @@ _PREFIXES = (b"GET " + POLL_PATH.encode(), b"GET " + SSE_PATH.encode())
 _DECLINED_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"http2-settings"})
 
 
-@dataclass(frozen=True, slots=True)
-class LaneRequest:
+class LaneRequest(NamedTuple):  # (a tuple: a frozen dataclass cost a tenth of the parse)
     path: str
     raw_path: bytes
     query_string: bytes
