@@ -137,16 +137,24 @@ def test_results_on_one_keep_alive_connection_of_a_real_server(live_server: Live
     with socket.create_connection(("127.0.0.1", live_server.port), timeout=30) as sock:
         conn = h11.Connection(h11.CLIENT)
 
-        def post(path: str, body: bytes, content_type: bytes = b"application/json") -> Any:
+        def post(path: str, body: bytes) -> Any:
             headers = [
                 (b"host", b"127.0.0.1"),
                 (b"authorization", b"Bearer " + writer.encode()),
-                (b"content-type", content_type),
+                (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
             ]
-            sock.sendall(conn.send(h11.Request(method="POST", target=path, headers=headers)))
-            sock.sendall(conn.send(h11.Data(data=body)))
-            sock.sendall(conn.send(h11.EndOfMessage()))
+            # In one write: the request whole or not at all.
+            sock.sendall(
+                b"".join(
+                    conn.send(event) or b""
+                    for event in (
+                        h11.Request(method="POST", target=path, headers=headers),
+                        h11.Data(data=body),
+                        h11.EndOfMessage(),
+                    )
+                )
+            )
             head, answer = read_response(sock, conn)
             conn.start_next_cycle()
             return head.status_code, dict(head.headers), json.loads(answer)
@@ -169,7 +177,5 @@ def test_results_on_one_keep_alive_connection_of_a_real_server(live_server: Live
         assert (status, done["draw"]) == (200, True), done
         status, _, done = post("/api/matches/k2/result", b'{"winner_id": "b"}')
         assert (status, done["winner_id"]) == (200, "b"), done
-        # (Quart refuses a wrong content type before reading the body, so it closes the
-        # connection after this answer, as it always did)
-        status, _, problem = post("/api/matches/k2/result", b'{"winner_id": "a"}', b"text/plain")
-        assert status == 415, problem
+        # (not here: a wrong content type, which Quart refuses before reading the body and then
+        # closes the connection, as it always did; its 415 is checked on the test client)
