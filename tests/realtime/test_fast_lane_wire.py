@@ -273,3 +273,20 @@ async def test_with_the_lane_off_polls_and_streams_still_work(
         assert head.status_code == 200 and b"event: stream:open\n" in body
     assert _lane_requests(server) == 0
     assert _lane_requests(server, "/api/events") == 0
+
+
+async def test_lane_requests_are_in_the_access_log(live_servers: Callable[..., LiveServer]) -> None:
+    server = live_servers(args=("--access-log",))
+    token = server.token("viewer")
+    before = _lane_requests(server)
+    with _connect(server) as sock:
+        conn = h11.Connection(h11.CLIENT)
+        _get(sock, conn, f"/api/poll?rooms=matches&access_token={token}&timeout=0")
+        head, _ = await _read(sock, conn)
+        assert head.status_code == 200
+    assert _lane_requests(server) - before == 1
+    # One line per request, without the query string (no token in the log); the line of a
+    # request is written when its answer is sent, before the /metrics read above.
+    lines = [line for line in server.log().splitlines() if '"GET /api/poll 1.1" 200' in line]
+    assert len(lines) == 1, server.log()
+    assert token not in server.log()
