@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, NamedTuple
 
@@ -37,6 +38,7 @@ from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 
 from ..metrics import LANE_REQUESTS
+from .turns import TurnBudget
 
 POLL_PATH: Final = "/api/poll"  # web/poll.py PATH
 SSE_PATH: Final = "/api/events"  # web/sse.py PATH
@@ -78,6 +80,32 @@ class _Verdict:
 
 NEED_MORE: Final = _Verdict("NEED_MORE")  # could still become a lane request
 DECLINE: Final = _Verdict("DECLINE")  # Hypercorn's
+
+
+def may_be_lane(data: bytes) -> bool:
+    """Whether `data` starts (or could start, once more arrives) like a lane request: only
+    those wait for the arrival budget, everything else goes to Hypercorn undelayed."""
+    for prefix in _PREFIXES:
+        if data[: len(prefix)] == prefix[: len(data)]:
+            return True
+    return False
+
+
+# The arrival budget of each event loop's lane (process-wide, as the loop: every connection
+# of a worker shares it). Per loop, not global: a budget's pending turn dies with its loop.
+_ARRIVALS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnBudget] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def arrival_budget(loop: asyncio.AbstractEventLoop) -> TurnBudget:
+    """The lane heads this loop parses per turn (turns.py): a crowd whose next heads arrive
+    together is parsed and set up over several turns, so a write in between waits for one
+    budget's worth of them, not for all (issue 9: up to 635 in one turn were measured)."""
+    budget = _ARRIVALS.get(loop)
+    if budget is None:
+        budget = _ARRIVALS[loop] = TurnBudget()
+    return budget
 
 
 def parse_head(data: bytes, max_head: int) -> LaneRequest | _Verdict:
@@ -189,12 +217,13 @@ class FastLane:
     """One connection's lane: takes the bytes Hypercorn's protocol would have been given
     (TimerTCPServer._read_data) and serves what it can, handing the rest on."""
 
-    __slots__ = ("_server", "_buffer", "_max_head")
+    __slots__ = ("_server", "_buffer", "_max_head", "_arrivals")
 
     def __init__(self, server: Any) -> None:
         self._server = server  # hypercorn_fast.TimerTCPServer
         self._buffer = b""
         self._max_head: int = server.config.h11_max_incomplete_size
+        self._arrivals = arrival_budget(server.loop)
 
     def _idle_protocol(self) -> H11Protocol | None:
         """Hypercorn's HTTP/1.1 protocol when it is between requests with nothing read."""
@@ -220,6 +249,10 @@ class FastLane:
         data = self._buffer + data if self._buffer else data
         self._buffer = b""
         while data:
+            if may_be_lane(data):
+                # A place in this turn's budget before the parse: past it, this connection's
+                # reading waits for a later turn (its bytes stay here, unread by anyone).
+                await self._arrivals.take()
             protocol = self._idle_protocol()
             if protocol is None:
                 break
