@@ -12,6 +12,15 @@ worker, not one per connection), and a connection that goes idle after it closes
 It also hosts the fast lane (fast_lane.py): plain `GET`s of the long-poll and SSE paths
 served past Hypercorn's request parsing and task per request, on by default (FAST_LANE).
 
+And it closes a connection gracefully when the answer went out before the request's body was
+all read (a 413 for a body over 1 MiB, a 401 or 415 answered before reading; PROTOCOL 7).
+Hypercorn closes such a socket at once with the rest of the body unread in its receive buffer,
+so the kernel sends RST instead of FIN and the client, still sending, often loses the answer it
+was sent. Here the answer is followed by FIN (the write side shut down) and the rest of the body
+is read and thrown away until the client closes, for at most LINGER_SECONDS and LINGER_MAX_BYTES
+(the "lingering close" of Apache and nginx); past either bound the socket is cut (a slow-loris
+client holds nothing longer than that).
+
 `install()` is the one place that hands this class to `hypercorn.asyncio.run`; `rankpulse
 serve` calls it. The class overrides internals of one Hypercorn minor version, hence the
 version check at import: an upgrade fails loudly here instead of misbehaving.
@@ -21,10 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import math
 import os
 import weakref
 from typing import Any
 
+import h11
 import hypercorn.asyncio.run as hypercorn_run
 from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
@@ -49,15 +60,33 @@ DEFAULT_KEEP_ALIVE_SECONDS = 5.0  # Hypercorn's own default
 
 def keep_alive_seconds(environ: dict[str, str] | None = None) -> float:
     """Seconds an idle keep-alive connection stays open (KEEP_ALIVE_SECONDS)."""
-    raw = (os.environ if environ is None else environ).get(KEEP_ALIVE_ENV)
+    return _seconds(KEEP_ALIVE_ENV, DEFAULT_KEEP_ALIVE_SECONDS, environ)
+
+
+LINGER_ENV = "LINGER_SECONDS"
+# Apache's lingering close gives up after 2 s of silence; 2 s in all is plenty on any network
+# that delivered the body this far, and short beside DRAIN_SECONDS + 5 s (PROTOCOL 3.7).
+DEFAULT_LINGER_SECONDS = 2.0
+# What is read and thrown away at most after an early answer: the rest of a 16 MiB upload
+# with room to spare, while one connection cannot make the server read without end.
+LINGER_MAX_BYTES = 32 * 1024 * 1024
+
+
+def linger_seconds(environ: dict[str, str] | None = None) -> float:
+    """Seconds an early-answered request's unread body is read and discarded (LINGER_SECONDS)."""
+    return _seconds(LINGER_ENV, DEFAULT_LINGER_SECONDS, environ)
+
+
+def _seconds(name: str, default: float, environ: dict[str, str] | None) -> float:
+    raw = (os.environ if environ is None else environ).get(name)
     if raw is None or raw.strip() == "":
-        return DEFAULT_KEEP_ALIVE_SECONDS
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{KEEP_ALIVE_ENV} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise ConfigError(f"{KEEP_ALIVE_ENV} must be > 0, got {raw!r}")
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{name} must be > 0, got {raw!r}")
     return value
 
 
@@ -78,13 +107,15 @@ def fast_lane_enabled(environ: dict[str, str] | None = None) -> bool:
 
 def install(fast_lane: bool | None = None) -> None:
     """Make `hypercorn.asyncio.serve` build TimerTCPServer for each connection, with the
-    fast lane unless `fast_lane` (default: FAST_LANE) says no."""
-    global _fast_lane
+    fast lane unless `fast_lane` (default: FAST_LANE) says no, lingering LINGER_SECONDS."""
+    global _fast_lane, _linger_seconds
     _fast_lane = fast_lane_enabled() if fast_lane is None else fast_lane
+    _linger_seconds = linger_seconds()
     hypercorn_run.TCPServer = TimerTCPServer  # type: ignore[attr-defined]
 
 
 _fast_lane = False
+_linger_seconds = DEFAULT_LINGER_SECONDS
 
 
 class _IdleConnections:
@@ -175,6 +206,10 @@ class TimerTCPServer(TCPServer):
             if _fast_lane and self.config.read_timeout is None and not self.config.server_names
             else None
         )
+        self._reading = False  # the read loop runs: only it can drain a lingering close
+        self.lingering = False  # answered and shut for writing; reading to throw away
+        self._linger_budget = LINGER_MAX_BYTES
+        self._linger_deadline: asyncio.TimerHandle | None = None
 
     async def protocol_send(self, event: Event) -> None:
         # As Hypercorn's, with the idle updates as plain calls (no lock, no task).
@@ -194,23 +229,73 @@ class TimerTCPServer(TCPServer):
                 self.idle_timer.disarm()
 
     async def _read_data(self) -> None:
-        if self.config.read_timeout is not None:
-            await super()._read_data()
-            return
-        # Without a read timeout, no wait_for wrapper around each read.
+        # Hypercorn's loop, plus the lingering close; without a read timeout, no wait_for
+        # wrapper around each read.
         reader = self.reader
         lane = self.lane
-        while not reader.at_eof():
-            try:
-                data = await reader.read(MAX_RECV)
-            except (ConnectionError, OSError, TimeoutError):
-                break
-            if lane is not None and data and lane.wants():
-                await lane.feed(data)
-            else:
-                if lane is not None:
-                    await lane.end()  # (EOF: a partial head it held goes first)
-                await self.protocol.handle(RawData(data))
-        if lane is not None:
-            await lane.end()
-        await self.protocol.handle(Closed())
+        timeout = self.config.read_timeout
+        self._reading = True
+        try:
+            while not reader.at_eof():
+                try:
+                    if timeout is None:
+                        data = await reader.read(MAX_RECV)
+                    else:
+                        data = await asyncio.wait_for(reader.read(MAX_RECV), timeout)
+                except (ConnectionError, OSError, TimeoutError):  # (SSLError is an OSError)
+                    break
+                if self.lingering:
+                    self._discard(len(data))
+                elif lane is not None and data and lane.wants():
+                    await lane.feed(data)
+                else:
+                    if lane is not None:
+                        await lane.end()  # (EOF: a partial head it held goes first)
+                    await self.protocol.handle(RawData(data))
+            if lane is not None and not self.lingering:
+                await lane.end()
+            await self.protocol.handle(Closed())
+        finally:
+            self._reading = False
+
+    async def _close(self) -> None:
+        if self.lingering and self._reading:
+            return  # (the read loop closes once the client did, or the linger ran out)
+        if not self.lingering and self._reading and self._request_still_arriving():
+            self._linger()
+            return
+        if self._linger_deadline is not None:
+            self._linger_deadline.cancel()
+            self._linger_deadline = None
+        await super()._close()
+
+    def _request_still_arriving(self) -> bool:
+        """Whether the client may still be sending what Hypercorn will not read: a body
+        answered before it was read whole, or bytes after a request h11 refused."""
+        protocol = getattr(getattr(self, "protocol", None), "protocol", None)
+        connection = getattr(protocol, "connection", None)  # (h2 and WebSocket: not h11's)
+        return type(connection) is h11.Connection and connection.their_state in (
+            h11.SEND_BODY,
+            h11.ERROR,
+        )
+
+    def _linger(self) -> None:
+        """Shut the write side (FIN after the answer), then let the read loop throw the rest
+        of the request away until the client closes, for a bounded time and size."""
+        self.lingering = True
+        self.idle_timer.disarm()
+        try:
+            self.writer.write_eof()  # (after what is still buffered: the answer goes whole)
+        except (NotImplementedError, OSError, RuntimeError):
+            pass  # (TLS has no half close: the answer still goes, then the close)
+        self._linger_deadline = self.loop.call_later(_linger_seconds, self._cut)
+
+    def _discard(self, size: int) -> None:
+        self._linger_budget -= size
+        if self._linger_budget < 0:
+            self._cut()
+
+    def _cut(self) -> None:
+        """The linger ran out: close at once (the kernel resets what is still unread)."""
+        self._linger_deadline = None
+        self.writer.transport.abort()  # (ends the read loop: its reader sees EOF)
