@@ -179,14 +179,6 @@ async def test_sigterm_to_the_supervisor_of_workers_drains_every_worker(
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    reason="PROTOCOL 7 deviation, not fixed here (it belongs in web/hypercorn_fast.py): "
-    "Hypercorn answers a request whose body it did not read and closes the socket at once, "
-    "with the rest of the body unread, so the kernel resets the connection and the client "
-    "often never sees the 413 (or 415) it was sent. The fix is a lingering close: shut "
-    "down writing, read and discard for a bounded time, then close.",
-    strict=False,
-)
 async def test_a_body_over_one_mebibyte_is_answered_413_not_reset(
     live_servers: Callable[..., LiveServer],
 ) -> None:
