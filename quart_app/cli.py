@@ -11,6 +11,9 @@ from .config import ConfigError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> None:
+    # The configuration first: a bad value stops the start before the service is imported.
+    settings = load_settings(**({"port": args.port} if args.port else {}))
+
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -20,7 +23,6 @@ def _serve(args: argparse.Namespace) -> None:
     from .web import hypercorn_fast
     from .workers import WORKER_ENV, reuse_port_socket, supervise
 
-    settings = load_settings(**({"port": args.port} if args.port else {}))
     if args.workers > 1:
         if settings.redis_url is None:
             sys.exit(
