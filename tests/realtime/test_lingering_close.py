@@ -178,3 +178,29 @@ async def test_a_lingering_client_does_not_hold_up_the_exit(
             await asyncio.wait_for(trickling, 10)  # and the client saw its connection end
         finally:
             trickling.cancel()
+
+
+def _send_and_read(port: int, data: bytes) -> int | str:
+    """Send all of `data` in one go, then read the answer: its status, or the socket error."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        try:
+            sock.sendall(data)
+            response, _ = read_response(sock, h11.Connection(h11.CLIENT))
+        except OSError as exc:
+            return type(exc).__name__
+        return int(response.status_code)
+
+
+async def test_a_request_hypercorn_refuses_gets_its_400_despite_the_bytes_behind_it(
+    live_servers: Callable[..., LiveServer],
+) -> None:
+    """A head h11 refuses (here a Content-Length that is no number) is answered 400 and the
+    connection closed, while the client is still sending what followed it: the same
+    lingering close lets the 400 through."""
+    server = live_servers(env={"JWT_SECRET": SECRET})
+    head = b"POST /api/matches HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: many\r\n\r\n"
+    answers = [
+        await asyncio.to_thread(_send_and_read, server.port, head + _json_array(4 * MIB))
+        for _ in range(RUNS)
+    ]
+    assert answers == [400] * RUNS, answers
