@@ -199,8 +199,8 @@ class TimerTCPServer(TCPServer):
         super().__init__(*args, **kwargs)
         self.idle_timer = IdleTimer(self, _idle_connections(self.context))
         self.idle_task = self.idle_timer  # type: ignore[assignment]
-        # Not with a read timeout (Hypercorn's read loop is kept as is there) nor with
-        # server names to check (the lane does not check Host against them).
+        # Not with a read timeout (each read then goes through wait_for, as Hypercorn's) nor
+        # with server names to check (the lane does not check Host against them).
         self.lane = (
             FastLane(self)
             if _fast_lane and self.config.read_timeout is None and not self.config.server_names
