@@ -180,6 +180,18 @@ def _live_server(live_servers: Callable[..., LiveServer]) -> LiveServer:
     return live_servers()
 
 
+@pytest.fixture(name="shared_live_server", scope="module")
+def _shared_live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One instance (as `live_server`) for all the tests of a module that only read from it or
+    use rooms and players of their own: a start costs 4-7 s on a loaded machine. Tests that
+    kill, drain or limit a server, or count what is on its board, keep their own."""
+    server = LiveServer(str(tmp_path_factory.mktemp("shared_server")))
+    try:
+        yield server.start()
+    finally:
+        server.kill()
+
+
 @pytest.fixture(name="own_redis")
 def _own_redis() -> Iterator[RedisServer]:
     """A redis-server of this test alone, which the test may stop and start again (same port)."""

@@ -248,16 +248,17 @@ async def test_resume_gets_a_fresh_window_first_and_nothing_replayed(
     ],
 )
 async def test_bad_window_rooms_are_400_on_every_transport(
-    live_server: LiveServer, room: str
+    shared_live_server: LiveServer, room: str
 ) -> None:
-    token = live_server.token("viewer")
+    # Refusals only: one instance serves every room of the list (conftest.shared_live_server).
+    token = shared_live_server.token("viewer")
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=shared_live_server.url, timeout=10) as client:
         sse = await client.get("/api/events", params={"rooms": room}, headers=headers)
         assert sse.status_code == 400, sse.text
         polled = await client.get("/api/poll", params={"rooms": room}, headers=headers)
         assert polled.status_code == 400, polled.text
-    async with WSClient(live_server.url, token) as ws:
+    async with WSClient(shared_live_server.url, token) as ws:
         answer = await ws.subscribe([room])
         assert answer["type"] == "error" and answer["status"] == 400
 
