@@ -149,8 +149,10 @@ async def test_resume_replays_exactly_the_missed_events(
 
 @pytest.mark.parametrize("cursor", ["garbage", "deadbeef.5", "x" * 500])
 async def test_bad_cursor_gives_reset_and_a_fresh_snapshot(
-    live_server: LiveServer, cursor: str
+    shared_live_server: LiveServer, cursor: str
 ) -> None:
+    # Reads only: one instance for the three cursors (conftest.shared_live_server).
+    live_server = shared_live_server
     token = live_server.token("viewer")
     async with SSEClient(live_server.url, "leaderboard:global", token, last_event_id=cursor) as sse:
         await sse.wait_event("leaderboard:initial")
