@@ -13,17 +13,9 @@ from .config import ConfigError, load_settings
 def _serve(args: argparse.Namespace) -> None:
     # The configuration first: a bad value stops the start before the service is imported.
     settings = load_settings(**({"port": args.port} if args.port else {}))
-
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    from . import create_app
-    from .drain import shutdown_trigger
-    from .gc_policy import freeze_once_started
-    from .web import hypercorn_fast
     from .workers import WORKER_ENV, reuse_port_socket, supervise
 
-    if args.workers > 1:
+    if args.workers > 1:  # the supervisor serves nothing itself: it never imports the app
         if settings.redis_url is None:
             sys.exit(
                 "rankpulse serve: --workers needs REDIS_URL: without it each worker would run "
@@ -32,6 +24,15 @@ def _serve(args: argparse.Namespace) -> None:
         worker_argv = ["--host", args.host, "--port", str(settings.port)]
         worker_argv += ["--access-log"] if args.access_log else []
         sys.exit(supervise(args.workers, worker_argv))
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from . import create_app
+    from .drain import shutdown_trigger
+    from .gc_policy import freeze_once_started
+    from .web import hypercorn_fast
+
     app = create_app(settings)
     freeze_once_started(app)  # full GC passes skip start-up's heap (gc_policy.py)
     config = Config()
