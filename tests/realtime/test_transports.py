@@ -182,8 +182,9 @@ async def test_expired_cursor_gives_reset_expired(live_servers) -> None:  # type
 
 
 async def test_unknown_and_private_rooms_are_refused_on_every_transport(
-    live_server: LiveServer,
+    shared_live_server: LiveServer,
 ) -> None:
+    live_server = shared_live_server  # refusals and reads only: one instance for the module
     token = live_server.token("ann")
     for rooms, status in (("nope", 400), ("player:bob", 403), ("match:", 400), ("", 400)):
         async with SSEClient(live_server.url, rooms, token) as sse:
@@ -201,7 +202,8 @@ async def test_unknown_and_private_rooms_are_refused_on_every_transport(
         assert sse.status == 200
 
 
-async def test_private_room_refused_on_resume_too(live_server: LiveServer) -> None:
+async def test_private_room_refused_on_resume_too(shared_live_server: LiveServer) -> None:
+    live_server = shared_live_server  # refusals and reads only: one instance for the module
     mine = live_server.token("ann")
     async with SSEClient(live_server.url, "player:ann", mine) as sse:
         await sse.wait_event("stream:open")
@@ -212,7 +214,8 @@ async def test_private_room_refused_on_resume_too(live_server: LiveServer) -> No
     assert (await poll(live_server.url, "player:ann", other, cursor)).status_code == 403
 
 
-async def test_missing_or_bad_token_is_401(live_server: LiveServer) -> None:
+async def test_missing_or_bad_token_is_401(shared_live_server: LiveServer) -> None:
+    live_server = shared_live_server  # refusals only: one instance for the module
     for token in (None, "not-a-token"):
         async with SSEClient(live_server.url, "matches", token) as sse:
             assert sse.status == 401
