@@ -85,7 +85,8 @@ async def test_a_waiting_poll_answers_when_its_event_arrives(
     assert answer["cursor"] == cursor
 
 
-async def test_bad_cursor_resets_with_a_snapshot(live_server: LiveServer) -> None:
+async def test_bad_cursor_resets_with_a_snapshot(shared_live_server: LiveServer) -> None:
+    live_server = shared_live_server  # reads only: one instance for the module
     token = live_server.token("viewer")
     for cursor in ("garbage", "deadbeef.5", "x" * 500):
         answer = (await poll(live_server.url, "leaderboard:global", token, cursor)).json()
@@ -126,7 +127,8 @@ async def test_a_poll_ends_when_its_token_expires(live_servers) -> None:  # type
     assert reply.headers["www-authenticate"] == "Bearer"
 
 
-async def test_bad_requests_get_their_status(live_server: LiveServer) -> None:
+async def test_bad_requests_get_their_status(shared_live_server: LiveServer) -> None:
+    live_server = shared_live_server  # refusals and reads only: one instance for the module
     token = live_server.token("ann")
     cases: list[tuple[dict[str, str], dict[str, str], int]] = [
         ({"rooms": "nope"}, {}, 400),
