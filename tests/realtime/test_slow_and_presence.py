@@ -100,7 +100,10 @@ async def admin_ping(server: LiveServer) -> None:
 
 
 @pytest.mark.parametrize("transport", ["sse", "ws"])
-async def test_stream_ends_when_its_token_expires(live_server: LiveServer, transport: str) -> None:
+async def test_stream_ends_when_its_token_expires(
+    shared_live_server: LiveServer, transport: str
+) -> None:
+    live_server = shared_live_server  # its own short token only: one instance for both transports
     token = live_server.token("ann", ttl=2)
     started = time.monotonic()
     if transport == "sse":
