@@ -6,12 +6,9 @@
 -- Returns 1, or 0 when the marker is gone, -1 when another rebuild took over.
 -- One HMGET, ZADD and two HSETs per batch: a row published since the rebuild began (the
 -- publish script writes it to the next board too) keeps its place when it is newer.
-local marker = redis.call('GET', KEYS[1])
-if not marker then
-  return 0
-end
-if marker ~= ARGV[1] then
-  return -1
+local state = rebuild_state(KEYS[1], ARGV[1])
+if state ~= 1 then
+  return state
 end
 local function lines(text)
   local out = {}

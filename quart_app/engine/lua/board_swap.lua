@@ -6,12 +6,9 @@
 -- The replaced keys are moved aside and UNLINKed (freed in Redis's background thread):
 -- RENAME over them freed a 1,000,000-player board inside this script, and Redis answered
 -- nobody for seconds.
-local marker = redis.call('GET', KEYS[1])
-if not marker then
-  return 0
-end
-if marker ~= ARGV[1] then
-  return -1
+local state = rebuild_state(KEYS[1], ARGV[1])
+if state ~= 1 then
+  return state
 end
 for i = 2, 4 do
   local retired = KEYS[i + 7]
