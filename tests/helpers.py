@@ -17,6 +17,7 @@ from quart import Quart
 from quart_app.engine.base import BoardEntry, Engine
 from quart_app.runtime import Runtime
 from quart_app.store.database import Store
+from quart_app.store.seed import seed_players
 from quart_app.store.tables import matches, outbox, players
 
 SECRET = "test-secret-" + "x" * 32
@@ -205,3 +206,43 @@ def assert_problem(reply: Reply, status: int) -> None:
     assert reply.body["status"] == status
     assert isinstance(reply.body["title"], str) and reply.body["title"]
     assert isinstance(reply.body["detail"], str) and reply.body["detail"]
+
+
+# seeding and polling -----------------------------------------------------------------------
+async def seed_sqlite(url: str, players: int) -> None:
+    """`players` players straight into the (migrated) database at `url`, in bulk."""
+    store = Store(url)
+    await store.connect(migrate=True)
+    try:
+        await seed_players(store, players)
+    finally:
+        await store.disconnect()
+
+
+async def app_poll(
+    api: Api, room: str, cursor: str | None = None, timeout: float = 10
+) -> dict[str, Any]:
+    """One long-poll through the app under test, as the reader; its answer, parsed."""
+    path = f"/api/poll?rooms={room}&timeout={timeout:g}"
+    if cursor:
+        path += f"&cursor={cursor}"
+    response = await api.client.get(path, headers={"Authorization": f"Bearer {api.reader}"})
+    assert response.status_code == 200
+    answer: dict[str, Any] = json.loads(await response.get_data())
+    return answer
+
+
+class LoopTurns:
+    """Counts turns of the event loop: a callback that schedules itself once per turn."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.count += 1
+        self._handle = self._loop.call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()

@@ -17,7 +17,7 @@ from quart_app.store.board_reads import around, page, player
 from quart_app.store.database import Store
 from quart_app.store.seed import seed_players
 
-from ..helpers import board_matches_sql, eventually, log_events, serving, sql_players
+from ..helpers import board_matches_sql, eventually, log_events, seed_sqlite, serving, sql_players
 
 PLAYERS = 3000
 
@@ -44,12 +44,7 @@ def _load_gate(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
 
 
 async def seed(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path}/pulse.db")  # the file make_app serves
-    await store.connect(migrate=True)
-    try:
-        await seed_players(store, PLAYERS)
-    finally:
-        await store.disconnect()
+    await seed_sqlite(f"sqlite:///{tmp_path}/pulse.db", PLAYERS)  # the file make_app serves
 
 
 async def test_ready_while_the_board_loads_and_a_result_meanwhile_is_ranked_on_the_whole_board(

@@ -22,9 +22,8 @@ from quart_app import runtime as runtime_module
 from quart_app.engine.base import Engine
 from quart_app.store import rebuild as rebuild_module
 from quart_app.store.database import Store
-from quart_app.store.seed import seed_players
 
-from ..helpers import eventually, serving
+from ..helpers import eventually, seed_sqlite, serving
 
 PLAYERS = 3000
 
@@ -43,12 +42,7 @@ async def test_an_instance_starting_during_another_ones_rebuild_waits_instead_of
     redis_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store = Store(f"sqlite:///{tmp_path}/pulse.db")  # the file make_app serves
-    await store.connect(migrate=True)
-    try:
-        await seed_players(store, PLAYERS)
-    finally:
-        await store.disconnect()
+    await seed_sqlite(f"sqlite:///{tmp_path}/pulse.db", PLAYERS)  # the file make_app serves
     # start() returns after this wait while the start-up rebuild goes on
     monkeypatch.setattr(runtime_module, "DATABASE_FIRST_ATTEMPT_WAIT", 0.2)
 

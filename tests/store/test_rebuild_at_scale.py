@@ -11,11 +11,9 @@ import redis.asyncio as aioredis
 from quart import Quart
 
 from quart_app.store.board_reads import page
-from quart_app.store.database import Store
 from quart_app.store.rebuild import rebuild
-from quart_app.store.seed import seed_players
 
-from ..helpers import eventually, serving
+from ..helpers import eventually, seed_sqlite, serving
 
 PLAYERS = 50_000
 
@@ -23,12 +21,7 @@ PLAYERS = 50_000
 async def test_a_reader_never_sees_an_empty_or_short_board_during_a_rebuild(
     make_app: Callable[..., Quart], tmp_path: Path, redis_url: str
 ) -> None:
-    store = Store(f"sqlite:///{tmp_path}/pulse.db")  # the file make_app serves
-    await store.connect(migrate=True)
-    try:
-        await seed_players(store, PLAYERS)
-    finally:
-        await store.disconnect()
+    await seed_sqlite(f"sqlite:///{tmp_path}/pulse.db", PLAYERS)  # the file make_app serves
 
     async with serving(make_app(redis_url=redis_url)) as api:
 

@@ -23,26 +23,11 @@ from hypercorn.config import Config
 from quart_app.web import fast_lane, hypercorn_fast
 from quart_app.web.turns import ANSWERS_PER_TURN
 
+from ..helpers import LoopTurns
 from ..services import free_port
 
 CROWD = 4 * ANSWERS_PER_TURN + 5
 TIMEOUT = 30
-
-
-class LoopTurns:
-    """Counts turns of the event loop: a callback that schedules itself once per turn."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._loop = asyncio.get_running_loop()
-        self._handle = self._loop.call_soon(self._tick)
-
-    def _tick(self) -> None:
-        self.count += 1
-        self._handle = self._loop.call_soon(self._tick)
-
-    def stop(self) -> None:
-        self._handle.cancel()
 
 
 class StubApp:

@@ -6,52 +6,24 @@ loses or repeats an event."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
-from typing import Any
 
 import pytest
 
 from quart_app.engine.base import Draft, Publication
 from quart_app.web.turns import ANSWERS_PER_TURN
 
-from ..helpers import Api
+from ..helpers import Api, LoopTurns, app_poll
 
 ROOM = "matches"
 CROWD = 3 * ANSWERS_PER_TURN + 5
-
-
-class LoopTurns:
-    """Counts turns of the event loop: a callback that schedules itself once per turn."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._loop = asyncio.get_running_loop()
-        self._handle = self._loop.call_soon(self._tick)
-
-    def _tick(self) -> None:
-        self.count += 1
-        self._handle = self._loop.call_soon(self._tick)
-
-    def stop(self) -> None:
-        self._handle.cancel()
-
-
-async def _poll(api: Api, cursor: str | None = None) -> dict[str, Any]:
-    path = f"/api/poll?rooms={ROOM}&timeout=10"
-    if cursor:
-        path += f"&cursor={cursor}"
-    response = await api.client.get(path, headers={"Authorization": f"Bearer {api.reader}"})
-    assert response.status_code == 200
-    answer: dict[str, Any] = json.loads(await response.get_data())
-    return answer
 
 
 async def test_a_crowd_arriving_at_once_is_taken_a_budget_per_turn(
     memory_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hub = memory_api.rt.hub
-    start = (await _poll(memory_api))["cursor"]
+    start = (await app_poll(memory_api, ROOM))["cursor"]
     for n in range(3):
         await memory_api.rt.engine.publish(
             Publication(events=(Draft((ROOM,), "announcement", {"n": n}),))
@@ -68,7 +40,7 @@ async def test_a_crowd_arriving_at_once_is_taken_a_budget_per_turn(
     monkeypatch.setattr(hub, "resume_position", spy)
     try:
         answers = await asyncio.wait_for(
-            asyncio.gather(*(_poll(memory_api, start) for _ in range(CROWD))), 30
+            asyncio.gather(*(app_poll(memory_api, ROOM, start) for _ in range(CROWD))), 30
         )
     finally:
         turns.stop()

@@ -4,27 +4,16 @@ loses an event when its own timeout falls in the same turn of the loop as the re
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
 from quart_app.engine.base import Draft, Publication
 from quart_app.engine.poll_answers import WAKE_SLICE
 
-from ..helpers import Api
+from ..helpers import Api, app_poll
 
 ROOM = "matches"
 POLLERS = 3 * WAKE_SLICE + 5  # several slices
-
-
-async def _poll(api: Api, cursor: str | None = None, timeout: float = 10) -> dict[str, Any]:
-    path = f"/api/poll?rooms={ROOM}&timeout={timeout:g}"
-    if cursor:
-        path += f"&cursor={cursor}"
-    response = await api.client.get(path, headers={"Authorization": f"Bearer {api.reader}"})
-    assert response.status_code == 200
-    answer: dict[str, Any] = json.loads(await response.get_data())
-    return answer
 
 
 async def _until(check: Any, timeout: float = 20) -> None:
@@ -38,14 +27,16 @@ async def _received(api: Api, first: dict[str, Any]) -> list[Any]:
     """What one poller got: its answer, and (after an empty one) its next poll's answer."""
     answer = first
     if not answer["events"]:
-        answer = await _poll(api, answer["cursor"], timeout=0)
+        answer = await app_poll(api, ROOM, answer["cursor"], timeout=0)
     return [event["data"]["n"] for event in answer["events"]]
 
 
 async def test_no_poller_skips_an_event_released_as_its_timeout_expires(memory_api: Api) -> None:
-    start = (await _poll(memory_api))["cursor"]
+    start = (await app_poll(memory_api, ROOM))["cursor"]
     polls = memory_api.rt.hub.polls
-    pollers = [asyncio.create_task(_poll(memory_api, start, timeout=0.3)) for _ in range(POLLERS)]
+    pollers = [
+        asyncio.create_task(app_poll(memory_api, ROOM, start, timeout=0.3)) for _ in range(POLLERS)
+    ]
     await _until(lambda: polls.waiting_groups == 1 and _waiting(memory_api) == POLLERS)
     # Every poll's deadline passes while the loop is busy (a deliberate stall, not a wait),
     # then the event that releases them arrives: timeouts and wake-ups meet in one turn.
@@ -59,9 +50,9 @@ async def test_no_poller_skips_an_event_released_as_its_timeout_expires(memory_a
 
 
 async def test_a_crowd_is_woken_a_slice_per_turn_of_the_loop(memory_api: Api) -> None:
-    start = (await _poll(memory_api))["cursor"]
+    start = (await app_poll(memory_api, ROOM))["cursor"]
     polls = memory_api.rt.hub.polls
-    pollers = [asyncio.create_task(_poll(memory_api, start)) for _ in range(POLLERS)]
+    pollers = [asyncio.create_task(app_poll(memory_api, ROOM, start)) for _ in range(POLLERS)]
     await _until(lambda: polls.waiting_groups == 1 and _waiting(memory_api) == POLLERS)
     wakes = list(_group(memory_api).waiters)
     await memory_api.rt.engine.publish(
