@@ -6,6 +6,7 @@ developer's machine it skips with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -306,6 +307,21 @@ class LiveServer:
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             return str(json.load(response)["access_token"])
+
+    def sigterm(self) -> float:
+        """SIGTERM to the group, without waiting (a drain under test); returns when it was sent."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        return time.monotonic()
+
+    async def exit_time(self, since: float, limit: float) -> float:
+        """Seconds from `since` until the process exited (fails after `limit`)."""
+        assert self.process is not None
+        deadline = since + limit
+        while self.process.poll() is None:
+            assert time.monotonic() < deadline, f"still running {limit:g} s after SIGTERM"
+            await asyncio.sleep(0.05)
+        return time.monotonic() - since
 
     def stop(self) -> None:
         """A graceful stop (SIGTERM to the group)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,22 +24,6 @@ from ..faults import FaultProxy
 from ..services import LiveServer, PostgresServer, RedisServer
 
 SECRET = "drain-test-secret-0123456789"
-
-
-def _sigterm(server: LiveServer) -> float:
-    assert server.process is not None
-    os.killpg(server.process.pid, signal.SIGTERM)
-    return time.monotonic()
-
-
-async def _exit_time(server: LiveServer, since: float, limit: float) -> float:
-    """Seconds from `since` until the process exited (fails after `limit`)."""
-    assert server.process is not None
-    deadline = since + limit
-    while server.process.poll() is None:
-        assert time.monotonic() < deadline, f"still running {limit:g} s after SIGTERM"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - since
 
 
 async def _publisher(api: HttpApi, sent: list[int], stop: asyncio.Event, rate: float) -> None:
@@ -75,7 +58,7 @@ async def test_sigterm_drains_every_transport_and_exits_in_time(
         await _until(lambda: all(c.opened.is_set() for c in clients), 10, "clients open", sessions)
         await asyncio.sleep(0.3)  # the poll is pending on the server (a request in flight)
 
-        since = _sigterm(server)
+        since = server.sigterm()
         while (ready := await http.get("/readyz")).status_code == 200:
             assert time.monotonic() - since < 1.0, "/readyz still 200 a second after SIGTERM"
         assert ready.status_code == 503 and ready.headers["Retry-After"]
@@ -105,7 +88,7 @@ async def test_sigterm_drains_every_transport_and_exits_in_time(
         assert (ws.kind, ws.close_code) == ("ws-close", 1012)
         for ending in (sse, ws):
             assert ending.at - since <= drain + 0.5
-    took = await _exit_time(server, since, drain + 5)
+    took = await server.exit_time(since, drain + 5)
     assert took <= drain + 5
 
 
@@ -171,8 +154,8 @@ async def test_two_thousand_streams_leave_a_draining_instance_spread_and_resume_
             own_redis.stop()
         gc.disable()  # a full collection over 2,000 clients would stall the timing of their ends
         try:
-            since = _sigterm(a)
-            took = await _exit_time(a, since, drain + 5)
+            since = a.sigterm()
+            took = await a.exit_time(since, drain + 5)
         finally:
             gc.enable()
         a_gone.set()
@@ -260,11 +243,11 @@ async def test_exit_in_time_with_redis_and_the_database_blackholed(
         await _until(lambda: all(c.opened.is_set() for c in clients), 10, "streams open", sessions)
         redis_link.blackhole()
         database_link.blackhole()
-        since = _sigterm(server)
+        since = server.sigterm()
         sse, ws = await asyncio.wait_for(asyncio.gather(*sessions), drain + 5)
         assert sse.kind == "sse-eof" and sse.retry_ms is not None and not sse.reset
         assert (ws.kind, ws.close_code) == ("ws-close", 1012)
-        took = await _exit_time(server, since, drain + 5)
+        took = await server.exit_time(since, drain + 5)
         print(f"exit with Redis and PostgreSQL blackholed: {took:.2f} s (DRAIN_SECONDS={drain:g})")
     finally:
         redis_link.stop()

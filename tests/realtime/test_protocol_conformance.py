@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from ..clients import HttpApi, SSEClient, WSClient, poll
 from ..drain_clients import ROOM, Follower
 from ..http_wire import read_response
-from ..services import LiveServer
+from ..services import LiveServer, wait_until
 
 SECRET = "protocol-conformance-secret-0123456789"
 
@@ -253,13 +253,8 @@ async def test_clients_that_stopped_reading_do_not_hold_up_the_exit(
             await awake.wait_for(
                 lambda evs: sum(e["event"] == "announcement" for e in evs) >= count, 30
             )
-        assert server.process is not None
-        os.killpg(server.process.pid, signal.SIGTERM)
-        since = time.monotonic()
-        while server.process.poll() is None:
-            assert time.monotonic() - since <= drain + 5, "still running after DRAIN_SECONDS + 5 s"
-            await asyncio.sleep(0.05)
-        print(f"exit {time.monotonic() - since:.2f} s after SIGTERM (DRAIN_SECONDS={drain:g})")
+        took = await server.exit_time(server.sigterm(), drain + 5)
+        print(f"exit {took:.2f} s after SIGTERM (DRAIN_SECONDS={drain:g})")
     finally:
         for sock in stalled:
             sock.close()
@@ -306,7 +301,15 @@ def test_a_draining_instance_sends_its_pollers_elsewhere(
         _get(pending, wire, f"/api/poll?rooms={ROOM}&cursor={cursor}&timeout=20", token)
         fresh.connect(("127.0.0.1", server.port))
         fresh.settimeout(10)
-        time.sleep(0.5)  # (the poll reaches the server and waits: nothing to wait *for*)
+        # The poll has reached the server (the lane counted it) before the drain begins.
+        wait_until(
+            lambda: (
+                'rankpulse_fast_lane_requests_total{path="/api/poll"} 2.0'
+                in httpx.get(server.url + "/metrics").text
+            ),
+            10,
+            "the pending poll taken by the server",
+        )
 
         assert server.process is not None
         os.killpg(server.process.pid, signal.SIGTERM)
