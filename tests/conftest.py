@@ -180,16 +180,37 @@ def _live_server(live_servers: Callable[..., LiveServer]) -> LiveServer:
     return live_servers()
 
 
-@pytest.fixture(name="shared_live_server", scope="module")
-def _shared_live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One instance (as `live_server`) for all the tests of a module that only read from it or
-    use rooms and players of their own: a start costs 4-7 s on a loaded machine. Tests that
-    kill, drain or limit a server, or count what is on its board, keep their own."""
-    server = LiveServer(str(tmp_path_factory.mktemp("shared_server")))
+@pytest.fixture(name="shared_servers", scope="module")
+def _shared_servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., LiveServer]]:
+    """`shared_servers(env={...}, args=(...))`: one instance per distinct configuration for all
+    the tests of a module that only read from it, are refused by it, or use rooms and players
+    of their own (a start costs 3-7 s on a loaded machine). Tests that kill, drain or limit a
+    server, or count what is on its board or in its metrics (other than by a difference),
+    keep their own (`live_servers`)."""
+    started: dict[tuple[tuple[tuple[str, str], ...], tuple[str, ...]], LiveServer] = {}
+
+    def shared(env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> LiveServer:
+        key = (tuple(sorted((env or {}).items())), args)
+        if key not in started:
+            workdir = tmp_path_factory.mktemp("shared_server")
+            # Listed before it starts: one that never gets healthy is still killed at teardown.
+            started[key] = server = LiveServer(str(workdir), env, None, args)
+            server.start()
+        return started[key]
+
     try:
-        yield server.start()
+        yield shared
     finally:
-        server.kill()
+        for server in started.values():
+            server.kill()
+
+
+@pytest.fixture(name="shared_live_server", scope="module")
+def _shared_live_server(shared_servers: Callable[..., LiveServer]) -> LiveServer:
+    """The module's shared instance on the embedded default (as `live_server`)."""
+    return shared_servers()
 
 
 @pytest.fixture(name="own_redis")

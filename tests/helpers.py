@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -246,3 +248,14 @@ class LoopTurns:
 
     def stop(self) -> None:
         self._handle.cancel()
+
+
+def lane_requests(base_url: str, path: str = "/api/poll") -> int:
+    """How many requests for `path` the fast lane of the real instance at `base_url` has taken
+    (its /metrics count): a request is counted when the lane takes it, so a test can wait for
+    a long-poll to be pending on the server instead of sleeping."""
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=20) as answer:
+        text = answer.read().decode()
+    series = 'rankpulse_fast_lane_requests_total{path="' + path + '"} '
+    found = re.search("^" + re.escape(series) + r"(\S+)$", text, re.M)
+    return int(float(found.group(1))) if found else 0

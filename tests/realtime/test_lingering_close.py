@@ -24,6 +24,14 @@ MIB = 1024 * 1024
 RUNS = 5
 
 
+@pytest.fixture(name="server")
+def _server(shared_servers: Callable[..., LiveServer]) -> LiveServer:
+    """For the tests that only send requests and read the answers (refusals): one instance
+    for the module (conftest.shared_servers); those that set LINGER_SECONDS or SIGTERM it
+    start their own."""
+    return shared_servers(env={"JWT_SECRET": SECRET})
+
+
 def _json_array(size: int) -> bytes:
     """A valid JSON body of `size` bytes (the size, not the syntax, is what is refused)."""
     return b"[" + b"0," * ((size - 3) // 2) + b"0" * (1 + (size - 3) % 2) + b"]"
@@ -65,21 +73,17 @@ async def _answers(
 @pytest.mark.parametrize(
     "size", [MIB + 1024, 4 * MIB, 16 * MIB], ids=["1MiB+1KiB", "4MiB", "16MiB"]
 )
-async def test_a_body_over_the_limit_gets_its_413_every_time(
-    live_servers: Callable[..., LiveServer], size: int
-) -> None:
-    server = live_servers(env={"JWT_SECRET": SECRET})
+async def test_a_body_over_the_limit_gets_its_413_every_time(server: LiveServer, size: int) -> None:
     answers = await _answers(server, "/api/matches", _writer_headers(server), _json_array(size))
     assert answers == [413] * RUNS, answers
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_the_raw_result_route_answers_a_2_mib_body_413(
-    live_servers: Callable[..., LiveServer], chunked: bool
+    server: LiveServer, chunked: bool
 ) -> None:
     """POST /api/matches/{id}/result is served past Quart (web/result_route.py) when it can:
     a body over its 64 KiB goes to Quart, whose 413 must reach the client like any other."""
-    server = live_servers(env={"JWT_SECRET": SECRET})
     answers = await _answers(
         server,
         "/api/matches/m-413/result",
@@ -90,8 +94,7 @@ async def test_the_raw_result_route_answers_a_2_mib_body_413(
     assert answers == [413] * RUNS, answers
 
 
-async def test_publish_answers_a_2_mib_body_413(live_servers: Callable[..., LiveServer]) -> None:
-    server = live_servers(env={"JWT_SECRET": SECRET})
+async def test_publish_answers_a_2_mib_body_413(server: LiveServer) -> None:
     body = json.dumps(
         {"room": "matches", "event": "announcement", "data": {"blob": "x" * (2 * MIB)}}
     ).encode()
@@ -100,10 +103,9 @@ async def test_publish_answers_a_2_mib_body_413(live_servers: Callable[..., Live
 
 
 async def test_a_wrong_content_type_answered_before_the_body_gets_its_415(
-    live_servers: Callable[..., LiveServer],
+    server: LiveServer,
 ) -> None:
     """The 415 is answered before a byte of the body is read: the same early answer."""
-    server = live_servers(env={"JWT_SECRET": SECRET})
     headers = {**_writer_headers(server), "Content-Type": "text/plain"}
     answers = await _answers(server, "/api/matches", headers, b"x" * (MIB - 1024))
     assert answers == [415] * RUNS, answers
@@ -185,12 +187,11 @@ def _send_and_read(port: int, data: bytes) -> int | str:
 
 
 async def test_a_request_hypercorn_refuses_gets_its_400_despite_the_bytes_behind_it(
-    live_servers: Callable[..., LiveServer],
+    server: LiveServer,
 ) -> None:
     """A head h11 refuses (here a Content-Length that is no number) is answered 400 and the
     connection closed, while the client is still sending what followed it: the same
     lingering close lets the 400 through."""
-    server = live_servers(env={"JWT_SECRET": SECRET})
     head = b"POST /api/matches HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: many\r\n\r\n"
     answers = [
         await asyncio.to_thread(_send_and_read, server.port, head + _json_array(4 * MIB))

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..clients import HttpApi, SSEClient, WSClient, poll
 from ..drain_clients import ROOM, Follower
+from ..helpers import lane_requests
 from ..http_wire import read_response
 from ..services import LiveServer, wait_until
 
@@ -303,10 +304,7 @@ def test_a_draining_instance_sends_its_pollers_elsewhere(
         fresh.settimeout(10)
         # The poll has reached the server (the lane counted it) before the drain begins.
         wait_until(
-            lambda: (
-                'rankpulse_fast_lane_requests_total{path="/api/poll"} 2.0'
-                in httpx.get(server.url + "/metrics").text
-            ),
+            lambda: lane_requests(server.url) == 2,
             10,
             "the pending poll taken by the server",
         )

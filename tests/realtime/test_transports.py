@@ -15,6 +15,13 @@ def _admin(live_server: LiveServer) -> HttpApi:
     return HttpApi(live_server.url, live_server.token("ops", "matches:write admin"))
 
 
+@pytest.fixture(name="shared_admin")
+def _shared_admin(shared_live_server: LiveServer) -> HttpApi:
+    """The writer on the module's shared instance (conftest.shared_servers): for tests that
+    read only what they wrote after their own cursor, and count no board."""
+    return HttpApi(shared_live_server.url, shared_live_server.token("ops", "matches:write admin"))
+
+
 async def test_sse_stream_opens_with_retry_open_and_snapshot(
     live_server: LiveServer, admin: HttpApi
 ) -> None:
@@ -114,8 +121,9 @@ async def test_player_room_carries_personal_events(live_server: LiveServer, admi
 
 @pytest.mark.parametrize("transport", ["sse", "poll", "ws"])
 async def test_resume_replays_exactly_the_missed_events(
-    live_server: LiveServer, admin: HttpApi, transport: str
+    shared_live_server: LiveServer, shared_admin: HttpApi, transport: str
 ) -> None:
+    live_server, admin = shared_live_server, shared_admin  # counts from its own cursor
     token = live_server.token("viewer")
     async with SSEClient(live_server.url, "matches", token) as first:
         await admin.announce("matches", {"n": 0})
@@ -171,8 +179,7 @@ async def test_expired_cursor_gives_reset_expired(live_servers) -> None:  # type
     admin = HttpApi(server.url, server.token("ops", "admin"))
     token = server.token("viewer")
     first = await admin.announce("matches", {"n": 0})
-    for n in range(150):
-        await admin.announce("matches", {"n": n})
+    await admin.announce_many("matches", [{"n": n} for n in range(150)])  # (one connection)
     async with SSEClient(server.url, "matches", token, last_event_id=first) as sse:
         await sse.wait_event("stream:reset")
         assert sse.named("stream:reset")[0]["data"] == {"reason": "expired"}
@@ -223,8 +230,9 @@ async def test_missing_or_bad_token_is_401(shared_live_server: LiveServer) -> No
 
 
 async def test_subscribe_and_unsubscribe_an_open_stream(
-    live_server: LiveServer, admin: HttpApi
+    shared_live_server: LiveServer, shared_admin: HttpApi
 ) -> None:
+    live_server, admin = shared_live_server, shared_admin  # a stream of its own, from the head
     token = live_server.token("ann")
     mine = HttpApi(live_server.url, token)
     async with SSEClient(live_server.url, "presence", token) as sse:
@@ -263,7 +271,8 @@ async def test_subscribe_and_unsubscribe_an_open_stream(
         )
 
 
-async def test_websocket_frames_errors_and_ping(live_server: LiveServer) -> None:
+async def test_websocket_frames_errors_and_ping(shared_live_server: LiveServer) -> None:
+    live_server = shared_live_server  # a socket of its own
     async with WSClient(live_server.url, live_server.token("ann")) as ws:
         await ws.send({"type": "ping"})
         assert await ws.recv() == {"type": "pong"}
@@ -279,7 +288,8 @@ async def test_websocket_frames_errors_and_ping(live_server: LiveServer) -> None
         assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 1003
 
 
-async def test_websocket_oversized_frame_closes_with_1009(live_server: LiveServer) -> None:
+async def test_websocket_oversized_frame_closes_with_1009(shared_live_server: LiveServer) -> None:
+    live_server = shared_live_server  # a socket of its own
     async with WSClient(live_server.url, live_server.token("ann")) as ws:
         await ws.send({"type": "ping", "pad": "x" * (70 * 1024)})
         with pytest.raises(Exception) as closed:
@@ -287,8 +297,8 @@ async def test_websocket_oversized_frame_closes_with_1009(live_server: LiveServe
         assert closed.value.rcvd.code == 1009  # type: ignore[attr-defined]
 
 
-async def test_websocket_origin_check(live_servers) -> None:  # type: ignore[no-untyped-def]
-    server = live_servers()
+async def test_websocket_origin_check(shared_servers) -> None:  # type: ignore[no-untyped-def]
+    server = shared_servers()  # handshakes only
     token = server.token("ann")
     with pytest.raises(InvalidStatus) as refused:
         async with WSClient(server.url, token, origin="http://evil.example"):
@@ -298,7 +308,7 @@ async def test_websocket_origin_check(live_servers) -> None:  # type: ignore[no-
         assert (await ws.subscribe(["matches"]))["type"] == "subscribed"
     async with WSClient(server.url, token) as ws:  # no Origin: a non-browser client
         assert (await ws.subscribe(["matches"]))["type"] == "subscribed"
-    allowed = live_servers(env={"CORS_ORIGINS": "https://game.example"})
+    allowed = shared_servers(env={"CORS_ORIGINS": "https://game.example"})
     async with WSClient(allowed.url, allowed.token("ann"), origin="https://game.example") as ws:
         assert (await ws.subscribe(["matches"]))["type"] == "subscribed"
     with pytest.raises(InvalidStatus) as refused:
@@ -308,10 +318,11 @@ async def test_websocket_origin_check(live_servers) -> None:  # type: ignore[no-
 
 
 async def test_stream_events_carry_the_position_they_reflect(
-    live_server: LiveServer, admin: HttpApi
+    shared_live_server: LiveServer, shared_admin: HttpApi
 ) -> None:
     """An EventSource that reconnects on its own right after stream:open (or a reset) sends
     that event's id as Last-Event-ID: it must lose nothing."""
+    live_server, admin = shared_live_server, shared_admin  # counts from its own cursor
     token = live_server.token("viewer")
     cursor = await admin.announce("matches", {"n": 0})
     for n in range(1, 4):
