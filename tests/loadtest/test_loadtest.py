@@ -89,9 +89,9 @@ def test_burst_over_sse_poll_and_ws(live_server: LiveServer, tmp_path: Path) -> 
 
 
 def test_rate_with_minted_tokens_and_two_publishers(
-    live_servers: Callable[..., LiveServer], tmp_path: Path
+    shared_servers: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
-    server = live_servers(env={"JWT_SECRET": SECRET})
+    server = shared_servers(env={"JWT_SECRET": SECRET})  # counts what its clients got
     code, report, output = run_generator(
         tmp_path / "rate.json",
         "--url",
@@ -120,9 +120,9 @@ def test_rate_with_minted_tokens_and_two_publishers(
 
 
 def test_refused_subscribers_are_reported(
-    live_servers: Callable[..., LiveServer], tmp_path: Path
+    shared_servers: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
-    server = live_servers(env={"JWT_SECRET": SECRET})
+    server = shared_servers(env={"JWT_SECRET": SECRET})  # refusals only
     code, report, _ = run_generator(
         tmp_path / "refused.json",
         "--url",

@@ -10,11 +10,19 @@ import json
 import socket
 
 import h11
+import pytest
 
 from ..http_wire import read_response
 from ..services import LiveServer
 
 HOST = ("Host", "127.0.0.1")
+
+
+@pytest.fixture(name="live_server")
+def _live_server(shared_live_server: LiveServer) -> LiveServer:
+    """Every test here only reads, on connections of its own (and the pipelined-polls test
+    allows a cursor past its own): the module's one instance (conftest.shared_servers)."""
+    return shared_live_server
 
 
 def _connect(server: LiveServer) -> socket.socket:

@@ -60,9 +60,9 @@ async def _still_open(reader: asyncio.StreamReader, seconds: float) -> bytes:
 
 
 async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(
-    live_servers: Callable[..., LiveServer],
+    shared_servers: Callable[..., LiveServer],
 ) -> None:
-    server = live_servers(env={"KEEP_ALIVE_SECONDS": str(KEEP_ALIVE)})
+    server = shared_servers(env={"KEEP_ALIVE_SECONDS": str(KEEP_ALIVE)})  # connections of its own
     reader, writer = await _open(server)
     try:
         # Idle right after the connect, and again after each answer on the same connection.
@@ -81,9 +81,9 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(
 
 
 async def test_a_pending_poll_and_a_stream_outlive_the_keep_alive_timeout(
-    live_servers: Callable[..., LiveServer],
+    shared_servers: Callable[..., LiveServer],
 ) -> None:
-    server = live_servers(env={"KEEP_ALIVE_SECONDS": str(KEEP_ALIVE)})
+    server = shared_servers(env={"KEEP_ALIVE_SECONDS": str(KEEP_ALIVE)})  # connections of its own
     token = server.token("viewer")
     admin = HttpApi(server.url, server.token("ops", "matches:write admin"))
     poll_reader, poll_writer = await _open(server)
