@@ -13,6 +13,11 @@ import websockets
 
 Envelope = dict[str, Any]
 
+# httpx makes a TLS context for every client (it loads certifi's CA bundle: 45 ms each, more
+# on a loaded machine), even for the plain-HTTP local servers the tests talk to; a client
+# per request made that a large part of many tests. All share this one (what httpx makes).
+TLS = httpx.create_ssl_context()
+
 
 class SSEClient:
     """An EventSource: parses frames into envelopes as they arrive."""
@@ -29,7 +34,9 @@ class SSEClient:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         if last_event_id:
             self.headers["Last-Event-ID"] = last_event_id
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(10, read=None))
+        self.client = httpx.AsyncClient(
+            base_url=base_url, timeout=httpx.Timeout(10, read=None), verify=TLS
+        )
         self.events: list[Envelope] = []
         self.pings = 0
         self.retry: int | None = None
@@ -206,7 +213,7 @@ async def poll(
     query = {"rooms": rooms, "timeout": str(timeout), **params}
     if cursor:
         query["cursor"] = cursor
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout + 10) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout + 10, verify=TLS) as client:
         return await client.get(
             "/api/poll", params=query, headers={"Authorization": f"Bearer {token}"}
         )
@@ -267,7 +274,7 @@ class HttpApi:
         expect: int | tuple[int, ...] = (200, 201, 202),
     ) -> Any:
         # A client per request: tests run each on its own event loop, and this is no hot path.
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10, verify=TLS) as client:
             response = await client.request(method, path, json=body, headers=self.headers)
         allowed = (expect,) if isinstance(expect, int) else expect
         assert response.status_code in allowed, (response.status_code, response.text)
@@ -289,7 +296,7 @@ class HttpApi:
         return result
 
     async def announce_many(self, room: str, datas: list[dict[str, Any]]) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10, verify=TLS) as client:
             for data in datas:
                 response = await client.post(
                     "/api/publish",
