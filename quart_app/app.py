@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from quart import Quart, Response, g, request
 from quart_schema import Info, QuartSchema
@@ -29,6 +30,32 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_REQUEST_BYTES = 1024 * 1024
 
 log = logging.getLogger("quart_app")
+
+
+class Routes:
+    """The ASGI app Hypercorn serves: the realtime endpoints and the hot write beside Quart."""
+
+    def __init__(self, runtime: Runtime, quart_asgi: Any) -> None:
+        self.event_stream = EventStream(runtime)
+        self.websocket = WebSocketEndpoint(runtime)
+        # (also answered straight from the fast lane: web/fast_lane.py finds it here)
+        self.long_poll = LongPoll(runtime, TokenCache(runtime.auth.verify))
+        # The hot write: a well-formed result skips Quart; anything else falls back to it.
+        self.match_result = ResultRoute(runtime, TokenCache(runtime.auth.verify), quart_asgi)
+        self.quart_asgi = quart_asgi
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind, path = scope["type"], scope.get("path")
+        if kind == "http" and path == SSE_PATH:
+            await self.event_stream(scope, receive, send)
+        elif kind == "websocket" and path == WS_PATH:
+            await self.websocket(scope, receive, send)
+        elif kind == "http" and path == POLL_PATH:
+            await self.long_poll(scope, receive, send)
+        elif is_result_path(scope):
+            await self.match_result(scope, receive, send)
+        else:
+            await self.quart_asgi(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -58,28 +85,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     # The realtime endpoints bypass Quart's request machinery (see web/sse.py, web/ws.py,
     # web/poll.py); everything else goes through it.
-    quart_asgi = app.asgi_app
-    event_stream = EventStream(runtime)
-    websocket = WebSocketEndpoint(runtime)
-    long_poll = LongPoll(runtime, TokenCache(runtime.auth.verify))
-    # The hot write: a well-formed result skips Quart; anything else falls back to it.
-    match_result = ResultRoute(
-        runtime, TokenCache(runtime.auth.verify), quart_asgi  # type: ignore[arg-type]
-    )
-
-    async def asgi(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
-        if scope["type"] == "http" and scope["path"] == SSE_PATH:
-            await event_stream(scope, receive, send)
-        elif scope["type"] == "websocket" and scope["path"] == WS_PATH:
-            await websocket(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == POLL_PATH:
-            await long_poll(scope, receive, send)
-        elif is_result_path(scope):
-            await match_result(scope, receive, send)  # type: ignore[arg-type]
-        else:
-            await quart_asgi(scope, receive, send)  # type: ignore[arg-type]
-
-    app.asgi_app = asgi  # type: ignore[method-assign,assignment]
+    app.asgi_app = Routes(runtime, app.asgi_app)  # type: ignore[method-assign,assignment]
 
     @app.before_request
     async def _clock() -> None:

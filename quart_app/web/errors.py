@@ -41,16 +41,22 @@ def problem_json(
     return json.dumps(body)
 
 
-async def send_problem(
-    send: Any, prefix: str, status: int, title: str, detail: str, *, close: bool = False
-) -> None:
-    """The same answer from a raw ASGI handler: `prefix` is "http" for a plain response,
-    "websocket.http" to refuse a WebSocket handshake. `close`: not kept alive after it."""
+def problem_headers(status: int) -> list[tuple[bytes, bytes]]:
+    """The headers of a problem answered by a raw handler (PROTOCOL 7)."""
     headers = [(b"content-type", b"application/problem+json")]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     elif status in (429, 503):  # PROTOCOL 7: these always say when to come back
         headers.append((b"retry-after", b"1"))
+    return headers
+
+
+async def send_problem(
+    send: Any, prefix: str, status: int, title: str, detail: str, *, close: bool = False
+) -> None:
+    """The same answer from a raw ASGI handler: `prefix` is "http" for a plain response,
+    "websocket.http" to refuse a WebSocket handshake. `close`: not kept alive after it."""
+    headers = problem_headers(status)
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})

@@ -7,13 +7,18 @@ around them. A crowd of pollers sends thousands of such heads a second, all alik
 
 Here, when a whole request head arrives on an idle HTTP/1.1 connection (h11 in IDLE on both
 sides, nothing buffered in it, no stream) and it is a plain `GET` of one of the two paths, the
-head is parsed with two regular expressions, h11's state is moved on as if h11 had read the
-request and its end, and our ASGI app runs with a real Hypercorn HTTPStream as its `send`:
-every response path (the raw writers of raw_response.py and raw_start.py, Hypercorn's own
-`send` for problems, its access log, the keep-alive recycle and the idle timer) works exactly
-as for a request Hypercorn parsed. A long-poll runs in the connection's own task (it never
-reads the request body nor waits for a disconnect); an SSE stream gets a task of Hypercorn's
-task group, as Hypercorn would, so the connection keeps reading to notice the client leaving.
+head is parsed with two regular expressions.
+
+A long-poll is then answered by the lane itself, in the connection's own task (a poll never
+reads a body nor waits for a disconnect): web/poll.py's `answer`, its bytes written to the
+socket, Hypercorn's access log, keep-alive limits and idle timer served as Hypercorn would.
+h11 never leaves IDLE, so there is no request cycle to recycle after the answer (that recycle,
+the HTTPStream and h11's event processing were a third of a poll's CPU under a crowd).
+
+An SSE stream lives long and may be answered by any of the stream's writers, so it goes the
+way Hypercorn would take it: h11's state is moved on as if h11 had read the request and its
+end, and our ASGI app runs with a real Hypercorn HTTPStream as its `send`, in a task of the
+connection's task group, while the connection keeps reading to notice the client leaving.
 
 Everything else goes to Hypercorn byte for byte: other paths and methods, HTTP/1.0 and HTTP/2,
 a body, `Expect`, `Upgrade`, a head the expressions do not match (obsolete line folding, bare
@@ -38,6 +43,7 @@ from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 
 from ..metrics import LANE_REQUESTS
+from .raw_socket import HIGH_WATER
 from .turns import TurnBudget
 
 POLL_PATH: Final = "/api/poll"  # web/poll.py PATH
@@ -217,13 +223,14 @@ class FastLane:
     """One connection's lane: takes the bytes Hypercorn's protocol would have been given
     (TimerTCPServer._read_data) and serves what it can, handing the rest on."""
 
-    __slots__ = ("_server", "_buffer", "_max_head", "_arrivals")
+    __slots__ = ("_server", "_buffer", "_max_head", "_arrivals", "_poll")
 
     def __init__(self, server: Any) -> None:
         self._server = server  # hypercorn_fast.TimerTCPServer
         self._buffer = b""
         self._max_head: int = server.config.h11_max_incomplete_size
         self._arrivals = arrival_budget(server.loop)
+        self._poll: Any = None  # the app's web/poll.py LongPoll, found at the first poll
 
     def _idle_protocol(self) -> H11Protocol | None:
         """Hypercorn's HTTP/1.1 protocol when it is between requests with nothing read."""
@@ -276,6 +283,52 @@ class FastLane:
             await self._server.protocol.handle(RawData(data))
 
     async def _serve(self, protocol: H11Protocol, request: LaneRequest) -> None:
+        if request.path == POLL_PATH:
+            poll = self._poll or lane_poll(protocol.app)
+            if poll is not None:
+                self._poll = poll
+                await self._answer_poll(protocol, poll, request)
+                return
+        await self._serve_as_hypercorn(protocol, request)
+
+    async def _answer_poll(self, protocol: H11Protocol, poll: Any, request: LaneRequest) -> None:
+        """One long-poll, answered here: what Hypercorn does around a request (the idle timer,
+        the request counts, the keep-alive limit, the access log, closing after a `close`),
+        with h11 left IDLE on both sides throughout."""
+        server = self._server
+        server.idle_timer.disarm()  # (Updated(idle=False))
+        config = protocol.config
+        started = time.time()
+        protocol.keep_alive_requests += 1
+        await protocol.context.mark_request()
+        LANE_REQUESTS[POLL_PATH] += 1
+        answer = await poll.answer("GET", request.query_string, request.headers)
+        close = (
+            answer.close
+            or request.close
+            or protocol.keep_alive_requests >= config.keep_alive_max_requests
+            or protocol.context.terminated.is_set()
+        )
+        writer = server.writer
+        if not writer.is_closing():  # (the client may have left while the poll waited)
+            writer.write(poll.encoded(answer, close=close))
+            if config.log.access_logger is not None:
+                await config.log.access(
+                    _access_scope(protocol, request),  # type: ignore[arg-type]
+                    {"status": answer.status, "headers": answer.headers},
+                    time.time() - started,
+                )
+            if writer.transport.get_write_buffer_size() > HIGH_WATER:
+                try:
+                    await writer.drain()  # (a client that does not read: wait, as Hypercorn)
+                except (ConnectionError, RuntimeError):
+                    close = True
+        if close:
+            await server._close()
+        else:
+            server.idle_timer.arm()  # (Updated(idle=True))
+
+    async def _serve_as_hypercorn(self, protocol: H11Protocol, request: LaneRequest) -> None:
         # h11: as if it had read the Request and its EndOfMessage (h11._connection
         # _process_event for both, without the header validation done above).
         connection = protocol.connection
@@ -334,5 +387,29 @@ class FastLane:
                 _run_app, protocol.app, config, scope, receive, stream.app_send
             )
         else:
-            # A poll neither reads nor waits for a disconnect: no task of its own.
+            # A poll (of an app without a lane poll) neither reads nor waits for a
+            # disconnect: no task of its own.
             await _run_app(protocol.app, config, scope, receive, stream.app_send)
+
+
+def lane_poll(wrapped_app: Any) -> Any:
+    """The LongPoll of app.py's Routes, or None (another ASGI app: served through it)."""
+    app = getattr(wrapped_app, "app", None)  # (Hypercorn's ASGIWrapper)
+    return getattr(app, "long_poll", None)
+
+
+def _access_scope(protocol: H11Protocol, request: LaneRequest) -> dict[str, Any]:
+    """The request as Hypercorn's access log reads it (only built when that log is on)."""
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "https" if protocol.ssl else "http",
+        "path": request.path,
+        "raw_path": request.raw_path,
+        "query_string": request.query_string,
+        "root_path": protocol.config.root_path,
+        "headers": request.headers,
+        "client": protocol.client,
+        "server": protocol.server,
+    }

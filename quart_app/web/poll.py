@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..auth import AuthError, Identity
 from ..domain.ids import GLOBAL_BOARD
@@ -22,9 +22,9 @@ from ..engine.poll_cursor import answer_cursor
 from ..runtime import Runtime
 from ..services.errors import ServiceError, Unavailable
 from ..store.database import DatabaseUnavailable
-from .errors import BadRequestBody, send_problem
-from .raw_response import SharedResponses, hypercorn_h11_responder
-from .request_parts import query_params, stream_headers
+from .errors import BadRequestBody, problem_headers, problem_json
+from .raw_response import Headers, SharedResponses, encode_response, hypercorn_h11_responder
+from .request_parts import query_params, request_headers
 from .streams import authorized_rooms, parse_top
 from .token_cache import TokenCache
 from .tokens import token_from
@@ -44,6 +44,19 @@ ANSWER_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"n
 Scope = dict[str, Any]
 
 
+class PollAnswer(NamedTuple):
+    status: int
+    headers: Headers  # without Content-Length and Connection
+    body: bytes
+    close: bool  # the connection closes after it (draining)
+
+
+def _problem(status: int, title: str, detail: str, *, close: bool) -> PollAnswer:
+    return PollAnswer(
+        status, problem_headers(status), problem_json(status, title, detail).encode(), close
+    )
+
+
 class LongPoll:
     def __init__(self, runtime: Runtime, tokens: TokenCache) -> None:
         self.rt = runtime
@@ -53,13 +66,48 @@ class LongPoll:
         self._turns = TurnBudget()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """The ASGI way in (HEAD, HTTP/2, the test client, FAST_LANE off): the answer written
+        through `send`, or straight to the socket where raw_response.py can."""
+        method = scope["method"]
+        status, headers, body, close = await self.answer(
+            method, scope["query_string"], scope["headers"]
+        )
+        if status == 200:
+            respond = (
+                hypercorn_h11_responder(send, scope, self._answers)
+                if method == "GET" and not close
+                else None
+            )
+            if respond is not None:
+                await respond(200, headers, body)
+                return
+        # Framed by Content-Length, a problem too (as the lane frames it); a HEAD gets none.
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        if method == "HEAD":
+            body = b""
+        if close:
+            headers = [*headers, (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def encoded(self, answer: PollAnswer, *, close: bool) -> bytes:
+        """The whole HTTP/1.1 response of `answer` (fast_lane.py writes it as it is): a 200
+        kept alive is encoded once per body and shared by every poller given that body."""
+        status, headers, body, _ = answer
+        if status == 200:
+            return self._answers.get(body, close=close)
+        return encode_response(status, headers, body, close=close)
+
+    async def answer(
+        self, method: str, query_string: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> PollAnswer:
+        """The answer to one poll, a problem included (never raises but for cancellation)."""
         started = time.perf_counter()
-        status, body = 200, b""
         turns = self._turns
         await turns.take()  # a crowd's arrivals spread over turns too (turns.py)
         admitted = turns.turn
         try:
-            identity, rooms, cursor, timeout, top = self._parse(scope)
+            identity, rooms, cursor, timeout, top = self._parse(method, query_string, headers)
             if identity.sub is not None:
                 await self._presence(identity.sub)
             windows = self.rt.hub.windows  # rank windows ride along (PROTOCOL 3.2)
@@ -68,50 +116,22 @@ class LongPoll:
             body = await windows.add_to_poll(body, rooms, cursor)
             if turns.turn != admitted:  # it waited: its answer takes a place of its own
                 await turns.take()
-        except AuthError as exc:
-            status = 401
-            await send_problem(send, "http", 401, "Unauthorized", str(exc))
-        except (BadRequestBody, ServiceError) as exc:
-            status = exc.status
-            await send_problem(
-                send, "http", exc.status, exc.title, exc.detail, close=self.rt.draining
-            )
-        except (EngineUnavailable, DatabaseUnavailable):
-            status = 503
-            await send_problem(send, "http", 503, "Service Unavailable", "retry shortly")
-        except Exception:
-            log.exception("long-poll failed")
-            status = 500
-            await send_problem(send, "http", 500, "Internal Server Error", "unexpected error")
-        else:
             # Draining (PROTOCOL 3.7): the connection closes after the answer, so that the
             # poller's next poll reaches another instance instead of this one again.
-            closing = self.rt.draining
-            respond = (
-                hypercorn_h11_responder(send, scope, self._answers)
-                if scope["method"] == "GET" and not closing
-                else None
-            )
-            if respond is not None:
-                await respond(200, ANSWER_HEADERS, body)
-            else:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            *ANSWER_HEADERS,
-                            (b"content-length", str(len(body)).encode()),
-                            *([(b"connection", b"close")] if closing else []),
-                        ],
-                    }
-                )
-                if scope["method"] == "HEAD":
-                    body = b""
-                await send({"type": "http.response.body", "body": body, "more_body": False})
+            answer = PollAnswer(200, ANSWER_HEADERS, body, self.rt.draining)
+        except AuthError as exc:
+            answer = _problem(401, "Unauthorized", str(exc), close=False)
+        except (BadRequestBody, ServiceError) as exc:
+            answer = _problem(exc.status, exc.title, exc.detail, close=self.rt.draining)
+        except (EngineUnavailable, DatabaseUnavailable):
+            answer = _problem(503, "Service Unavailable", "retry shortly", close=False)
+        except Exception:
+            log.exception("long-poll failed")
+            answer = _problem(500, "Internal Server Error", "unexpected error", close=False)
         self.rt.metrics.observe_request(
-            PATH, scope["method"], status, time.perf_counter() - started
+            PATH, method, answer.status, time.perf_counter() - started
         )
+        return answer
 
     # the request -------------------------------------------------------------------------------
     def identify(self, token: str | None) -> Identity:
@@ -120,11 +140,13 @@ class LongPoll:
             return self.tokens.verify(token)
         return self.rt.auth.identify(None)
 
-    def _parse(self, scope: Scope) -> tuple[Identity, list[str], str | None, float, int]:
-        if scope["method"] not in ("GET", "HEAD"):
+    def _parse(
+        self, method: str, query_string: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[Identity, list[str], str | None, float, int]:
+        if method not in ("GET", "HEAD"):
             raise BadRequestBody(405, "Method Not Allowed", "use GET")
-        query = query_params(scope["query_string"])
-        authorization, cookie, _ = stream_headers(scope)
+        query = query_params(query_string)
+        authorization, cookie, _ = request_headers(headers)
         identity = self.identify(
             token_from(authorization, query.get("access_token"), cookie, allow_query=True)
         )

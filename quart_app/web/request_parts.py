@@ -35,8 +35,15 @@ def query_params(raw: bytes) -> dict[str, str]:
 def stream_headers(scope: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     """`Authorization`, `Cookie` and `Last-Event-ID` of a raw ASGI request (the last one of
     each name wins, as in a dict of the headers)."""
+    return request_headers(scope["headers"])
+
+
+def request_headers(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[str | None, str | None, str | None]:
+    """The same, from the request's header list (lowercased names, as ASGI has them)."""
     authorization = cookie = last_event_id = None
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"authorization":
             authorization = value.decode("latin-1")
         elif name == b"cookie":

@@ -1,0 +1,119 @@
+"""Long-polls answered by the fast lane itself (web/fast_lane.py `_answer_poll`: h11 never
+leaves IDLE, the lane does what Hypercorn does around a request), against real `rankpulse
+serve` processes and raw sockets: the idle timer is re-armed after each answer, SIGTERM closes
+a connection idle after one at once, and a problem it answers is framed and worded as Hypercorn
+answers it, the connection kept for the next poll."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+from ..helpers import lane_requests
+from ..services import LiveServer
+
+KEEP_ALIVE = 1.0
+
+
+async def _open(server: LiveServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", server.port)
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """One GET on a keep-alive connection: status, headers (lowercased names), body. The
+    answer must be framed by Content-Length (never chunked, never closed to end it)."""
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    status_line, *lines = head[:-4].split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    assert b"transfer-encoding" not in headers, head
+    body = await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), 30)
+    return int(status_line.split()[1]), headers, body
+
+
+async def _closed_within(reader: asyncio.StreamReader, limit: float) -> float:
+    started = time.monotonic()
+    assert await asyncio.wait_for(reader.read(1), limit) == b"", "bytes on an idle connection"
+    return time.monotonic() - started
+
+
+async def test_an_idle_connection_after_lane_polls_closes_after_the_timeout(
+    live_servers: Callable[..., LiveServer],
+) -> None:
+    server = live_servers(env={"KEEP_ALIVE_SECONDS": str(KEEP_ALIVE)})
+    token = server.token("viewer")
+    before = lane_requests(server.url)
+    reader, writer = await _open(server)
+    try:
+        for _ in range(2):
+            status, _, body = await _exchange(
+                reader, writer, f"/api/poll?rooms=matches&timeout=0&access_token={token}"
+            )
+            assert status == 200 and "cursor" in json.loads(body)
+        assert lane_requests(server.url) - before == 2  # both answered by the lane
+        # Idle after the lane's answer: closed by KEEP_ALIVE_SECONDS (Hypercorn's default, 5 s,
+        # is past the limit), not at once.
+        waited = await _closed_within(reader, KEEP_ALIVE + 3)
+        assert waited >= KEEP_ALIVE * 0.8, f"closed after {waited:.2f} s"
+    finally:
+        writer.close()
+
+
+async def test_sigterm_closes_a_connection_idle_after_a_lane_poll_at_once(
+    live_servers: Callable[..., LiveServer],
+) -> None:
+    # A keep-alive timeout far beyond the test: only the shutdown can close it.
+    server = live_servers(env={"KEEP_ALIVE_SECONDS": "120", "DRAIN_SECONDS": "1"})
+    token = server.token("viewer")
+    reader, writer = await _open(server)
+    try:
+        status, _, _ = await _exchange(
+            reader, writer, f"/api/poll?rooms=matches&timeout=0&access_token={token}"
+        )
+        assert status == 200 and lane_requests(server.url) >= 1
+        server.sigterm()
+        await _closed_within(reader, 1 + 5)  # DRAIN_SECONDS + 5 s (PROTOCOL 3.7)
+    finally:
+        writer.close()
+
+
+async def test_problems_from_the_lane_match_hypercorns_and_keep_the_connection(
+    shared_live_server: LiveServer, live_servers: Callable[..., LiveServer]
+) -> None:
+    without_lane = live_servers(env={"FAST_LANE": "false"})
+    answers: dict[str, list[tuple[int, dict[bytes, bytes], bytes]]] = {}
+    for name, server in (("lane", shared_live_server), ("hypercorn", without_lane)):
+        token = server.token("viewer")
+        problems = [
+            "/api/poll?rooms=matches",  # no token: 401
+            f"/api/poll?rooms=matches&timeout=99&access_token={token}",  # 400
+            f"/api/poll?access_token={token}",  # no rooms: 400
+            "/api/poll?rooms=matches&access_token=not-a-token",  # 401
+        ]
+        before = lane_requests(server.url)
+        reader, writer = await _open(server)
+        try:
+            answers[name] = [await _exchange(reader, writer, target) for target in problems]
+            # ... and the same connection still serves a poll.
+            status, _, body = await _exchange(
+                reader, writer, f"/api/poll?rooms=matches&timeout=0&access_token={token}"
+            )
+            assert status == 200 and "cursor" in json.loads(body)
+        finally:
+            writer.close()
+        taken = lane_requests(server.url) - before
+        assert taken == (len(problems) + 1 if name == "lane" else 0), (name, taken)
+    for (status, headers, body), (status_h, headers_h, body_h) in zip(
+        answers["lane"], answers["hypercorn"], strict=True
+    ):
+        assert status == status_h and status in (400, 401)
+        assert headers[b"content-type"] == headers_h[b"content-type"] == b"application/problem+json"
+        assert headers.get(b"www-authenticate") == headers_h.get(b"www-authenticate")
+        assert json.loads(body) == json.loads(body_h)
