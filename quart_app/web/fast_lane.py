@@ -130,13 +130,47 @@ def parse_head(data: bytes, max_head: int) -> LaneRequest | _Verdict:
     line = _REQUEST_LINE.match(data)
     if line is None:
         return DECLINE
+    block = data[line.end() : end]
+    known = _KNOWN_BLOCKS.get(block)
+    if known is None:
+        parsed = _parse_headers(block)
+        if isinstance(parsed, _Verdict):
+            return DECLINE
+        known = parsed
+        if len(block) <= _KNOWN_BLOCK_BYTES:
+            if len(_KNOWN_BLOCKS) >= _KNOWN_BLOCK_ENTRIES:
+                _KNOWN_BLOCKS.clear()
+            _KNOWN_BLOCKS[block] = known
+    headers, close = known
+    raw_path = line.group(1)
+    return LaneRequest(
+        path=POLL_PATH if raw_path == _PREFIXES[0][4:] else SSE_PATH,
+        raw_path=raw_path,
+        query_string=line.group(2) or b"",
+        headers=headers,
+        close=close,
+        length=end,
+    )
+
+
+# The header blocks seen lately, parsed: a poller sends the same headers (all but the
+# request line) with every poll, and a crowd's clients mostly the same ones, so a block is
+# parsed once, not once a poll. Bounded in entries and size; a parse is shared read-only.
+_KNOWN_BLOCKS: dict[bytes, tuple[list[tuple[bytes, bytes]], bool]] = {}
+_KNOWN_BLOCK_ENTRIES = 256
+_KNOWN_BLOCK_BYTES = 4096
+
+
+def _parse_headers(block: bytes) -> tuple[list[tuple[bytes, bytes]], bool] | _Verdict:
+    """The header lines of a head (from after the request line to the blank line's end):
+    the headers as h11 gives them and `Connection: close`, or DECLINE."""
     headers: list[tuple[bytes, bytes]] = []
     hosts = 0
     close = False
-    position = line.end()
-    blank = end - 2
+    position = 0
+    blank = len(block) - 2
     while position < blank:
-        header = _HEADER_LINE.match(data, position, blank)
+        header = _HEADER_LINE.match(block, position, blank)
         if header is None:
             return DECLINE
         position = header.end()
@@ -155,17 +189,9 @@ def parse_head(data: bytes, max_head: int) -> LaneRequest | _Verdict:
                 return DECLINE
             close = close or b"close" in tokens
         headers.append((name, value))
-    if position != blank or data[blank:end] != b"\r\n" or hosts != 1:
+    if position != blank or block[blank:] != b"\r\n" or hosts != 1:
         return DECLINE  # (h11 wants exactly one Host on HTTP/1.1)
-    raw_path = line.group(1)
-    return LaneRequest(
-        path=POLL_PATH if raw_path == _PREFIXES[0][4:] else SSE_PATH,
-        raw_path=raw_path,
-        query_string=line.group(2) or b"",
-        headers=headers,
-        close=close,
-        length=end,
-    )
+    return headers, close
 
 
 class _Receive:

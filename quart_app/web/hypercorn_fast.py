@@ -144,40 +144,61 @@ def _idle_connections(context: WorkerContext) -> _IdleConnections:
 
 
 class IdleTimer:
-    """Stands in for Hypercorn's AsyncioSingleTask as `TCPServer.idle_task`."""
+    """Stands in for Hypercorn's AsyncioSingleTask as `TCPServer.idle_task`.
+
+    Lazy: arming stamps the time the connection went idle, and one timer per connection checks
+    the stamp when it fires (re-scheduling itself for the rest), so a keep-alive poller's
+    arm/disarm per request is two plain assignments, not a timer scheduled and cancelled."""
 
     def __init__(self, server: TimerTCPServer, idle: _IdleConnections) -> None:
         self._server = server
         self._idle = idle
+        self._timeout: float = server.config.keep_alive_timeout
         self._handle: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None
         self._closing: asyncio.Task[None] | None = None
         # Bumped by every arm/disarm: a close scheduled by an expiry is dropped when a
         # request arrived between the expiry and the close (Hypercorn would close it).
         self._generation = 0
 
     def arm(self) -> None:
-        self.disarm()
+        self._generation += 1
         self._idle.armed.add(self)
         if self._idle.terminated:
             self.expire()
-        else:
-            loop = self._server.loop
-            self._handle = loop.call_later(self._server.config.keep_alive_timeout, self.expire)
+            return
+        loop = self._server.loop
+        self._idle_since = loop.time()
+        if self._handle is None:
+            self._handle = loop.call_later(self._timeout, self._check)
 
     def disarm(self) -> None:
         self._generation += 1
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._idle_since = None
         self._idle.armed.discard(self)
 
+    def _check(self) -> None:
+        self._handle = None
+        since = self._idle_since
+        if since is None:
+            return  # busy: the next arm schedules a check again
+        left = since + self._timeout - self._server.loop.time()
+        if left > 0:
+            self._handle = self._server.loop.call_later(left, self._check)
+        else:
+            self.expire()
+
     def expire(self) -> None:
-        if self._handle is not None:  # expired by the shutdown before its time
-            self._handle.cancel()
-            self._handle = None
+        self._cancel()
+        self._idle_since = None
         self._idle.armed.discard(self)
         if self._closing is None:
             self._closing = self._server.loop.create_task(self._close(self._generation))
+
+    def _cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
     async def _close(self, generation: int) -> None:
         try:
@@ -192,6 +213,7 @@ class IdleTimer:
 
     async def stop(self) -> None:
         self.disarm()
+        self._cancel()  # (the connection is closed: no check is needed any more)
 
 
 class TimerTCPServer(TCPServer):
