@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
+from ..services import LiveServer
 from .conftest import OpenPage
 from .helpers import unique
 
@@ -26,6 +27,13 @@ PRELUDE = """async ([body, arg]) => {
   return await (new Function('BoardModel', 'YouModel', 'pageOffsetOf', 'entry', 'change',
     'shown', 'arg', body))(BoardModel, YouModel, pageOffsetOf, entry, change, shown, arg);
 }"""
+
+
+@pytest.fixture(name="live_server")
+def _live_server(shared_live_server: LiveServer) -> LiveServer:
+    """The model runs in the page with no server traffic: one instance serves the page and its
+    script to every test of the module (conftest.shared_servers), instead of one per test."""
+    return shared_live_server
 
 
 @pytest.fixture(name="page")
