@@ -147,8 +147,12 @@ class LossyServer:
     def __init__(self) -> None:
         self.streams: list[asyncio.StreamWriter] = []
         self.seq = 0
+        self.handlers: set[asyncio.Task[None]] = set()  # one per connection, until it ends
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self.handlers.add(handler)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -241,7 +245,8 @@ async def test_losses_and_repeats_are_reported(tmp_path: Path) -> None:
             stream.close()
         server.close()
         await server.wait_closed()
-        await asyncio.sleep(0.1)  # the handlers finish closing their sockets
+        # (Python 3.11's wait_closed does not wait for them) the handlers close their sockets
+        await asyncio.wait_for(asyncio.gather(*lossy.handlers), 10)
     assert process.returncode == 1, output.decode()
     row = json.loads(out.read_text())["transports"]["sse"]
     assert (row["missing"], row["duplicated"], row["out_of_order"]) == (1, 1, 0)
