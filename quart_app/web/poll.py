@@ -19,6 +19,7 @@ from ..domain.ids import GLOBAL_BOARD
 from ..engine.base import EngineUnavailable, Event, LogGap
 from ..engine.poll_answers import RESET, SHUTDOWN, answer_body, rooms_key
 from ..engine.poll_cursor import answer_cursor
+from ..engine.windows import window_rooms
 from ..runtime import Runtime
 from ..services.errors import ServiceError, Unavailable
 from ..store.database import DatabaseUnavailable
@@ -39,6 +40,7 @@ MAX_TIMEOUT = 30.0
 # 10 s per sub keeps that true and spares the engine (Redis) a call per poll.
 PRESENCE_EVERY = 10.0
 PRESENCE_MEMORY = 100_000  # subs remembered for that; pruned past this
+ROOMS_MEMORY = 10_000  # (rooms, caller) questions remembered; forgotten all at once past this
 ANSWER_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 Scope = dict[str, Any]
@@ -64,6 +66,7 @@ class LongPoll:
         self._presence_told: dict[str, float] = {}
         self._answers = SharedResponses(200, ANSWER_HEADERS)
         self._turns = TurnBudget()
+        self._authorized: dict[tuple[str | None, Identity], tuple[list[str], bool]] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         """The ASGI way in (HEAD, HTTP/2, the test client, FAST_LANE off): the answer written
@@ -107,13 +110,17 @@ class LongPoll:
         await turns.take()  # a crowd's arrivals spread over turns too (turns.py)
         admitted = turns.turn
         try:
-            identity, rooms, cursor, timeout, top = self._parse(method, query_string, headers)
+            identity, (rooms, windowed), cursor, timeout, top = self._parse(
+                method, query_string, headers
+            )
             if identity.sub is not None:
                 await self._presence(identity.sub)
             windows = self.rt.hub.windows  # rank windows ride along (PROTOCOL 3.2)
-            timeout = windows.poll_timeout(rooms, cursor, timeout)
+            if windowed:
+                timeout = windows.poll_timeout(rooms, cursor, timeout)
             body = await self._answer(identity, rooms, cursor, timeout, top)
-            body = await windows.add_to_poll(body, rooms, cursor)
+            if windowed:
+                body = await windows.add_to_poll(body, rooms, cursor)
             if turns.turn != admitted:  # it waited: its answer takes a place of its own
                 await turns.take()
             # Draining (PROTOCOL 3.7): the connection closes after the answer, so that the
@@ -142,7 +149,7 @@ class LongPoll:
 
     def _parse(
         self, method: str, query_string: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> tuple[Identity, list[str], str | None, float, int]:
+    ) -> tuple[Identity, tuple[list[str], bool], str | None, float, int]:
         if method not in ("GET", "HEAD"):
             raise BadRequestBody(405, "Method Not Allowed", "use GET")
         query = query_params(query_string)
@@ -150,16 +157,28 @@ class LongPoll:
         identity = self.identify(
             token_from(authorization, query.get("access_token"), cookie, allow_query=True)
         )
-        rooms = authorized_rooms(identity, query.get("rooms"))
-        if not rooms:
-            raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
         return (
             identity,
-            rooms,
+            self._rooms(identity, query.get("rooms")),
             query.get("cursor"),
             _timeout(query.get("timeout")),
             parse_top(query.get("top")),
         )
+
+    def _rooms(self, identity: Identity, raw: str | None) -> tuple[list[str], bool]:
+        """The rooms a poll asks for, authorized, and whether any is a rank window: a poller
+        asks the same every poll, so the answer is remembered per (rooms, caller)."""
+        key = (raw, identity)
+        known = self._authorized.get(key)
+        if known is None:
+            rooms = authorized_rooms(identity, raw)
+            if not rooms:
+                raise BadRequestBody(400, "Bad Request", "name at least one room: ?rooms=a,b")
+            known = (rooms, bool(window_rooms(rooms)))
+            if len(self._authorized) >= ROOMS_MEMORY:
+                self._authorized.clear()
+            self._authorized[key] = known
+        return known
 
     async def _presence(self, sub: str) -> None:
         now = time.monotonic()
