@@ -4,7 +4,9 @@ A raw ASGI handler, like sse.py and ws.py: under a crowd of pollers, Quart's per
 machinery (request context, routing, Response) and a JWT check per poll were most of an
 instance's time, and starved every other request. Here a poll costs a query parse, a cached
 token (token_cache.py), and an answer shared with every poller that asks the same question
-(engine/poll_answers.py): no connection, queue or task of its own.
+(engine/poll_answers.py): no connection, queue or task of its own. `answer` is the whole of
+it; a plain GET on HTTP/1.1 is answered with it by the fast lane (fast_lane.py) without an ASGI
+call, everything else comes through `__call__`.
 """
 
 from __future__ import annotations
