@@ -114,8 +114,23 @@ def arrival_budget(loop: asyncio.AbstractEventLoop) -> TurnBudget:
     return budget
 
 
-def parse_head(data: bytes, max_head: int) -> LaneRequest | _Verdict:
-    """The lane request at the start of `data`, NEED_MORE, or DECLINE."""
+class HeaderMemo:
+    """The header block one connection sent last, parsed: a poller repeats its headers (all
+    but the request line) with every poll, so they are parsed once per connection, not once
+    per poll. (Per connection: clients' tokens and cookies make their blocks differ.)"""
+
+    __slots__ = ("block", "parsed")
+
+    def __init__(self) -> None:
+        self.block = b""
+        self.parsed: tuple[list[tuple[bytes, bytes]], bool] | None = None
+
+
+def parse_head(
+    data: bytes, max_head: int, memo: HeaderMemo | None = None
+) -> LaneRequest | _Verdict:
+    """The lane request at the start of `data`, NEED_MORE, or DECLINE. With `memo`, a header
+    block equal to the one it holds is not parsed again (its parse is shared, read-only)."""
     end_match = _HEAD_END.search(data)
     if end_match is None:
         if len(data) > max_head:
@@ -131,17 +146,16 @@ def parse_head(data: bytes, max_head: int) -> LaneRequest | _Verdict:
     if line is None:
         return DECLINE
     block = data[line.end() : end]
-    known = _KNOWN_BLOCKS.get(block)
-    if known is None:
-        parsed = _parse_headers(block)
-        if isinstance(parsed, _Verdict):
+    if memo is not None and memo.parsed is not None and block == memo.block:
+        parsed = memo.parsed
+    else:
+        verdict = _parse_headers(block)
+        if isinstance(verdict, _Verdict):
             return DECLINE
-        known = parsed
-        if len(block) <= _KNOWN_BLOCK_BYTES:
-            if len(_KNOWN_BLOCKS) >= _KNOWN_BLOCK_ENTRIES:
-                _KNOWN_BLOCKS.clear()
-            _KNOWN_BLOCKS[block] = known
-    headers, close = known
+        parsed = verdict
+        if memo is not None:
+            memo.block, memo.parsed = block, parsed
+    headers, close = parsed
     raw_path = line.group(1)
     return LaneRequest(
         path=POLL_PATH if raw_path == _PREFIXES[0][4:] else SSE_PATH,
@@ -151,14 +165,6 @@ def parse_head(data: bytes, max_head: int) -> LaneRequest | _Verdict:
         close=close,
         length=end,
     )
-
-
-# The header blocks seen lately, parsed: a poller sends the same headers (all but the
-# request line) with every poll, and a crowd's clients mostly the same ones, so a block is
-# parsed once, not once a poll. Bounded in entries and size; a parse is shared read-only.
-_KNOWN_BLOCKS: dict[bytes, tuple[list[tuple[bytes, bytes]], bool]] = {}
-_KNOWN_BLOCK_ENTRIES = 256
-_KNOWN_BLOCK_BYTES = 4096
 
 
 def _parse_headers(block: bytes) -> tuple[list[tuple[bytes, bytes]], bool] | _Verdict:
@@ -249,7 +255,7 @@ class FastLane:
     """One connection's lane: takes the bytes Hypercorn's protocol would have been given
     (TimerTCPServer._read_data) and serves what it can, handing the rest on."""
 
-    __slots__ = ("_server", "_buffer", "_max_head", "_arrivals", "_poll")
+    __slots__ = ("_server", "_buffer", "_max_head", "_arrivals", "_poll", "_headers")
 
     def __init__(self, server: Any) -> None:
         self._server = server  # hypercorn_fast.TimerTCPServer
@@ -257,6 +263,7 @@ class FastLane:
         self._max_head: int = server.config.h11_max_incomplete_size
         self._arrivals = arrival_budget(server.loop)
         self._poll: Any = None  # the app's web/poll.py LongPoll, found at the first poll
+        self._headers = HeaderMemo()
 
     def _idle_protocol(self) -> H11Protocol | None:
         """Hypercorn's HTTP/1.1 protocol when it is between requests with nothing read."""
@@ -289,7 +296,7 @@ class FastLane:
             protocol = self._idle_protocol()
             if protocol is None:
                 break
-            verdict = parse_head(data, self._max_head)
+            verdict = parse_head(data, self._max_head, self._headers)
             if verdict is NEED_MORE:
                 self._buffer = data
                 return

@@ -137,9 +137,7 @@ class LongPoll:
         except Exception:
             log.exception("long-poll failed")
             answer = _problem(500, "Internal Server Error", "unexpected error", close=False)
-        self.rt.metrics.observe_request(
-            PATH, method, answer.status, time.perf_counter() - started
-        )
+        self.rt.metrics.observe_request(PATH, method, answer.status, time.perf_counter() - started)
         return answer
 
     # the request -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The fast lane's head parser (web/fast_lane.py `parse_head`) never disagrees with h11, the
 parser Hypercorn would have used: whatever head it takes, h11 takes too, with the same headers
 and the same keep-alive verdict; a head h11 refuses, the lane leaves to Hypercorn. Parsing the
-same head again (its header block is then remembered) gives the same request."""
+same head again on the same connection (its header block then remembered in the connection's
+HeaderMemo) gives the same request."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import h11
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quart_app.web.fast_lane import LaneRequest, parse_head
+from quart_app.web.fast_lane import HeaderMemo, LaneRequest, parse_head
 
 MAX_HEAD = 16 * 1024
 TOKEN = "!#$%&'*+.^_`|~0123456789abcXYZ-"
@@ -20,12 +21,37 @@ VALUE_CHARS = st.sampled_from(
     list("abc XYZ09,;=/\t\"'") + ["\x80", "\xe9", "\xff", "\x00", "\r", "\n", "\x7f"]
 )
 KNOWN_NAMES = st.sampled_from(
-    ["Host", "host", "Connection", "Content-Length", "Authorization", "Cookie", "Accept",
-     "Last-Event-ID", "Upgrade", "Expect", "Transfer-Encoding", "X-Custom"]
+    [
+        "Host",
+        "host",
+        "Connection",
+        "Content-Length",
+        "Authorization",
+        "Cookie",
+        "Accept",
+        "Last-Event-ID",
+        "Upgrade",
+        "Expect",
+        "Transfer-Encoding",
+        "X-Custom",
+    ]
 )
 KNOWN_VALUES = st.sampled_from(
-    ["close", "keep-alive", "Keep-Alive, Close", "upgrade", "0", "12", "example.org", "",
-     " padded ", "Bearer abc.def.ghi", "chunked", "100-continue", "a\tb"]
+    [
+        "close",
+        "keep-alive",
+        "Keep-Alive, Close",
+        "upgrade",
+        "0",
+        "12",
+        "example.org",
+        "",
+        " padded ",
+        "Bearer abc.def.ghi",
+        "chunked",
+        "100-continue",
+        "a\tb",
+    ]
 )
 
 
@@ -59,25 +85,35 @@ def _h11_parse(head: bytes) -> tuple[list[tuple[bytes, bytes]], bool] | None:
 
 
 @settings(max_examples=600, deadline=None)
-@given(heads())
-def test_the_lane_takes_a_head_only_as_h11_reads_it(head: bytes) -> None:
-    lane = parse_head(head, MAX_HEAD)
-    if not isinstance(lane, LaneRequest):
-        return  # left to Hypercorn: always safe
-    assert lane.length == len(head)
-    h11_reading = _h11_parse(head)
-    assert h11_reading is not None, "the lane took a head h11 refuses"
-    headers, close = h11_reading
-    assert lane.headers == headers
-    assert lane.close == close
-    assert parse_head(head, MAX_HEAD) == lane  # again, from the remembered block
+@given(st.lists(heads(), min_size=1, max_size=3))
+def test_the_lane_takes_a_head_only_as_h11_reads_it(connection_heads: list[bytes]) -> None:
+    memo = HeaderMemo()  # one connection's heads, one after the other, each sent twice
+    for head in connection_heads:
+        for _ in range(2):
+            lane = parse_head(head, MAX_HEAD, memo)
+            assert lane == parse_head(head, MAX_HEAD)  # the same with or without the memo
+            if not isinstance(lane, LaneRequest):
+                continue  # left to Hypercorn: always safe
+            assert lane.length == len(head)
+            h11_reading = _h11_parse(head)
+            assert h11_reading is not None, "the lane took a head h11 refuses"
+            headers, close = h11_reading
+            assert lane.headers == headers
+            assert lane.close == close
 
 
-def test_a_remembered_block_serves_another_request_line() -> None:
+def test_a_remembered_block_serves_another_request_line_and_a_new_block_replaces_it() -> None:
+    memo = HeaderMemo()
     block = b"Host: x\r\nAuthorization: Bearer t\r\n\r\n"
-    first = parse_head(b"GET /api/poll?cursor=a HTTP/1.1\r\n" + block, MAX_HEAD)
-    second = parse_head(b"GET /api/events?cursor=b HTTP/1.1\r\n" + block, MAX_HEAD)
+    first = parse_head(b"GET /api/poll?cursor=a HTTP/1.1\r\n" + block, MAX_HEAD, memo)
+    second = parse_head(b"GET /api/events?cursor=b HTTP/1.1\r\n" + block, MAX_HEAD, memo)
     assert isinstance(first, LaneRequest) and isinstance(second, LaneRequest)
     assert (first.path, first.query_string) == ("/api/poll", b"cursor=a")
     assert (second.path, second.query_string) == ("/api/events", b"cursor=b")
     assert first.headers == second.headers == [(b"host", b"x"), (b"authorization", b"Bearer t")]
+    assert second.headers is first.headers  # not parsed again
+    closing = parse_head(
+        b"GET /api/poll HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", MAX_HEAD, memo
+    )
+    assert isinstance(closing, LaneRequest)
+    assert closing.close and closing.headers == [(b"host", b"x"), (b"connection", b"close")]
