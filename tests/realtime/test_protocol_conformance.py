@@ -181,12 +181,12 @@ async def test_sigterm_to_the_supervisor_of_workers_drains_every_worker(
 
 
 async def test_a_body_over_one_mebibyte_is_answered_413_not_reset(
-    live_servers: Callable[..., LiveServer],
+    shared_servers: Callable[..., LiveServer],
 ) -> None:
     """PROTOCOL 7: a body over the limit is a 413 (1 MiB for any request). A client that
     sends 4 MiB in one go (no Expect: 100-continue, as most HTTP libraries do) must get
     that answer, every time."""
-    server = live_servers(env={"JWT_SECRET": SECRET})
+    server = shared_servers(env={"JWT_SECRET": SECRET})  # refusals only
     headers = {
         "Authorization": f"Bearer {server.token('writer', 'matches:write')}",
         "Content-Type": "application/json",
@@ -336,11 +336,11 @@ def test_a_draining_instance_sends_its_pollers_elsewhere(
 
 
 async def test_private_and_unknown_rooms_are_refused_on_resume_too(
-    live_servers: Callable[..., LiveServer],
+    shared_servers: Callable[..., LiveServer],
 ) -> None:
     """PROTOCOL 1: an unknown room is a 400 and someone else's private room a 403, on every
     transport, and on resume too (a valid cursor does not open a room)."""
-    server = live_servers(env={"JWT_SECRET": SECRET})
+    server = shared_servers(env={"JWT_SECRET": SECRET})  # refusals only
     admin = HttpApi(server.url, server.token("ops", "admin"))
     token = server.token("ann")
     cursor = await admin.announce(ROOM, {"n": 0})  # a cursor this instance resumes from
