@@ -25,14 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, Redis, Server, machine, median, pinned, print_table, token, write_json
+from _common import (
+    ROOT,
+    Redis,
+    Server,
+    cpu_seconds,
+    machine,
+    median,
+    pinned,
+    print_table,
+    token,
+    write_json,
+)
 
 ROOM = "matches"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_once(tree: str, engine: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from _common import (
     ROOT,
     Client,
     Server,
+    cpu_seconds,
     free_port,
     machine,
     median,
@@ -92,6 +93,10 @@ class SocketIO:
         )
         wait_until(self._up, 30, "the Socket.IO server")
         self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid  # (taskset execs node: the server itself)
 
     def _up(self) -> bool:
         import socket
@@ -186,6 +191,7 @@ async def measure(
         )
         stop = asyncio.Event()
         prober = asyncio.create_task(probe(server.url, admin, stop))
+        cpu_before = cpu_seconds(server.pid)
         generator = await asyncio.create_subprocess_exec(
             *command,
             cwd=args.anchor,
@@ -193,12 +199,14 @@ async def measure(
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await generator.communicate()
+        cpu = cpu_seconds(server.pid) - cpu_before  # connecting, publishing, delivering
         stop.set()
         posts = await prober
         lines = [line for line in out.decode().splitlines() if line.startswith("{")]
         if not lines:
             return {"error": err.decode()[-500:]}
         report: dict[str, Any] = json.loads(lines[-1])
+        report["server_cpu_s"] = round(cpu, 2)
         report["post_p50_ms"] = percentile(posts, 0.5)
         report["post_p99_ms"] = percentile(posts, 0.99)
         # Keeping up: every event to everyone, at (nearly) the publish rate, not only in the end.
@@ -277,7 +285,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             ok = [r for r in reports if "error" not in r]
             figures[system] = {
                 key: median([r.get(key) for r in ok])
-                for key in ("p50_ms", "p99_ms", "deliveries_per_s", "post_p99_ms")
+                for key in ("p50_ms", "p99_ms", "deliveries_per_s", "post_p99_ms", "server_cpu_s")
             }
             figures[system]["kept_up"] = all(r.get("kept_up") for r in ok) and len(ok) == len(
                 reports
@@ -295,6 +303,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     fig["p99_ms"],
                     fig["deliveries_per_s"],
                     fig["post_p99_ms"],
+                    fig["server_cpu_s"],
                     fig["kept_up"],
                     "-" if ratio is None else f"{ratio:.2f}x",
                 ]
@@ -313,6 +322,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "p99 ms",
             "deliveries/s",
             "POST p99 ms",
+            "server CPU s",
             "kept up",
             "ratio",
         ],
