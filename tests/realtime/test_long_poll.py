@@ -113,18 +113,20 @@ async def test_expired_cursor_resets_expired(live_servers) -> None:  # type: ign
 
 async def test_a_poll_ends_when_its_token_expires(live_servers) -> None:  # type: ignore[no-untyped-def]
     server = live_servers(env={"JWT_SECRET": SECRET})
-    # 5 s, not 3: a JWT's exp is in whole seconds (4-5 s of life), and both polls must be
-    # taken before it on a loaded machine (with 3, the waiting poll was once refused 401).
-    token = server.token("ann", ttl=5)
+    token = server.token("ann", ttl=3)
     head = (await poll(server.url, "matches", token)).json()["cursor"]
     started = time.monotonic()
     reply = await poll(server.url, "matches", token, head, timeout=25)
-    assert reply.status_code == 200 and reply.json() == {"events": [], "cursor": head}, (
-        reply.status_code,
-        reply.text,
-    )
-    assert time.monotonic() - started < 10  # by expiry, not after the 25 s timeout
-    while time.monotonic() - started < 12:  # the cached verification expires with the token
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["events"] == [], reply.text
+    # At the head, or past it: ann's polls make her present, and her `player:online` (in a
+    # room she did not ask for) may be logged after the first poll's answer: PROTOCOL 3.2
+    # lets a cursor pass other rooms' events (a loaded run had ".2" for a head of ".1").
+    epoch, _, seq = head.rpartition(".")
+    answered_epoch, _, answered_seq = reply.json()["cursor"].rpartition(".")
+    assert answered_epoch == epoch and int(answered_seq) >= int(seq), (head, reply.text)
+    assert time.monotonic() - started < 8  # by expiry, not after the 25 s timeout
+    while time.monotonic() - started < 10:  # the cached verification expires with the token
         reply = await poll(server.url, "matches", token, head, timeout=0)
         if reply.status_code == 401:
             break
