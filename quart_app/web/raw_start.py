@@ -14,7 +14,6 @@ through `send`.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import h11
@@ -27,21 +26,6 @@ except ImportError:  # pragma: no cover
 # Drives h11's state machine into sending a chunked body (its writer for the stream's end);
 # validated once here instead of once per stream.
 _CHUNKED = h11.Response(status_code=200, headers=[(b"transfer-encoding", b"chunked")])
-
-
-_stamped: tuple[int, Any, list[tuple[bytes, bytes]]] = (0, None, [])
-
-
-def _response_headers(config: Any) -> list[tuple[bytes, bytes]]:
-    """Hypercorn's own response headers (Date, Server), made once a second, not per stream:
-    its Date is formatted from the clock each time, a storm's thousands a second alike."""
-    global _stamped
-    second = int(time.time())
-    stamped_second, stamped_config, headers = _stamped
-    if second != stamped_second or config is not stamped_config:
-        headers = config.response_headers("h11")
-        _stamped = (second, config, headers)
-    return headers
 
 
 def hypercorn_start_stream(
@@ -71,7 +55,7 @@ def hypercorn_start_stream(
     if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
         state.process_keep_alive_disabled()  # (Hypercorn's `connection: close`)
     lines = [b"HTTP/1.1 %d \r\n" % status]
-    for name, value in (*headers, *_response_headers(protocol.config)):
+    for name, value in (*headers, *protocol.config.response_headers("h11")):
         lines.append(name + b": " + value + b"\r\n")
     lines.append(b"transfer-encoding: chunked\r\n")
     if not state.keep_alive:
