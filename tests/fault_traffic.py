@@ -236,18 +236,14 @@ class Traffic:
         for watcher in self.watchers:
             watcher.check.settle(self.reference)
 
-    async def caught_up(self, resets_allowed: bool = False) -> bool:
-        """Every 2xx result is in the reference, and every client has checked up to its end
-        (with `resets_allowed`, a client told to drop its state counts as caught up: the
-        verdict leaves it out too)."""
+    async def caught_up(self) -> bool:
+        """Every 2xx result is in the reference, and every client has checked up to its end."""
         results = {m for e, m in self.reference.events if e == "match:result"}
         if not {m for m, _ in self.written.results_ok} <= results:
             return False
         self.settle_checks()
         return all(
-            (resets_allowed and set(w.check.resets) & {"unknown", "expired"})
-            or (w.check.expected >= len(self.reference) and not w.check.pending)
-            for w in self.watchers
+            w.check.expected >= len(self.reference) and not w.check.pending for w in self.watchers
         )
 
     def verdicts(self) -> dict[str, dict[str, Any]]:
