@@ -347,7 +347,7 @@ class FastLane:
             writer.write(poll.encoded(answer, close=close))
             if config.log.access_logger is not None:
                 await config.log.access(
-                    _access_scope(protocol, request),  # type: ignore[arg-type]
+                    _request_scope(protocol, request),  # type: ignore[arg-type]
                     {"status": answer.status, "headers": answer.headers},
                     time.time() - started,
                 )
@@ -392,22 +392,10 @@ class FastLane:
         receive = _Receive()
         stream.app_put = receive.put  # type: ignore[assignment]
         stream.start_time = time.time()
-        scope: dict[str, Any] = {
-            "type": "http",
-            "http_version": "1.1",
-            "asgi": {"spec_version": "2.1", "version": "3.0"},
-            "method": "GET",
-            "scheme": stream.scheme,
-            "path": request.path,
-            "raw_path": request.raw_path,
-            "query_string": request.query_string,
-            "root_path": config.root_path,
-            "headers": request.headers,
-            "client": protocol.client,
-            "server": protocol.server,
-            "state": protocol.connection_state.copy(),
-            "extensions": {},
-        }
+        scope = _request_scope(protocol, request)
+        scope["asgi"] = {"spec_version": "2.1", "version": "3.0"}
+        scope["state"] = protocol.connection_state.copy()
+        scope["extensions"] = {}
         stream.scope = scope  # type: ignore[assignment]
         protocol.stream = stream
         protocol.keep_alive_requests += 1
@@ -431,13 +419,14 @@ def lane_poll(wrapped_app: Any) -> Any:
     return getattr(app, "long_poll", None)
 
 
-def _access_scope(protocol: H11Protocol, request: LaneRequest) -> dict[str, Any]:
-    """The request as Hypercorn's access log reads it (only built when that log is on)."""
+def _request_scope(protocol: H11Protocol, request: LaneRequest) -> dict[str, Any]:
+    """The request's ASGI scope as Hypercorn would make it, less what only an app reads
+    (`asgi`, `state`, `extensions`): all Hypercorn's access log reads, for a lane poll."""
     return {
         "type": "http",
         "http_version": "1.1",
         "method": "GET",
-        "scheme": "https" if protocol.ssl else "http",
+        "scheme": "https" if protocol.ssl else "http",  # (as HTTPStream.scheme)
         "path": request.path,
         "raw_path": request.raw_path,
         "query_string": request.query_string,
