@@ -259,3 +259,13 @@ def lane_requests(base_url: str, path: str = "/api/poll") -> int:
     series = 'rankpulse_fast_lane_requests_total{path="' + path + '"} '
     found = re.search("^" + re.escape(series) + r"(\S+)$", text, re.M)
     return int(float(found.group(1))) if found else 0
+
+
+async def lane_took(base_url: str, count: int, timeout: float = 10) -> None:
+    """Wait until the fast lane of the instance at `base_url` has taken `count` long-polls in
+    all (lane_requests): the poll a test sent is then pending on the server."""
+    await eventually(
+        lambda: asyncio.to_thread(lambda: lane_requests(base_url) >= count),
+        timeout,
+        f"{count} polls taken by the server",
+    )

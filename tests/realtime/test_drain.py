@@ -21,7 +21,7 @@ import pytest
 from ..clients import HttpApi
 from ..drain_clients import ROOM, Ending, Follower
 from ..faults import FaultProxy
-from ..helpers import eventually, lane_requests
+from ..helpers import lane_took
 from ..services import LiveServer, PostgresServer, RedisServer
 
 SECRET = "drain-test-secret-0123456789"
@@ -59,11 +59,7 @@ async def test_sigterm_drains_every_transport_and_exits_in_time(
         await _until(lambda: all(c.opened.is_set() for c in clients), 10, "clients open", sessions)
         # The follower's poll is pending on the server (the lane counted it after the head
         # poll above) before the drain begins.
-        await eventually(
-            lambda: asyncio.to_thread(lambda: lane_requests(server.url) >= 2),
-            10,
-            "the pending poll taken by the server",
-        )
+        await lane_took(server.url, 2)
 
         since = server.sigterm()
         while (ready := await http.get("/readyz")).status_code == 200:

@@ -309,8 +309,7 @@ def test_a_draining_instance_sends_its_pollers_elsewhere(
             "the pending poll taken by the server",
         )
 
-        assert server.process is not None
-        os.killpg(server.process.pid, signal.SIGTERM)
+        server.sigterm()
         head, body = read_response(pending, wire)
         assert head.status_code == 200 and json.loads(body)["events"] == []
         assert _closed_by_server(pending, 2), "the drained poll's connection was kept alive"

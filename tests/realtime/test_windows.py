@@ -15,20 +15,10 @@ import httpx
 import pytest
 
 from ..clients import HttpApi, SSEClient, WSClient, poll
-from ..helpers import eventually, lane_requests
+from ..helpers import lane_requests, lane_took
 from ..services import LiveServer
 
 Envelope = dict[str, Any]
-
-
-async def _taken(url: str, polls_before: int) -> None:
-    """Wait until the instance has taken the poll sent after `polls_before` was read (its
-    lane counts a poll as it takes it: helpers.lane_requests)."""
-    await eventually(
-        lambda: asyncio.to_thread(lambda: lane_requests(url) > polls_before),
-        10,
-        "the poll taken by the server",
-    )
 
 
 @pytest.fixture(name="admin")
@@ -167,7 +157,7 @@ async def test_windows_on_long_poll(live_server: LiveServer, admin: HttpApi) -> 
     head = (await poll(live_server.url, only, token)).json()["cursor"]
     polls_before = lane_requests(live_server.url)
     waiting = asyncio.create_task(poll(live_server.url, only, token, head, timeout=20))
-    await _taken(live_server.url, polls_before)  # then it waits at the head
+    await lane_took(live_server.url, polls_before + 1)  # then it waits at the head
     await admin.play("f", "a", "f", match_id="m2")
     answer = (await asyncio.wait_for(waiting, 25)).json()
     assert [w["data"]["window"] for w in windows(answer["events"])] == [only]
@@ -319,7 +309,7 @@ async def test_a_poller_new_to_the_instance_hears_of_the_next_change(
 
     polls_before = lane_requests(live_server.url)
     waiting = asyncio.create_task(poll_for_window())
-    await _taken(live_server.url, polls_before)  # then it waits for a change
+    await lane_took(live_server.url, polls_before + 1)  # then it waits for a change
     await admin.request("POST", f"/api/matches/{match['match_id']}/result", {"winner_id": "e"})
     await asyncio.wait_for(waiting, 10)  # well before the poll's 25 s timeout
     assert ids(windows(got)[-1]) == ["e", "c"]
