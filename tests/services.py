@@ -343,16 +343,20 @@ class LiveServer:
             self.process.wait(5)
 
 
+SENTINEL_READY_SECONDS = 60.0  # inside the tests' 120 s pytest-timeout, which counts set-up
+SENTINEL_NUDGE_SECONDS = 10.0
+
+
 class SentinelSet:
     """A master, one replica and three sentinels (quorum 2, down-after 1 s) on free ports:
     `url` is the REDIS_URL of the service; `kill_master()` is a crash (SIGKILL).
 
     `start()` returns once the set can fail over: the replica in sync, and every sentinel
     knowing the replica and its two peers. (Killed earlier, a master could not be failed over:
-    a sentinel learns replicas from the master's INFO, every 10 s, and its peers from hello
-    messages, every 2 s.) The replica authenticates as its own ACL user, so that
-    `cut_replication()` can stop it following the master while it stays up for the sentinels:
-    the stale replica that a failover may promote."""
+    a sentinel learns replicas from the master's INFO, every 10 s by default, here every
+    second, and its peers from hello messages, every 2 s.) The replica authenticates as its
+    own ACL user, so that `cut_replication()` can stop it following the master while it stays
+    up for the sentinels: the stale replica that a failover may promote."""
 
     service = "lrp"
     _replication_user = ("replica", "replica-secret")
@@ -407,24 +411,68 @@ class SentinelSet:
             self._spawn(str(conf), "--sentinel")
         for port in self.sentinel_ports:
             wait_until(lambda port=port: port_open(port), 10, f"sentinel on {port}")  # type: ignore[misc]
-        wait_until(self.ready, 60, "the replica in sync, known to every sentinel with its peers")
+            # The replica is known one INFO of the master after it synced: ask every second,
+            # not every 10 s, so a replica that synced just after a sentinel's first INFO
+            # does not cost the set-up 10 s.
+            redis_command(port, "SENTINEL", "DEBUG", "info-period", "1000")
+        self._wait_ready()
 
-    def _fields(self, port: int, *command: str) -> dict[str, str]:
-        out = self.cli(port, *command).split()
-        return dict(zip(out[::2], out[1::2], strict=False))
+    def _wait_ready(self) -> None:
+        """Until `ready()`: about 2 s here, loaded or not, yet a CI run timed out after 60 s
+        (cause not caught). So a sentinel still missing the replica or a peer is reset every
+        SENTINEL_NUDGE_SECONDS (SENTINEL RESET: it rediscovers both from the master's INFO
+        and the hello messages, from scratch), and a timeout says what was missing."""
+        deadline = time.monotonic() + SENTINEL_READY_SECONDS
+        nudge_at = time.monotonic() + SENTINEL_NUDGE_SECONDS
+        while (missing := self.not_ready()) is not None:
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(
+                    f"timed out after {SENTINEL_READY_SECONDS}s waiting for the replica in sync, "
+                    f"known to every sentinel with its peers: {missing}"
+                )
+            if now > nudge_at:
+                nudge_at = now + SENTINEL_NUDGE_SECONDS
+                for port in self._sentinels_missing_something():
+                    redis_command(port, "SENTINEL", "RESET", self.service)
+            time.sleep(0.05)
+
+    def _master_state(self, port: int) -> dict[str, str]:
+        """What the sentinel on `port` knows of the master (SENTINEL MASTER's fields)."""
+        reply = redis_command(port, "SENTINEL", "MASTER", self.service)
+        assert isinstance(reply, list)
+        return {str(k): str(v) for k, v in zip(reply[::2], reply[1::2], strict=False)}
+
+    def _sentinels_missing_something(self) -> list[int]:
+        return [
+            port
+            for port in self.sentinel_ports
+            if int(self._master_state(port).get("num-slaves", 0)) < 1
+            or int(self._master_state(port).get("num-other-sentinels", 0)) < 2
+        ]
 
     def replica_in_sync(self) -> bool:
-        return "master_link_status:up" in self.cli(self.replica_port, "INFO", "replication")
+        info = redis_command(self.replica_port, "INFO", "replication")
+        return "master_link_status:up" in str(info)
+
+    def not_ready(self) -> str | None:
+        """None once the replica is in sync and every sentinel knows it and the two other
+        sentinels; else what is missing. A process of the set that exited (a port taken
+        between free_port() and its start) fails at once, by name."""
+        for process in self.processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        missing = [] if self.replica_in_sync() else ["the replica's link to the master is down"]
+        for port in self.sentinel_ports:
+            state = self._master_state(port)
+            slaves, peers = state.get("num-slaves", "0"), state.get("num-other-sentinels", "0")
+            if int(slaves) < 1 or int(peers) < 2:
+                missing.append(f"sentinel {port}: {slaves} replicas, {peers} peers")
+        return "; ".join(missing) or None
 
     def ready(self) -> bool:
         """The replica in sync; every sentinel knows it and the two other sentinels."""
-        if not self.replica_in_sync():
-            return False
-        for port in self.sentinel_ports:
-            state = self._fields(port, "SENTINEL", "MASTER", self.service)
-            if int(state.get("num-slaves", 0)) < 1 or int(state.get("num-other-sentinels", 0)) < 2:
-                return False
-        return True
+        return self.not_ready() is None
 
     def cut_replication(self) -> None:
         """The replica stops following the master (its user is deleted, which drops its link
