@@ -8,7 +8,8 @@ them once per group instead of once per result, while ELO stays exactly that of 
 replay in commit order.
 
 After the commit, a second task publishes the group's events in commit order (in one engine
-round trip where no two of them share a match or a player) and answers each request once its
+round trip where no two of them share a match or a player; together with the groups committed
+while its previous round trip was under way) and answers each request once its
 events were offered to the engine (as before: normally published before the
 answer; if not, the outbox relay publishes them later). It runs beside the writer, so the next
 group's transaction overlaps this group's publishing.
@@ -110,6 +111,11 @@ class ResultWriter:
     async def _publish(self) -> None:
         while True:
             committed = await self._committed.get()
+            # The groups committed while the last round trip was under way share this one:
+            # results that trickle in are committed a few at a time, and one round trip per
+            # group made the last answers wait as long as one per result.
+            while len(committed) < MAX_GROUP and not self._committed.empty():
+                committed += self._committed.get_nowait()
             publications = [
                 outcome.publication
                 for _, outcome in committed
