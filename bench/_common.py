@@ -121,6 +121,7 @@ class Server:
         cpus: str | None = "0",
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
+        entry: tuple[str, ...] = ("-m", "quart_app"),  # or a wrapper script (poll_lag.py)
     ) -> None:
         self.port = free_port()
         self.log_path = os.path.join(workdir, f"server-{self.port}.log")
@@ -142,7 +143,7 @@ class Server:
             environment["REDIS_URL"] = redis_url
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                pinned([PYTHON, "-m", "quart_app", "serve", "--port", str(self.port), *args], cpus),
+                pinned([PYTHON, *entry, "serve", "--port", str(self.port), *args], cpus),
                 cwd=workdir,
                 env=environment,
                 stdout=log,

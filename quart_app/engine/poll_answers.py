@@ -6,8 +6,11 @@ the first ones to arrive. Thousands of pollers ask the same question at once (th
 the cursor of the last answer), so the answers are shared:
 
 - Pollers behind the head read the log. The answer for one (epoch, position, rooms) is read
-  and encoded once, also when a crowd asks at the same moment, and kept in a small LRU: the
-  log never changes behind the head, so such an answer stays true.
+  and encoded once, also when a crowd asks at the same moment, and kept in a small LRU while
+  it is still what a read would give: until the head moves past what it read (unless its
+  page was full). An answer kept longer stays true but falls short of the head, and each of
+  its pollers paid a round trip more for the events it left out: under 300 pollers, the
+  largest part of the long-poll's p99 (bench/poll_lag.py).
 - Pollers at the head wait in a group per rooms-key, released once by the fan-out that carries
   events of those rooms. The group collects those events; its answer body is encoded once per
   position and shared by every waiter there. No connection, queue or task per poll: a wake-up
@@ -41,6 +44,8 @@ READ_CACHE_ENTRIES = 128
 WAKE_SLICE = 32
 
 RoomsKey = tuple[str, ...]
+ReadKey = tuple[str, int, RoomsKey]  # (epoch, position, rooms)
+LogRead = tuple[bytes | None, int, bool]  # (body, position reached, the page read was full)
 
 # Why a group was released without events of its rooms.
 SHUTDOWN = "shutdown"
@@ -86,11 +91,9 @@ class PollAnswers:
         self._hub = hub
         self._groups: dict[RoomsKey, WaitGroup] = {}
         self._by_room: dict[str, set[WaitGroup]] = {}
-        self._reads: OrderedDict[tuple[str, int, RoomsKey], tuple[bytes | None, int]] = (
-            OrderedDict()
-        )
-        self._reading: dict[tuple[str, int, RoomsKey], asyncio.Task[tuple[bytes | None, int]]]
-        self._reading = {}
+        # (epoch, position, rooms) -> (body, position reached, whether the page read was full)
+        self._reads: OrderedDict[ReadKey, LogRead] = OrderedDict()
+        self._reading: dict[ReadKey, asyncio.Task[LogRead]] = {}
         self._last_seq = 0
         self._epoch: str | None = None
         # Answer bodies built (each shared by every poller that got it): the test of sharing.
@@ -209,9 +212,9 @@ class PollAnswers:
         rooms after `position`. LogGap as the engine raises it."""
         cache_key = (epoch, position, key)
         cached = self._reads.get(cache_key)
-        if cached is not None:
+        if cached is not None and (cached[2] or cached[1] >= self._hub.head_seq):
             self._reads.move_to_end(cache_key)
-            return cached
+            return cached[0], cached[1]
         reading = self._reading.get(cache_key)
         if reading is None:
             # One read per question, in its own task: a poller that leaves (its request
@@ -224,23 +227,24 @@ class PollAnswers:
             self._reads[cache_key] = answer
             if len(self._reads) > READ_CACHE_ENTRIES:
                 self._reads.popitem(last=False)
-        return answer
+        return answer[0], answer[1]
 
-    async def _read(self, position: int, rooms: frozenset[str]) -> tuple[bytes | None, int]:
+    async def _read(self, position: int, rooms: frozenset[str]) -> LogRead:
         engine = self._hub.engine
         while True:
             page = await engine.read_after(position, MAX_EVENTS)
             if not page:
-                return None, position
+                return None, position, False
             position = page[-1].seq
+            full = len(page) == MAX_EVENTS
             found = [e for e in page if not rooms.isdisjoint(e.rooms)]
             if found:
                 # Read to the page's end: the cursor passes over its events of other rooms.
                 # (A page holds at most MAX_EVENTS: `found` is never cut.)
                 seq = answer_cursor(found[-1].seq, position)
-                return self._encode(found, self._hub.cursor(seq)), position
-            if len(page) < MAX_EVENTS:
-                return None, position
+                return self._encode(found, self._hub.cursor(seq)), position, full
+            if not full:
+                return None, position, False
 
     def _encode(self, events: list[Event], cursor: str) -> bytes:
         self.encodings += 1
