@@ -127,13 +127,14 @@ class StreamRefused(Exception):
     async def send(self, send: Any, prefix: str) -> None:
         """Answer from a raw ASGI handler: `prefix` "http", or "websocket.http" to refuse a
         WebSocket handshake."""
+        body = problem_json(self.status, self.title, self.detail).encode()
         headers = [
             (b"content-type", b"application/problem+json"),
             (b"retry-after", str(self.retry_after).encode()),
+            (b"content-length", b"%d" % len(body)),
         ]
         if self.close:
             headers.append((b"connection", b"close"))
-        body = problem_json(self.status, self.title, self.detail).encode()
         await send({"type": f"{prefix}.response.start", "status": self.status, "headers": headers})
         await send({"type": f"{prefix}.response.body", "body": body})
 
