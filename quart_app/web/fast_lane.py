@@ -15,10 +15,12 @@ socket, Hypercorn's access log, keep-alive limits and idle timer served as Hyper
 h11 never leaves IDLE, so there is no request cycle to recycle after the answer (that recycle,
 the HTTPStream and h11's event processing were a third of a poll's CPU under a crowd).
 
-An SSE stream lives long and may be answered by any of the stream's writers, so it goes the
-way Hypercorn would take it: h11's state is moved on as if h11 had read the request and its
-end, and our ASGI app runs with a real Hypercorn HTTPStream as its `send`, in a task of the
-connection's task group, while the connection keeps reading to notice the client leaving.
+An SSE stream lives long: web/sse.py's handler runs in a task of the connection's task group
+(as Hypercorn runs an app), with lane_stream.py's `receive` and `send` on the socket instead
+of an HTTPStream, while the connection keeps reading to notice the client leaving. h11 stays
+IDLE here too; once the stream ended, the connection is idle again (or closes). A client
+sends nothing on a stream: bytes it sends anyway (a pipelined request) are not served, and
+the connection closes after the stream. (An ASGI app without these handlers: Hypercorn's.)
 
 Everything else goes to Hypercorn byte for byte: other paths and methods, HTTP/1.0 and HTTP/2,
 a body, `Expect`, `Upgrade`, a head the expressions do not match (obsolete line folding, bare
@@ -34,15 +36,14 @@ import asyncio
 import re
 import time
 import weakref
-from collections.abc import Awaitable, Callable
 from typing import Any, Final, NamedTuple
 
 import h11
 from hypercorn.events import RawData
-from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
-from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol.h11 import H11Protocol
 
 from ..metrics import LANE_REQUESTS
+from .lane_stream import LaneReceive, LaneSend
 from .raw_socket import HIGH_WATER
 from .turns import TurnBudget
 
@@ -200,70 +201,30 @@ def _parse_headers(block: bytes) -> tuple[list[tuple[bytes, bytes]], bool] | _Ve
     return headers, close
 
 
-class _Receive:
-    """The app's `receive`: the (empty) request body, then the disconnect Hypercorn reports
-    through the stream's `app_put` when the connection closes."""
-
-    __slots__ = ("_body_sent", "_disconnected", "_gone")
-
-    def __init__(self) -> None:
-        self._body_sent = False
-        self._disconnected = False
-        self._gone: asyncio.Future[None] | None = None
-
-    async def __call__(self) -> dict[str, Any]:
-        if not self._body_sent:
-            self._body_sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        if not self._disconnected:
-            if self._gone is None or self._gone.done():
-                self._gone = asyncio.get_running_loop().create_future()
-            await self._gone
-        return {"type": "http.disconnect"}
-
-    async def put(self, message: dict[str, Any]) -> None:
-        # HTTPStream.handle(StreamClosed) puts the one message after a body-less request.
-        if message["type"] == "http.disconnect":
-            self._disconnected = True
-            if self._gone is not None and not self._gone.done():
-                self._gone.set_result(None)
-
-
-def _sync_spawn(func: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-    return asyncio.get_running_loop().run_in_executor(None, func, *args)
-
-
-def _call_soon(func: Callable[..., Any], *args: Any) -> Any:
-    raise RuntimeError("call_soon is for WSGI apps, which the fast lane never runs")
-
-
-async def _run_app(
-    app: Any, config: Any, scope: dict[str, Any], receive: _Receive, send: Any
-) -> None:
-    # As hypercorn.asyncio.task_group._handle.
-    try:
-        await app(scope, receive, send, _sync_spawn, _call_soon)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        await config.log.exception("Error in ASGI Framework")
-    finally:
-        await send(None)
-
-
 class FastLane:
     """One connection's lane: takes the bytes Hypercorn's protocol would have been given
     (TimerTCPServer._read_data) and serves what it can, handing the rest on."""
 
-    __slots__ = ("_server", "_buffer", "_max_head", "_arrivals", "_poll", "_headers")
+    __slots__ = (
+        "_server",
+        "_buffer",
+        "_max_head",
+        "_arrivals",
+        "_routes",
+        "_headers",
+        "_stream",
+        "_close_after_stream",
+    )
 
     def __init__(self, server: Any) -> None:
         self._server = server  # hypercorn_fast.TimerTCPServer
         self._buffer = b""
         self._max_head: int = server.config.h11_max_incomplete_size
         self._arrivals = arrival_budget(server.loop)
-        self._poll: Any = None  # the app's web/poll.py LongPoll, found at the first poll
+        self._routes: Any = None  # the app's app.py Routes, found at the first lane request
         self._headers = HeaderMemo()
+        self._stream: LaneReceive | None = None  # the SSE stream this connection serves
+        self._close_after_stream = False
 
     def _idle_protocol(self) -> H11Protocol | None:
         """Hypercorn's HTTP/1.1 protocol when it is between requests with nothing read."""
@@ -282,10 +243,13 @@ class FastLane:
 
     def wants(self) -> bool:
         """Whether the next bytes read are the lane's to look at (feed) or Hypercorn's."""
-        return bool(self._buffer) or self._idle_protocol() is not None
+        return bool(self._buffer) or self._stream is not None or self._idle_protocol() is not None
 
     async def feed(self, data: bytes) -> None:
         """Bytes read from the socket (never the b"" of EOF: see end())."""
+        if self._stream is not None:
+            self._close_after_stream = True  # (see the module's docstring)
+            return
         data = self._buffer + data if self._buffer else data
         self._buffer = b""
         while data:
@@ -302,8 +266,18 @@ class FastLane:
                 return
             if not isinstance(verdict, LaneRequest):
                 break
+            routes = self._routes or lane_routes(protocol.app)
+            if routes is None:
+                break  # (another ASGI app: Hypercorn serves it)
+            self._routes = routes
             data = data[verdict.length :]
-            await self._serve(protocol, verdict)
+            if verdict.path == POLL_PATH:
+                await self._answer_poll(protocol, routes.long_poll, verdict)
+            else:
+                await self._open_stream(protocol, routes.event_stream, verdict)
+                if data:
+                    self._close_after_stream = True  # (see the module's docstring)
+                return
             if verdict.close or self._server.writer.is_closing():
                 return  # (the connection closes after this answer: the rest is moot)
         if data:
@@ -315,14 +289,10 @@ class FastLane:
             data, self._buffer = self._buffer, b""
             await self._server.protocol.handle(RawData(data))
 
-    async def _serve(self, protocol: H11Protocol, request: LaneRequest) -> None:
-        if request.path == POLL_PATH:
-            poll = self._poll or lane_poll(protocol.app)
-            if poll is not None:
-                self._poll = poll
-                await self._answer_poll(protocol, poll, request)
-                return
-        await self._serve_as_hypercorn(protocol, request)
+    def gone(self) -> None:
+        """The connection stopped reading (EOF, an error, or cancelled): the client left."""
+        if self._stream is not None:
+            self._stream.disconnect()
 
     async def _answer_poll(self, protocol: H11Protocol, poll: Any, request: LaneRequest) -> None:
         """One long-poll, answered here: what Hypercorn does around a request (the idle timer,
@@ -361,62 +331,62 @@ class FastLane:
         else:
             server.idle_timer.arm()  # (Updated(idle=True))
 
-    async def _serve_as_hypercorn(self, protocol: H11Protocol, request: LaneRequest) -> None:
-        # h11: as if it had read the Request and its EndOfMessage (h11._connection
-        # _process_event for both, without the header validation done above).
-        connection = protocol.connection
-        assert isinstance(connection, h11.Connection)
-        state = connection._cstate
-        old_states = dict(state.states)
-        state.process_event(h11.CLIENT, h11.Request)
-        state.process_event(h11.CLIENT, h11.EndOfMessage)
-        connection._request_method = b"GET"
-        connection.their_http_version = b"1.1"
-        if request.close:
-            state.process_keep_alive_disabled()
-        connection._respond_to_state_changes(old_states)
-        # Hypercorn: H11Protocol._handle_events, _create_stream and HTTPStream.handle(Request).
-        self._server.idle_timer.disarm()  # (Updated(idle=False))
+    async def _open_stream(self, protocol: H11Protocol, sse: Any, request: LaneRequest) -> None:
+        """An SSE request: web/sse.py's handler in a task of the connection's task group (as
+        Hypercorn runs an app), while this one goes back to reading."""
+        server = self._server
+        server.idle_timer.disarm()  # (Updated(idle=False))
         config = protocol.config
-        stream = HTTPStream(
-            protocol.app,
-            config,
-            protocol.context,
-            protocol.task_group,
-            protocol.ssl,
-            protocol.client,
-            protocol.server,
-            protocol.stream_send,
-            STREAM_ID,
-        )
-        receive = _Receive()
-        stream.app_put = receive.put  # type: ignore[assignment]
-        stream.start_time = time.time()
-        scope = _request_scope(protocol, request)
-        scope["asgi"] = {"spec_version": "2.1", "version": "3.0"}
-        scope["state"] = protocol.connection_state.copy()
-        scope["extensions"] = {}
-        stream.scope = scope  # type: ignore[assignment]
-        protocol.stream = stream
         protocol.keep_alive_requests += 1
         await protocol.context.mark_request()
-        LANE_REQUESTS[request.path] += 1
-        if request.path == SSE_PATH:
-            # A stream lives long and must hear its client leave: its own task, in the
-            # connection's task group (as Hypercorn's), while this one keeps reading.
-            protocol.task_group.spawn(
-                _run_app, protocol.app, config, scope, receive, stream.app_send
-            )
-        else:
-            # A poll (of an app without a lane poll) neither reads nor waits for a
-            # disconnect: no task of its own.
-            await _run_app(protocol.app, config, scope, receive, stream.app_send)
+        LANE_REQUESTS[SSE_PATH] += 1
+        keep_alive = not (
+            request.close
+            or protocol.keep_alive_requests >= config.keep_alive_max_requests
+            or protocol.context.terminated.is_set()
+        )
+        receive = self._stream = LaneReceive()
+        self._close_after_stream = False
+        send = LaneSend(server.writer, config, keep_alive=keep_alive)
+        scope = _request_scope(protocol, request)
+        scope["asgi"] = {"spec_version": "2.1", "version": "3.0"}
+        protocol.task_group.spawn(self._run_stream, protocol, sse, scope, receive, send)
+
+    async def _run_stream(
+        self, protocol: H11Protocol, sse: Any, scope: Any, receive: LaneReceive, send: LaneSend
+    ) -> None:
+        server = self._server
+        config = protocol.config
+        started = time.time()
+        try:
+            await sse(scope, receive, send)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            await config.log.exception("Error in ASGI Framework")
+        finally:
+            self._stream = None
+            send.end()
+            if config.log.access_logger is not None and send.status is not None:
+                response: Any = {"status": send.status, "headers": []}
+                await config.log.access(scope, response, time.time() - started)
+            if (
+                not send.keep_alive
+                or self._close_after_stream
+                or protocol.context.terminated.is_set()
+                or server.writer.is_closing()
+            ):
+                await server._close()
+            else:
+                server.idle_timer.arm()  # (Updated(idle=True))
 
 
-def lane_poll(wrapped_app: Any) -> Any:
-    """The LongPoll of app.py's Routes, or None (another ASGI app: served through it)."""
+def lane_routes(wrapped_app: Any) -> Any:
+    """app.py's Routes (its LongPoll and EventStream), or None: another ASGI app."""
     app = getattr(wrapped_app, "app", None)  # (Hypercorn's ASGIWrapper)
-    return getattr(app, "long_poll", None)
+    if hasattr(app, "long_poll") and hasattr(app, "event_stream"):
+        return app
+    return None
 
 
 def _request_scope(protocol: H11Protocol, request: LaneRequest) -> dict[str, Any]:

@@ -279,6 +279,8 @@ class TimerTCPServer(TCPServer):
             await self.protocol.handle(Closed())
         finally:
             self._reading = False
+            if lane is not None:
+                lane.gone()  # (a lane stream hears its client leave, as from Closed())
 
     async def _close(self) -> None:
         if self.lingering and self._reading:

@@ -37,6 +37,9 @@ def hypercorn_h11_writer(send: Any, scope: dict[str, Any]) -> asyncio.StreamWrit
 def _h11_writer(send: Any, scope: dict[str, Any]) -> asyncio.StreamWriter | None:
     if scope["type"] == "http" and scope.get("http_version") != "1.1":
         return None  # h11 frames the body in chunks only for HTTP/1.1 peers
+    direct = getattr(send, "direct_writer", None)  # the fast lane's send (lane_stream.py)
+    if isinstance(direct, asyncio.StreamWriter):
+        return direct
     try:
         stream = send.__self__  # hypercorn.protocol: HTTPStream or WSStream
         protocol = stream.send.__self__  # hypercorn.protocol.h11.H11Protocol
