@@ -29,16 +29,22 @@ def bound_unacknowledged(transport: asyncio.BaseTransport, user_timeout: float) 
     """TCP_USER_TIMEOUT and short keepalive on a stream's socket (0: leave the kernel's)."""
     if user_timeout <= 0:
         return
-    sock = transport.get_extra_info("socket")
-    if sock is None:
+    transport_socket = transport.get_extra_info("socket")
+    if transport_socket is None:
         return
     idle = max(1, int(user_timeout / 2))
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(user_timeout * 1000))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 3))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        # One socket object on the descriptor for the five options: uvloop's transport
+        # socket makes (and detaches) one per call, half of this function's cost per stream.
+        sock = socket.socket(fileno=transport_socket.fileno())
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(user_timeout * 1000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 3))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        finally:
+            sock.detach()  # (the descriptor stays the transport's)
 
 
 class _Watched:
