@@ -98,14 +98,14 @@ class Redis:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_until(lambda: _port_open(self.port), 10, f"redis-server on {self.port}")
+        wait_until(lambda: port_open(self.port), 10, f"redis-server on {self.port}")
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        _stop_group(self.process)
+        stop_group(self.process)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -170,10 +170,10 @@ class Server:
             return False
 
     def stop(self) -> None:
-        _stop_group(self.process)
+        stop_group(self.process)
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
@@ -181,7 +181,7 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
+def stop_group(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
     try:
@@ -387,7 +387,7 @@ class Postgres:
         return ready.returncode == 0
 
     def stop(self) -> None:
-        _stop_group(self.process)
+        stop_group(self.process)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

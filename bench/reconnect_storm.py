@@ -1,13 +1,15 @@
 """Reconnect storm (issue 10): N SSE clients arriving at once, and the server CPU each costs.
 
-For each source tree (--variants) and engine (--engines memory,redis), starts a fresh
+For each source tree (--variants) and engine (--engines memory,redis,floor), starts a fresh
 `python -m quart_app serve` pinned to --server-cpu, runs the anchor's generator
 (`loadgen.js --kind sse`, 200 clients every 20 ms, one token for all) pinned to --gen-cpu, and
 reports the time to connect all N, new streams per second, and the server's CPU time (from
 /proc/<pid>/stat over the run) per new stream. With --kind poll, N long-pollers at --rate
 events/s instead, and server CPU per delivered poll answer. Variants interleaved per repeat;
 medians printed. On the Redis engine the per-user limit is on (MAX_CONNECTIONS_PER_USER
-1,000,000): every stream is admitted through Redis, as in production.
+1,000,000): every stream is admitted through Redis, as in production. The `floor` engine is
+not this service but bench/storm_floor.py, which only accepts and writes a canned stream:open:
+its rate is what the generator itself can open on this machine (one variant is enough).
 
     .venv/bin/python bench/reconnect_storm.py --variants after=.,before=/tmp/before --repeat 3
     .venv/bin/python bench/reconnect_storm.py --kind poll --n 1000 --variants after=.,before=/tmp/b
@@ -26,19 +28,45 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    PYTHON,
     ROOT,
     Redis,
     Server,
     cpu_seconds,
+    free_port,
     machine,
     median,
     pinned,
+    port_open,
     print_table,
+    stop_group,
     token,
+    wait_until,
     write_json,
 )
 
 ROOM = "matches"
+
+
+class FloorServer:
+    """bench/storm_floor.py: accepting and a canned stream:open, nothing else (--engines
+    floor): its storm rate is the generator's ceiling, not a server's."""
+
+    def __init__(self, cpus: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            pinned([PYTHON, str(Path(__file__).with_name("storm_floor.py")), str(self.port)], cpus),
+            start_new_session=True,
+        )
+        wait_until(lambda: port_open(self.port), 30, "the floor server")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        stop_group(self.process)
 
 
 def run_once(tree: str, engine: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -47,7 +75,13 @@ def run_once(tree: str, engine: str, args: argparse.Namespace) -> dict[str, Any]
     redis = Redis(cpus=args.gen_cpu) if engine == "redis" else None
     if redis is not None:
         env["MAX_CONNECTIONS_PER_USER"] = "1000000"
-    server = Server(workdir, cpus=args.server_cpu, env=env, redis_url=redis.url if redis else None)
+    server: Server | FloorServer
+    if engine == "floor":
+        server = FloorServer(args.server_cpu)
+    else:
+        server = Server(
+            workdir, cpus=args.server_cpu, env=env, redis_url=redis.url if redis else None
+        )
     admin = token("bench", "admin")
     try:
         path = "events" if args.kind == "sse" else "poll"
