@@ -12,6 +12,7 @@ answered through `send`.
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -31,9 +32,23 @@ Headers = list[tuple[bytes, bytes]]
 Respond = Callable[[int, Headers, bytes], Awaitable[None]]
 
 
+_date_second = 0
+_date_value = b""
+
+
+def http_date() -> bytes:
+    """The Date header's value for now (RFC 9110 6.6.1: an origin server with a clock sends
+    one in its 2xx and 4xx), made once a second."""
+    global _date_second, _date_value
+    now = int(time.time())
+    if now != _date_second:
+        _date_second, _date_value = now, email.utils.formatdate(now, usegmt=True).encode()
+    return _date_value
+
+
 def encode_response(status: int, headers: Headers, body: bytes, *, close: bool) -> bytes:
-    """The bytes of a complete HTTP/1.1 response with a Content-Length."""
-    lines = [b"HTTP/1.1 %d \r\n" % status]
+    """The bytes of a complete HTTP/1.1 response with a Content-Length and a Date."""
+    lines = [b"HTTP/1.1 %d \r\n" % status, b"date: " + http_date() + b"\r\n"]
     lines += [name + b": " + value + b"\r\n" for name, value in headers]
     lines.append(b"content-length: %d\r\n" % len(body))
     if close:
@@ -52,18 +67,21 @@ class SharedResponses:
         self.status = status
         self.headers = headers
         self._entries = entries
-        self._encoded: OrderedDict[bytes, bytes] = OrderedDict()
+        # body -> (its Date, the response): encoded again when the second changed
+        self._encoded: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
 
     def get(self, body: bytes, *, close: bool) -> bytes:
         if close:
             return encode_response(self.status, self.headers, body, close=True)
-        encoded = self._encoded.get(body)
-        if encoded is None:
-            encoded = self._encoded[body] = encode_response(
-                self.status, self.headers, body, close=False
-            )
-            if len(self._encoded) > self._entries:
-                self._encoded.popitem(last=False)
+        date = http_date()
+        cached = self._encoded.get(body)
+        if cached is not None and cached[0] == date:
+            return cached[1]
+        encoded = encode_response(self.status, self.headers, body, close=False)
+        self._encoded[body] = (date, encoded)
+        self._encoded.move_to_end(body)
+        if len(self._encoded) > self._entries:
+            self._encoded.popitem(last=False)
         return encoded
 
 

@@ -7,6 +7,7 @@ answers it, the connection kept for the next poll."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import time
 from collections.abc import Callable
@@ -102,10 +103,12 @@ async def test_problems_from_the_lane_match_hypercorns_and_keep_the_connection(
         try:
             answers[name] = [await _exchange(reader, writer, target) for target in problems]
             # ... and the same connection still serves a poll.
-            status, _, body = await _exchange(
+            status, headers, body = await _exchange(
                 reader, writer, f"/api/poll?rooms=matches&timeout=0&access_token={token}"
             )
             assert status == 200 and "cursor" in json.loads(body)
+            # RFC 9110 6.6.1: an origin server with a clock sends Date in its 2xx and 4xx.
+            assert _is_http_date(headers[b"date"]), headers
         finally:
             writer.close()
         taken = lane_requests(server.url) - before
@@ -117,3 +120,10 @@ async def test_problems_from_the_lane_match_hypercorns_and_keep_the_connection(
         assert headers[b"content-type"] == headers_h[b"content-type"] == b"application/problem+json"
         assert headers.get(b"www-authenticate") == headers_h.get(b"www-authenticate")
         assert json.loads(body) == json.loads(body_h)
+        assert _is_http_date(headers[b"date"]) and _is_http_date(headers_h[b"date"])
+
+
+def _is_http_date(value: bytes) -> bool:
+    """An IMF-fixdate within a minute of now (RFC 9110 5.6.7)."""
+    sent = email.utils.parsedate_to_datetime(value.decode())
+    return value.endswith(b" GMT") and abs(time.time() - sent.timestamp()) < 60
