@@ -17,7 +17,7 @@ And the generator's own measure (p50/p99 from stamp to receipt) and its CPU seco
 generator near 1 CPU second per second of run is saturated, and its queue then shows up in
 "publish read", "waited for the poll" and "poll turnaround" alike.
 
-    .venv/bin/python bench/poll_lag.py --n 300 --rate 20 --seconds 15
+    .venv/bin/python bench/poll_lag.py --n 300 --rate 20 --seconds 15 [--tree /tmp/before]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    ROOT,
     Server,
     children_cpu_seconds,
     machine,
@@ -60,6 +61,10 @@ STAGES = (
 def _instrumented_serve() -> None:
     """`rankpulse serve` with the stamps of this module's docstring; SIGUSR1 starts them,
     SIGUSR2 writes them to $POLL_LAG_OUT. Patches three internals, for this bench only."""
+    # --tree: that code's quart_app, not the one _common imported from this tree.
+    sys.path.insert(0, os.environ.get("POLL_LAG_TREE", str(ROOT)))
+    for name in [name for name in sys.modules if name.split(".")[0] == "quart_app"]:
+        del sys.modules[name]
     from quart_app.cli import main
     from quart_app.web import api, fast_lane, poll
 
@@ -120,7 +125,8 @@ def _instrumented_serve() -> None:
 
     def stop(*_: object) -> None:
         on[0] = False
-        Path(os.environ["POLL_LAG_OUT"]).write_text(json.dumps(samples))
+        served = str(Path(sys.modules["quart_app"].__file__ or "").parent.parent)
+        Path(os.environ["POLL_LAG_OUT"]).write_text(json.dumps({"tree": served, **samples}))
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)
@@ -145,7 +151,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server = Server(
         workdir,
         cpus=args.server_cpu,
-        env={"POLL_LAG_OUT": out},
+        env={"POLL_LAG_OUT": out, "POLL_LAG_TREE": str(Path(args.tree).resolve())},
         entry=(str(Path(__file__).resolve()), "--instrumented"),
     )
     admin = token("bench", "admin")
@@ -176,10 +182,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     lines = [line for line in finished.stdout.splitlines() if line.startswith("{")]
     generator = json.loads(lines[-1]) if lines else {"error": finished.stderr[-500:]}
+    # Polls answered per event delivered: above 1, pollers paid round trips for nothing new.
+    polls = len(samples["read to answer"])
+    delivered = generator.get("delivered") or 0
     return {
         "generator": generator,
         "generator_cpu_s": round(generator_cpu, 2),
         "run_s": round(wall, 2),
+        "tree_served": samples["tree"],
+        "polls_answered": polls,
+        "polls_per_delivery": round(polls / delivered, 3) if delivered else None,
         "stages": {stage: quantiles(samples[stage]) for stage in STAGES},
     }
 
@@ -189,6 +201,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--tree", default=".", help="the source tree to serve (default: this)")
     parser.add_argument("--anchor", type=Path, default=Path(tempfile.gettempdir()) / "anchor")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--gen-cpu", default="1")
@@ -196,10 +209,12 @@ def main() -> None:
     args = parser.parse_args()
     report = run(args)
     generator = report["generator"]
+    print(f"served: {report['tree_served']}")
     print(
         f"{args.n} pollers x {args.rate}/s: generator p50 {generator.get('p50_ms')} ms, "
         f"p99 {generator.get('p99_ms')} ms; generator CPU {report['generator_cpu_s']} s "
-        f"in a {report['run_s']} s run"
+        f"in a {report['run_s']} s run; {report['polls_answered']} polls answered, "
+        f"{report['polls_per_delivery']} per event delivered"
     )
     print_table(
         ["stage (server stamps, ms)", "samples", "p50", "p90", "p99", "max"],
