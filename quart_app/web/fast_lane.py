@@ -347,7 +347,7 @@ class FastLane:
         )
         receive = self._stream = LaneReceive()
         self._close_after_stream = False
-        send = LaneSend(server.writer, config, keep_alive=keep_alive)
+        send = LaneSend(server.writer, config, keep_alive=keep_alive, ended=self._stream_ended)
         scope = _request_scope(protocol, request)
         scope["asgi"] = {"spec_version": "2.1", "version": "3.0"}
         protocol.task_group.spawn(self._run_stream, protocol, sse, scope, receive, send)
@@ -365,20 +365,26 @@ class FastLane:
         except Exception:
             await config.log.exception("Error in ASGI Framework")
         finally:
-            self._stream = None
-            send.end()
+            send.end()  # (calls _stream_ended, if the response had not ended yet)
             if config.log.access_logger is not None and send.status is not None:
                 response: Any = {"status": send.status, "headers": []}
                 await config.log.access(scope, response, time.time() - started)
-            if (
-                not send.keep_alive
-                or self._close_after_stream
-                or protocol.context.terminated.is_set()
-                or server.writer.is_closing()
-            ):
+            if self._stream is receive:  # the connection is not kept: see _stream_ended
                 await server._close()
-            else:
-                server.idle_timer.arm()  # (Updated(idle=True))
+
+    def _stream_ended(self, send: LaneSend) -> None:
+        """The stream's response ended (its handler may still be giving back its slot and
+        presence): the connection is idle at once, as Hypercorn's is at a response's end, or
+        stays the stream's (reading nothing more) until _run_stream closes it."""
+        server = self._server
+        if (
+            send.keep_alive
+            and not self._close_after_stream
+            and not server.context.terminated.is_set()
+            and not server.writer.is_closing()
+        ):
+            self._stream = None
+            server.idle_timer.arm()  # (Updated(idle=True))
 
 
 def lane_routes(wrapped_app: Any) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .errors import problem_headers, problem_json
@@ -65,9 +66,25 @@ class LaneSend:
     the response; the app's own `connection: close` header (a refusal while draining) does
     the same. `status` is what was sent, for the access log."""
 
-    __slots__ = ("direct_writer", "_config", "keep_alive", "status", "_headers", "_chunked", "done")
+    __slots__ = (
+        "direct_writer",
+        "_config",
+        "keep_alive",
+        "status",
+        "_headers",
+        "_chunked",
+        "done",
+        "_ended",
+    )
 
-    def __init__(self, writer: asyncio.StreamWriter, config: Any, *, keep_alive: bool) -> None:
+    def __init__(
+        self,
+        writer: asyncio.StreamWriter,
+        config: Any,
+        *,
+        keep_alive: bool,
+        ended: Callable[[LaneSend], None],
+    ) -> None:
         self.direct_writer = writer  # (raw_socket.hypercorn_h11_writer looks for it)
         self._config = config
         self.keep_alive = keep_alive
@@ -75,6 +92,9 @@ class LaneSend:
         self._headers: tuple[int, list[tuple[bytes, bytes]]] | None = None
         self._chunked = False
         self.done = False  # the response ended (its last chunk, or its whole body, went)
+        # Called once, as the response ends: the connection can take its next request at
+        # once, as Hypercorn's can (the handler may still be releasing the stream's slot).
+        self._ended = ended
 
     async def __call__(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -85,14 +105,23 @@ class LaneSend:
 
     def _body(self, body: bytes, more: bool) -> None:
         transport = self.direct_writer.transport
+        if transport.is_closing():  # the client left: nothing to write (uvloop would raise)
+            if not more:
+                self._end(keep_alive=False)
+            return
         if self.status is None:
             transport.write(self._head(len(body), more) + self._framed(body))
         elif body:
             transport.write(self._framed(body))
         if not more:
-            self.done = True
             if self._chunked:
                 transport.write(b"0\r\n\r\n")
+            self._end(keep_alive=self.keep_alive)
+
+    def _end(self, *, keep_alive: bool) -> None:
+        self.done = True
+        self.keep_alive = keep_alive
+        self._ended(self)
 
     def _framed(self, body: bytes) -> bytes:
         if not self._chunked or not body:
@@ -122,8 +151,9 @@ class LaneSend:
         return b"".join(lines)
 
     def end(self) -> None:
-        """After the app returned: a response it left open is ended; one it never began (it
-        failed) is a 500, as Hypercorn answers then, and the connection is not kept."""
+        """After the app returned: a response it never began (it failed) is a 500, as
+        Hypercorn answers then; one it left open stays unfinished (no last chunk: the client
+        must not take it for whole). Either way the connection is not kept."""
         if self.done:
             return
         if self.status is None:
@@ -131,4 +161,4 @@ class LaneSend:
             self._headers = (500, problem_headers(500))
             self._body(problem_json(500, "Internal Server Error", "").encode(), False)
         else:
-            self._body(b"", False)
+            self._end(keep_alive=False)

@@ -1,12 +1,12 @@
-"""Review R1 (ff080c3): a keep-alive request sent right after an SSE stream's response ended.
+"""A keep-alive request sent right after an SSE stream's response ended is answered on the
+same connection, with and without the fast lane.
 
 The stream's response ends (its zero chunk) before web/sse.py gives back its slot and
-presence (`release_stream`, a Redis round trip or two). Without the lane, Hypercorn recycles
-h11 at the response's end, so the client's next request on the same connection is served
-while that bookkeeping runs. With the lane, FastLane._stream stays set until the handler
-returned: bytes read meanwhile are dropped (`feed`) and the connection is closed after the
-stream, so the client's next request, sent after a complete keep-alive response, is never
-answered. Redis is made slow (a 0.5 s proxy) only to make the window wide and the test
+presence (`release_stream`, a Redis round trip or two). Hypercorn recycles h11 at the
+response's end, so the client's next request is served while that bookkeeping runs; the lane
+must too (LaneSend's `ended` callback: the connection is idle at the response's end, not when
+the handler returned). Before, the lane dropped that request and closed the connection (found
+in review). Redis is made slow (a 0.5 s proxy) only to make the window wide and the test
 deterministic; it is one Redis round trip wide in production.
 """
 
@@ -53,20 +53,7 @@ async def _stream_to_its_end(reader: asyncio.StreamReader) -> bytes:
         text += chunk[:-2]
 
 
-@pytest.mark.parametrize(
-    "fast_lane",
-    [
-        pytest.param(
-            "true",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="review R1: the lane drops a request sent after a stream's response "
-                "ended but before release_stream returned, and closes the connection",
-            ),
-        ),
-        "false",
-    ],
-)
+@pytest.mark.parametrize("fast_lane", ["true", "false"])
 async def test_a_request_sent_right_after_a_stream_ended_is_answered_on_the_same_connection(
     live_servers: Callable[..., LiveServer], slow_redis_link: FaultProxy, fast_lane: str
 ) -> None:
