@@ -4,12 +4,19 @@ trip for both (a reconnect storm pays one per stream, not two)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
 from quart_app.engine.redis import RedisEngine
+from quart_app.engine.redis.connection import bounded
+from quart_app.engine.redis.scripts import Coalesced
 
 from ..faults import FaultProxy
 from .conftest import Collector, EngineFactory
@@ -69,3 +76,45 @@ async def test_admission_and_presence_are_one_round_trip_on_redis(
         assert await engine.is_online("ann")
     finally:
         proxy.stop()
+
+
+async def test_a_storm_of_admissions_shares_round_trips_and_connections_on_redis(
+    make_redis: Callable[..., Awaitable[RedisEngine]], redis_url: str
+) -> None:
+    # 200 streams arriving together are admitted over a couple of Redis connections, not one
+    # pooled connection each (the storm's admissions of one turn go in one pipeline), and
+    # every one of them is counted: a second stream each is refused at a limit of one.
+    port = urlsplit(redis_url).port
+    assert port is not None
+    proxy = FaultProxy(port).start()
+    try:
+        engine = await make_redis(redis_url.replace(f":{port}", f":{proxy.port}"))
+        assert await engine.stream_admit_and_enter("s:warm", 100, "warm")  # first sync done
+        before = proxy.connections
+        first = await asyncio.gather(
+            *(engine.stream_admit_and_enter(f"s:{i}", 1, f"p{i}") for i in range(200))
+        )
+        second = await asyncio.gather(
+            *(engine.stream_admit_and_enter(f"s:{i}", 1, f"p{i}") for i in range(200))
+        )
+        assert all(first) and not any(second)
+        assert proxy.connections - before <= 2, proxy.connections - before
+        assert await engine.online_count() == 201
+    finally:
+        proxy.stop()
+
+
+async def test_coalesced_calls_each_get_their_own_answer_or_error(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    try:
+        # A script Redis has not seen (its text is new): the pipeline loads it first.
+        script = client.register_script(f"-- {uuid.uuid4()}\nreturn tonumber(ARGV[1]) + 1")
+        calls = Coalesced(script, bounded)
+        answers = await asyncio.gather(
+            *(calls([], [n]) for n in range(5)), calls([], ["x"]), return_exceptions=True
+        )
+        assert answers[:5] == [1, 2, 3, 4, 5]
+        assert isinstance(answers[5], ResponseError)
+        assert await calls([], [41]) == 42  # alone: sent as it is
+    finally:
+        await client.aclose()

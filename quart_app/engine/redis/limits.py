@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 
 from ..base import EngineUnavailable
 from ..rate_limit import RateDecision
-from .scripts import LUA_DIR, load_script
+from .scripts import LUA_DIR, Coalesced, load_script
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class RedisLimits:
         self._run = run
         self._rate = client.register_script(load_script(("rate_limit.lua",)))
         self._admit = client.register_script(load_script(("_streams.lua", "stream_admit.lua")))
-        self._admit_enter = client.register_script(admit_enter_script(bus_publish))
+        # A storm's admissions of one turn go to Redis in one round trip (scripts.Coalesced).
+        self._admit_enter = Coalesced(client.register_script(admit_enter_script(bus_publish)), run)
         self._release = client.register_script(load_script(("_streams.lua", "stream_release.lua")))
         self._sync = client.register_script(load_script(("_streams.lua", "stream_sync.lua")))
         self._keys = [
@@ -118,8 +119,7 @@ class RedisLimits:
                     if rider is None:
                         status, _open = await self._call(self._admit, args)
                     else:
-                        keys = self._keys + rider.keys
-                        reply = await self._call(self._admit_enter, args + rider.args, keys)
+                        reply = await self._call_admit_enter(args + rider.args, rider.keys)
                         status, _open = reply[0], reply[1]
                         if status == 1:
                             rider.reply = reply[2:]
@@ -199,6 +199,15 @@ class RedisLimits:
         try:
             return await self._run(script(keys=self._keys if keys is None else keys, args=args))
         except Exception:
+            self._dirty = True
+            raise
+
+    async def _call_admit_enter(self, args: list[Any], rider_keys: list[str]) -> Any:
+        try:
+            return await self._admit_enter(self._keys + rider_keys, args)
+        except BaseException:
+            # Also when the caller was cancelled: the script may have run all the same, and
+            # a whole sync puts Redis' counts back to the local ones.
             self._dirty = True
             raise
 

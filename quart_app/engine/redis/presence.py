@@ -134,6 +134,9 @@ class RedisPresence:
             admitted = await admit(rider)
         except BaseException:
             self._undo_enter(pid, op)
+            # Redis may have counted it all the same (the call went; the caller stopped
+            # waiting, or its answer was lost): the next sync puts the local counts back.
+            self._dirty = True
             raise
         if not admitted:
             self._undo_enter(pid, op)
