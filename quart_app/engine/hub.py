@@ -438,10 +438,8 @@ class Hub:
     def _schedule_flush(self, conn: Connection) -> None:
         # Connections that got events are written together, in one write each. Normally at
         # once (next loop iteration); but when flushes come back to back (a burst), the next
-        # one waits twice as long as the last one took, so writing never takes more than a
-        # third of the CPU from accepting events, and each write (a syscall per connection)
-        # carries more of them. (Waiting once as long: about 0.75x the burst's deliveries/s
-        # in bench/vs_socketio.py, at the same p99; at 20 events/s no flush waits.)
+        # one waits as long as the last one took, so writing never takes more than half the
+        # CPU from accepting events, and each write carries more of them.
         if not self._to_flush:
             loop = asyncio.get_running_loop()
             delay = self._next_flush_at - loop.time()
@@ -460,7 +458,7 @@ class Hub:
         written, self._unwritten = self._unwritten, []
         if self.observe_flush is not None:
             self.observe_flush(written, cost)
-        self._next_flush_at = asyncio.get_running_loop().time() + min(2 * cost, MAX_FLUSH_DELAY)
+        self._next_flush_at = asyncio.get_running_loop().time() + min(cost, MAX_FLUSH_DELAY)
 
     async def start(self) -> None:
         # Redis down at start: begin at an unknown position; the first events carry the log's
