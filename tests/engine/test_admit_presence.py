@@ -8,9 +8,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
+import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -57,51 +58,53 @@ async def test_admitted_enters_presence_and_refused_changes_nothing(
     assert not await engine.is_online("bob") and len(_presence(collector)) == 2
 
 
-async def test_admission_and_presence_are_one_round_trip_on_redis(
+@pytest.fixture(name="proxied_redis")
+async def _proxied_redis(
     make_redis: Callable[..., Awaitable[RedisEngine]], redis_url: str
-) -> None:
+) -> AsyncIterator[tuple[RedisEngine, FaultProxy]]:
+    """A Redis engine reaching the test's Redis through a FaultProxy, its first sync done."""
     port = urlsplit(redis_url).port
     assert port is not None
     proxy = FaultProxy(port).start()
     try:
         engine = await make_redis(redis_url.replace(f":{port}", f":{proxy.port}"))
-        assert await engine.stream_admit_and_enter("s:warm", 100, "warm")  # first sync done
-        # Every chunk held 0.15 s each way: a round trip takes 0.3 s, two take 0.6 s.
-        proxy.delay(0.15)
-        started = time.monotonic()
-        assert await engine.stream_admit_and_enter("s:ann", 100, "ann")
-        elapsed = time.monotonic() - started
-        proxy.pass_through()
-        assert 0.25 < elapsed < 0.45, f"{elapsed:.2f} s: not one round trip"
-        assert await engine.is_online("ann")
+        assert await engine.stream_admit_and_enter("s:warm", 100, "warm")
+        yield engine, proxy
     finally:
         proxy.stop()
 
 
+async def test_admission_and_presence_are_one_round_trip_on_redis(
+    proxied_redis: tuple[RedisEngine, FaultProxy],
+) -> None:
+    engine, proxy = proxied_redis
+    # Every chunk held 0.15 s each way: a round trip takes 0.3 s, two take 0.6 s.
+    proxy.delay(0.15)
+    started = time.monotonic()
+    assert await engine.stream_admit_and_enter("s:ann", 100, "ann")
+    elapsed = time.monotonic() - started
+    proxy.pass_through()
+    assert 0.25 < elapsed < 0.45, f"{elapsed:.2f} s: not one round trip"
+    assert await engine.is_online("ann")
+
+
 async def test_a_storm_of_admissions_shares_round_trips_and_connections_on_redis(
-    make_redis: Callable[..., Awaitable[RedisEngine]], redis_url: str
+    proxied_redis: tuple[RedisEngine, FaultProxy],
 ) -> None:
     # 200 streams arriving together are admitted over a couple of Redis connections, not one
     # pooled connection each (the storm's admissions of one turn go in one pipeline), and
     # every one of them is counted: a second stream each is refused at a limit of one.
-    port = urlsplit(redis_url).port
-    assert port is not None
-    proxy = FaultProxy(port).start()
-    try:
-        engine = await make_redis(redis_url.replace(f":{port}", f":{proxy.port}"))
-        assert await engine.stream_admit_and_enter("s:warm", 100, "warm")  # first sync done
-        before = proxy.connections
-        first = await asyncio.gather(
-            *(engine.stream_admit_and_enter(f"s:{i}", 1, f"p{i}") for i in range(200))
-        )
-        second = await asyncio.gather(
-            *(engine.stream_admit_and_enter(f"s:{i}", 1, f"p{i}") for i in range(200))
-        )
-        assert all(first) and not any(second)
-        assert proxy.connections - before <= 2, proxy.connections - before
-        assert await engine.online_count() == 201
-    finally:
-        proxy.stop()
+    engine, proxy = proxied_redis
+    before = proxy.connections
+    first = await asyncio.gather(
+        *(engine.stream_admit_and_enter(f"s:{i}", 1, f"p{i}") for i in range(200))
+    )
+    second = await asyncio.gather(
+        *(engine.stream_admit_and_enter(f"s:{i}", 1, f"p{i}") for i in range(200))
+    )
+    assert all(first) and not any(second)
+    assert proxy.connections - before <= 2, proxy.connections - before
+    assert await engine.online_count() == 201
 
 
 async def test_coalesced_calls_each_get_their_own_answer_or_error(redis_url: str) -> None:

@@ -1,8 +1,8 @@
 """Long-polls answered by the fast lane itself (web/fast_lane.py `_answer_poll`: h11 never
 leaves IDLE, the lane does what Hypercorn does around a request), against real `rankpulse
 serve` processes and raw sockets: the idle timer is re-armed after each answer, SIGTERM closes
-a connection idle after one at once, and a problem it answers is framed and worded as Hypercorn
-answers it, the connection kept for the next poll."""
+a connection idle after one at once, and a problem it answers (to a poll or an SSE request) is
+framed and worded as Hypercorn answers it, with a Date, the connection kept for the next poll."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import json
 import time
 from collections.abc import Callable
 
+import pytest
+
 from ..helpers import lane_requests
+from ..http_wire import exchange
 from ..services import LiveServer
 
 KEEP_ALIVE = 1.0
@@ -20,23 +23,6 @@ KEEP_ALIVE = 1.0
 
 async def _open(server: LiveServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", server.port)
-
-
-async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str
-) -> tuple[int, dict[bytes, bytes], bytes]:
-    """One GET on a keep-alive connection: status, headers (lowercased names), body. The
-    answer must be framed by Content-Length (never chunked, never closed to end it)."""
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-    status_line, *lines = head[:-4].split(b"\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    assert b"transfer-encoding" not in headers, head
-    body = await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), 30)
-    return int(status_line.split()[1]), headers, body
 
 
 async def _closed_within(reader: asyncio.StreamReader, limit: float) -> float:
@@ -54,7 +40,7 @@ async def test_an_idle_connection_after_lane_polls_closes_after_the_timeout(
     reader, writer = await _open(server)
     try:
         for _ in range(2):
-            status, _, body = await _exchange(
+            status, _, body = await exchange(
                 reader, writer, f"/api/poll?rooms=matches&timeout=0&access_token={token}"
             )
             assert status == 200 and "cursor" in json.loads(body)
@@ -75,7 +61,7 @@ async def test_sigterm_closes_a_connection_idle_after_a_lane_poll_at_once(
     token = server.token("viewer")
     reader, writer = await _open(server)
     try:
-        status, _, _ = await _exchange(
+        status, _, _ = await exchange(
             reader, writer, f"/api/poll?rooms=matches&timeout=0&access_token={token}"
         )
         assert status == 200 and lane_requests(server.url) >= 1
@@ -85,25 +71,28 @@ async def test_sigterm_closes_a_connection_idle_after_a_lane_poll_at_once(
         writer.close()
 
 
+@pytest.mark.parametrize("path", ["/api/poll", "/api/events"])
 async def test_problems_from_the_lane_match_hypercorns_and_keep_the_connection(
-    shared_live_server: LiveServer, live_servers: Callable[..., LiveServer]
+    shared_live_server: LiveServer, live_servers: Callable[..., LiveServer], path: str
 ) -> None:
+    # Polls and SSE streams alike: a refusal is answered whole, framed by its length, and
+    # the connection serves the next request.
     without_lane = live_servers(env={"FAST_LANE": "false"})
     answers: dict[str, list[tuple[int, dict[bytes, bytes], bytes]]] = {}
     for name, server in (("lane", shared_live_server), ("hypercorn", without_lane)):
         token = server.token("viewer")
         problems = [
-            "/api/poll?rooms=matches",  # no token: 401
-            f"/api/poll?rooms=matches&timeout=99&access_token={token}",  # 400
-            f"/api/poll?access_token={token}",  # no rooms: 400
-            "/api/poll?rooms=matches&access_token=not-a-token",  # 401
+            f"{path}?rooms=matches",  # no token: 401
+            f"{path}?rooms=matches&top=0&access_token={token}",  # a bad top: 400
+            f"{path}?access_token={token}",  # no rooms: 400
+            f"{path}?rooms=matches&access_token=not-a-token",  # 401
         ]
-        before = lane_requests(server.url)
+        before = _lane_requests(server)
         reader, writer = await _open(server)
         try:
-            answers[name] = [await _exchange(reader, writer, target) for target in problems]
+            answers[name] = [await exchange(reader, writer, target) for target in problems]
             # ... and the same connection still serves a poll.
-            status, headers, body = await _exchange(
+            status, headers, body = await exchange(
                 reader, writer, f"/api/poll?rooms=matches&timeout=0&access_token={token}"
             )
             assert status == 200 and "cursor" in json.loads(body)
@@ -111,7 +100,7 @@ async def test_problems_from_the_lane_match_hypercorns_and_keep_the_connection(
             assert _is_http_date(headers[b"date"]), headers
         finally:
             writer.close()
-        taken = lane_requests(server.url) - before
+        taken = _lane_requests(server) - before
         assert taken == (len(problems) + 1 if name == "lane" else 0), (name, taken)
     for (status, headers, body), (status_h, headers_h, body_h) in zip(
         answers["lane"], answers["hypercorn"], strict=True
@@ -121,6 +110,11 @@ async def test_problems_from_the_lane_match_hypercorns_and_keep_the_connection(
         assert headers.get(b"www-authenticate") == headers_h.get(b"www-authenticate")
         assert json.loads(body) == json.loads(body_h)
         assert _is_http_date(headers[b"date"]) and _is_http_date(headers_h[b"date"])
+
+
+def _lane_requests(server: LiveServer) -> int:
+    """Polls and streams the lane took."""
+    return lane_requests(server.url, "/api/poll") + lane_requests(server.url, "/api/events")
 
 
 def _is_http_date(value: bytes) -> bool:

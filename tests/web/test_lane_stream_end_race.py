@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ..faults import FaultProxy
+from ..http_wire import chunks_to_the_end, read_head
 from ..services import LiveServer, RedisServer
 
 ROOM = "matches"
@@ -31,26 +32,6 @@ def _slow_redis_link(own_redis: RedisServer) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.stop()
-
-
-async def _head(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-    status_line, *lines = head[:-4].split(b"\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers
-
-
-async def _stream_to_its_end(reader: asyncio.StreamReader) -> bytes:
-    text = b""
-    while True:
-        size = int(await asyncio.wait_for(reader.readuntil(b"\r\n"), 30), 16)
-        chunk = await asyncio.wait_for(reader.readexactly(size + 2), 30)
-        if size == 0:
-            return text
-        text += chunk[:-2]
 
 
 @pytest.mark.parametrize("fast_lane", ["true", "false"])
@@ -68,17 +49,17 @@ async def test_a_request_sent_right_after_a_stream_ended_is_answered_on_the_same
             f"GET /api/events?rooms={ROOM}&access_token={expiring} HTTP/1.1\r\n"
             "Host: test\r\n\r\n".encode()
         )
-        status, headers = await _head(reader)
+        status, headers = await read_head(reader)
         assert status == 200 and headers[b"transfer-encoding"] == b"chunked"
         assert b"connection" not in headers  # kept alive
         slow_redis_link.delay(0.5)  # the stream's end-of-stream bookkeeping now takes ~2 s
-        assert b"event: stream:open" in await _stream_to_its_end(reader)
+        assert b"event: stream:open" in await chunks_to_the_end(reader)
         # The response is complete and kept alive: a client reuses the connection at once.
         writer.write(
             f"GET /api/poll?rooms={ROOM}&timeout=0&access_token={poller} HTTP/1.1\r\n"
             "Host: test\r\n\r\n".encode()
         )
-        status, headers = await _head(reader)  # the lane: IncompleteReadError (closed)
+        status, headers = await read_head(reader)  # the lane: IncompleteReadError (closed)
         body = await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), 30)
         assert status == 200 and "cursor" in json.loads(body)
     finally:
