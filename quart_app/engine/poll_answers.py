@@ -7,10 +7,11 @@ the cursor of the last answer), so the answers are shared:
 
 - Pollers behind the head read the log. The answer for one (epoch, position, rooms) is read
   and encoded once, also when a crowd asks at the same moment, and kept in a small LRU while
-  it is still what a read would give: until the head moves past what it read (unless its
-  page was full). An answer kept longer stays true but falls short of the head, and each of
-  its pollers paid a round trip more for the events it left out: under 300 pollers, the
-  largest part of the long-poll's p99 (bench/poll_lag.py).
+  it is still what a read would give: until an event of its rooms comes after what it read
+  (unless its page was full). An answer kept longer stays true but falls short, and each of
+  its pollers pays a round trip more for the events it left out. Events of other rooms (a
+  publisher's own, presence) leave it whole: the last event of each room of a kept or
+  pending read is noted as events arrive.
 - Pollers at the head wait in a group per rooms-key, released once by the fan-out that carries
   events of those rooms. The group collects those events; its answer body is encoded once per
   position and shared by every waiter there. No connection, queue or task per poll: a wake-up
@@ -24,7 +25,7 @@ the cursor of the last answer), so the answers are shared:
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,12 @@ class PollAnswers:
         # (epoch, position, rooms) -> (body, position reached, whether the page read was full)
         self._reads: OrderedDict[ReadKey, LogRead] = OrderedDict()
         self._reading: dict[ReadKey, asyncio.Task[LogRead]] = {}
+        # The rooms of kept and pending reads (how many hold each), and for those rooms the
+        # seq of their last event: bounded by the reads, not by every room there is.
+        self._tracked: Counter[str] = Counter()
+        self._room_seq: dict[str, int] = {}
+        # Bumped when both are cleared (a new epoch): reads begun before untrack nothing.
+        self._tracking = 0
         self._last_seq = 0
         self._epoch: str | None = None
         # Answer bodies built (each shared by every poller that got it): the test of sharing.
@@ -154,6 +161,16 @@ class PollAnswers:
             self._epoch = hub.epoch
             self._last_seq = 0
             self._reads.clear()
+            self._tracked.clear()
+            self._room_seq.clear()
+            self._tracking += 1
+        if self._tracked:
+            tracked, room_seq = self._tracked, self._room_seq
+            for event in events:
+                if event.seq:
+                    for room in event.rooms:
+                        if room in tracked and event.seq > room_seq.get(room, 0):
+                            room_seq[room] = event.seq
         if not self._groups:
             self._last_seq = max(self._last_seq, hub.head_seq)
             return
@@ -212,22 +229,63 @@ class PollAnswers:
         rooms after `position`. LogGap as the engine raises it."""
         cache_key = (epoch, position, key)
         cached = self._reads.get(cache_key)
-        if cached is not None and (cached[2] or cached[1] >= self._hub.head_seq):
+        if cached is not None and self._whole(cached, key):
             self._reads.move_to_end(cache_key)
             return cached[0], cached[1]
         reading = self._reading.get(cache_key)
         if reading is None:
             # One read per question, in its own task: a poller that leaves (its request
             # cancelled) does not cancel the answer the others wait for.
-            reading = asyncio.get_running_loop().create_task(self._read(position, frozenset(key)))
+            reading = asyncio.get_running_loop().create_task(
+                self._read_and_keep(cache_key, position, key)
+            )
             self._reading[cache_key] = reading
             reading.add_done_callback(lambda _: self._reading.pop(cache_key, None))
         answer = await asyncio.shield(reading)
-        if answer[0] is not None and epoch == self._hub.engine.epoch:
-            self._reads[cache_key] = answer
-            if len(self._reads) > READ_CACHE_ENTRIES:
-                self._reads.popitem(last=False)
         return answer[0], answer[1]
+
+    async def _read_and_keep(self, cache_key: ReadKey, position: int, key: RoomsKey) -> LogRead:
+        tracking = self._tracking
+        self._track(key)  # from before the read: an event of these rooms during it counts
+        try:
+            answer = await self._read(position, frozenset(key))
+            if (
+                answer[0] is not None
+                and cache_key[0] == self._hub.engine.epoch
+                and tracking == self._tracking
+            ):
+                # Kept in the same step as the read's end (tracked before its own tracking
+                # ends below): no event of its rooms can go unnoted in between.
+                if cache_key not in self._reads:
+                    self._track(key)
+                self._reads[cache_key] = answer
+                if len(self._reads) > READ_CACHE_ENTRIES:
+                    evicted, _ = self._reads.popitem(last=False)
+                    self._untrack(evicted[2])
+            return answer
+        finally:
+            if tracking == self._tracking:
+                self._untrack(key)
+
+    def _whole(self, read: LogRead, key: RoomsKey) -> bool:
+        """Whether a kept read is still what reading again would give."""
+        _, reached, full = read
+        room_seq = self._room_seq
+        return full or all(room_seq.get(room, 0) <= reached for room in key)
+
+    def _track(self, key: RoomsKey) -> None:
+        for room in key:
+            self._tracked[room] += 1
+
+    def _untrack(self, key: RoomsKey) -> None:
+        tracked = self._tracked
+        for room in key:
+            count = tracked.get(room, 0) - 1
+            if count > 0:
+                tracked[room] = count
+            else:
+                tracked.pop(room, None)
+                self._room_seq.pop(room, None)
 
     async def _read(self, position: int, rooms: frozenset[str]) -> LogRead:
         engine = self._hub.engine
