@@ -41,23 +41,30 @@ def problem_json(
     return json.dumps(body)
 
 
-def problem_headers(status: int) -> list[tuple[bytes, bytes]]:
+def problem_headers(status: int, retry_after: int = 1) -> list[tuple[bytes, bytes]]:
     """The headers of a problem answered by a raw handler (PROTOCOL 7)."""
     headers = [(b"content-type", b"application/problem+json")]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     elif status in (429, 503):  # PROTOCOL 7: these always say when to come back
-        headers.append((b"retry-after", b"1"))
+        headers.append((b"retry-after", b"%d" % retry_after))
     return headers
 
 
 async def send_problem(
-    send: Any, prefix: str, status: int, title: str, detail: str, *, close: bool = False
+    send: Any,
+    prefix: str,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    close: bool = False,
+    retry_after: int = 1,
 ) -> None:
     """The same answer from a raw ASGI handler: `prefix` is "http" for a plain response,
     "websocket.http" to refuse a WebSocket handshake. `close`: not kept alive after it."""
     body = problem_json(status, title, detail).encode()
-    headers = problem_headers(status)
+    headers = problem_headers(status, retry_after)
     # Framed by its length, as the fast lane frames it (not chunked by h11 for want of one).
     headers.append((b"content-length", b"%d" % len(body)))
     if close:

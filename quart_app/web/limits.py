@@ -27,7 +27,7 @@ from ..engine.base import EngineUnavailable
 from ..engine.rate_limit import RateDecision
 from ..runtime import Runtime, runtime
 from ..services.errors import ServiceError
-from .errors import problem, problem_json
+from .errors import problem, send_problem
 from .tokens import token_from
 
 log = logging.getLogger(__name__)
@@ -127,16 +127,15 @@ class StreamRefused(Exception):
     async def send(self, send: Any, prefix: str) -> None:
         """Answer from a raw ASGI handler: `prefix` "http", or "websocket.http" to refuse a
         WebSocket handshake."""
-        body = problem_json(self.status, self.title, self.detail).encode()
-        headers = [
-            (b"content-type", b"application/problem+json"),
-            (b"retry-after", str(self.retry_after).encode()),
-            (b"content-length", b"%d" % len(body)),
-        ]
-        if self.close:
-            headers.append((b"connection", b"close"))
-        await send({"type": f"{prefix}.response.start", "status": self.status, "headers": headers})
-        await send({"type": f"{prefix}.response.body", "body": body})
+        await send_problem(
+            send,
+            prefix,
+            self.status,
+            self.title,
+            self.detail,
+            close=self.close,
+            retry_after=self.retry_after,
+        )
 
 
 @dataclass(slots=True)
