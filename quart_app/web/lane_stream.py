@@ -13,23 +13,26 @@ stream's events to it itself (raw_socket.py), as it does under Hypercorn.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
 from .errors import problem_headers, problem_json
+from .raw_response import http_date
 
-# Hypercorn's response headers (Date, Server) of the current second, per config.
-_headers_of_second: dict[int, tuple[float, list[tuple[bytes, bytes]]]] = {}
+# Hypercorn's response headers but the Date (Server, Alt-Svc), per config (a server's few).
+_undated: dict[int, list[tuple[bytes, bytes]]] = {}
 
 
 def server_headers(config: Any) -> list[tuple[bytes, bytes]]:
-    """config.response_headers("h11"), made once a second (the Date has a second's grain)."""
-    now = int(time.time())
-    cached = _headers_of_second.get(id(config))
-    if cached is None or cached[0] != now:
-        cached = _headers_of_second[id(config)] = (now, config.response_headers("h11"))
-    return cached[1]
+    """config.response_headers("h11"), its Date from raw_response.http_date (made once a
+    second, not formatted per stream)."""
+    undated = _undated.get(id(config))
+    if undated is None:
+        headers = config.response_headers("h11")
+        undated = _undated[id(config)] = [(n, v) for n, v in headers if n != b"date"]
+    if config.include_date_header:
+        return [(b"date", http_date()), *undated]
+    return undated
 
 
 class LaneReceive:
