@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +28,9 @@ import redis.asyncio as aioredis
 
 from ..base import EngineUnavailable
 from ..rate_limit import RateDecision
-from .scripts import LUA_DIR, Coalesced, load_script
+from .scripts import LUA_DIR, Coalesced, Run, load_script
 
 log = logging.getLogger(__name__)
-
-Run = Callable[[Awaitable[Any]], Awaitable[Any]]
 
 
 @dataclass

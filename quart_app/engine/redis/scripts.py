@@ -66,25 +66,37 @@ class Scripts:
         """The calls in one round trip (a pipeline, not a transaction), run in order: one
         reply each, or the exception of that call (a script error); EngineUnavailable for
         them all when Redis does not answer."""
-        script = self._scripts[name]
-        client = script.registered_client
-        if not isinstance(client, aioredis.Redis):
-            # A cluster client refuses EVALSHA in a pipeline: one round trip each.
-            return [await self._run_or_error(name, keys, args) for keys, args in calls]
-        async with client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                # On a pipeline the call is queued (and the script registered to load first).
-                await script(keys=keys, args=args, client=pipe)
-            replies: list[Any] = await bounded(pipe.execute(raise_on_error=False))
-        return replies
+        return await run_pipelined(self._scripts[name], calls)
 
-    async def _run_or_error(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await self.run(name, keys, args)
-        except EngineUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - this call's error, as in a pipeline
-            return exc
+
+Run = Callable[[Awaitable[Any]], Awaitable[Any]]
+
+
+async def run_or_error(script: Any, keys: list[str], args: list[Any], run: Run = bounded) -> Any:
+    """One call's reply, or its script error as the value; EngineUnavailable raised."""
+    try:
+        return await run(script(keys=keys, args=args))
+    except EngineUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - this call's error, as in a pipeline
+        return exc
+
+
+async def run_pipelined(
+    script: Any, calls: Sequence[tuple[list[str], list[Any]]], run: Run = bounded
+) -> list[Any]:
+    """`calls` of `script` in one round trip (a pipeline, not a transaction), in order: one
+    reply or script error each; EngineUnavailable for them all when Redis does not answer."""
+    client = script.registered_client
+    if not isinstance(client, aioredis.Redis):
+        # A cluster client refuses EVALSHA in a pipeline: one round trip each.
+        return [await run_or_error(script, keys, args, run) for keys, args in calls]
+    async with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            # On a pipeline the call is queued (and the script registered to load first).
+            await script(keys=keys, args=args, client=pipe)
+        replies: list[Any] = await run(pipe.execute(raise_on_error=False))
+    return replies
 
 
 class Coalesced:
@@ -99,7 +111,7 @@ class Coalesced:
     (EngineUnavailable when Redis does not answer). A caller that stops waiting does not stop
     its call: the script may still run (the caller's bookkeeping must allow for that)."""
 
-    def __init__(self, script: Any, run: Callable[[Awaitable[Any]], Awaitable[Any]]) -> None:
+    def __init__(self, script: Any, run: Run) -> None:
         self._script = script
         self._run = run
         self._queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
@@ -124,20 +136,13 @@ class Coalesced:
     async def _send(self, calls: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
         replies: list[Any]
         try:
-            if len(calls) == 1:
+            if len(calls) == 1:  # (alone: no pipeline, whose script check is a round trip)
                 keys, args, _ = calls[0]
-                try:
-                    replies = [await self._run(self._script(keys=keys, args=args))]
-                except EngineUnavailable:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - this call's error
-                    replies = [exc]
+                replies = [await run_or_error(self._script, keys, args, self._run)]
             else:
-                client = self._script.registered_client
-                async with client.pipeline(transaction=False) as pipe:
-                    for keys, args, _ in calls:
-                        await self._script(keys=keys, args=args, client=pipe)
-                    replies = await self._run(pipe.execute(raise_on_error=False))
+                replies = await run_pipelined(
+                    self._script, [(keys, args) for keys, args, _ in calls], self._run
+                )
         except BaseException as exc:
             for *_, future in calls:
                 if future.done():
