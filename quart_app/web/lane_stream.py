@@ -17,22 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import problem_headers, problem_json
-from .raw_response import http_date
-
-# Hypercorn's response headers but the Date (Server, Alt-Svc), per config (a server's few).
-_undated: dict[int, list[tuple[bytes, bytes]]] = {}
-
-
-def server_headers(config: Any) -> list[tuple[bytes, bytes]]:
-    """config.response_headers("h11"), its Date from raw_response.http_date (made once a
-    second, not formatted per stream)."""
-    undated = _undated.get(id(config))
-    if undated is None:
-        headers = config.response_headers("h11")
-        undated = _undated[id(config)] = [(n, v) for n, v in headers if n != b"date"]
-    if config.include_date_header:
-        return [(b"date", http_date()), *undated]
-    return undated
+from .raw_response import server_headers
 
 
 class LaneReceive:

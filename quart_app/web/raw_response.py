@@ -46,6 +46,22 @@ def http_date() -> bytes:
     return _date_value
 
 
+# Hypercorn's response headers but the Date (Server, Alt-Svc), per config (a server's few).
+_undated: dict[int, list[tuple[bytes, bytes]]] = {}
+
+
+def server_headers(config: Any) -> list[tuple[bytes, bytes]]:
+    """Hypercorn's own response headers, config.response_headers("h11"), with the Date of
+    http_date (made once a second, not formatted per response)."""
+    undated = _undated.get(id(config))
+    if undated is None:
+        headers = config.response_headers("h11")
+        undated = _undated[id(config)] = [(n, v) for n, v in headers if n != b"date"]
+    if config.include_date_header:
+        return [(b"date", http_date()), *undated]
+    return undated
+
+
 def encode_response(status: int, headers: Headers, body: bytes, *, close: bool) -> bytes:
     """The bytes of a complete HTTP/1.1 response with a Content-Length and a Date."""
     lines = [b"HTTP/1.1 %d \r\n" % status, b"date: " + http_date() + b"\r\n"]

@@ -18,6 +18,8 @@ from typing import Any
 
 import h11
 
+from .raw_response import server_headers
+
 try:  # Hypercorn's internals, as raw_socket.py uses them
     from hypercorn.protocol.http_stream import ASGIHTTPState
 except ImportError:  # pragma: no cover
@@ -55,7 +57,7 @@ def hypercorn_start_stream(
     if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
         state.process_keep_alive_disabled()  # (Hypercorn's `connection: close`)
     lines = [b"HTTP/1.1 %d \r\n" % status]
-    for name, value in (*headers, *protocol.config.response_headers("h11")):
+    for name, value in (*headers, *server_headers(protocol.config)):
         lines.append(name + b": " + value + b"\r\n")
     lines.append(b"transfer-encoding: chunked\r\n")
     if not state.keep_alive:
