@@ -2,7 +2,7 @@
 
 Profiles of a keep-alive long-poll and of a new SSE stream put about half of the server's CPU
 in Hypercorn's per-request machinery: h11 parsing and validating the request head, the
-HTTPStream's scope, an asyncio.Queue and a task per request, and the event loop of H11Protocol
+HTTPStream's scope, an asyncio.Queue and a task per request, and the event loop of LaneProtocol
 around them. A crowd of pollers sends thousands of such heads a second, all alike.
 
 Here, when a whole request head arrives on an idle HTTP/1.1 connection (h11 in IDLE on both
@@ -36,11 +36,7 @@ import asyncio
 import re
 import time
 import weakref
-from typing import Any, Final, NamedTuple
-
-import h11
-from hypercorn.events import RawData
-from hypercorn.protocol.h11 import H11Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from ..metrics import LANE_REQUESTS
 from .lane_stream import LaneReceive, LaneSend
@@ -201,9 +197,29 @@ def _parse_headers(block: bytes) -> tuple[list[tuple[bytes, bytes]], bool] | _Ve
     return headers, close
 
 
+class LaneProtocol(Protocol):
+    """What the lane reads and counts of a connection's HTTP/1.1 side: Hypercorn's
+    H11Protocol (hypercorn_fast.py), or lane_front.py's connection that has no Hypercorn."""
+
+    app: Any  # Hypercorn's ASGIWrapper around the app
+    config: Any  # Hypercorn's Config
+    context: Any  # Hypercorn's WorkerContext (mark_request, terminated)
+    keep_alive_requests: int
+    ssl: bool
+    client: tuple[str, int] | None
+    server: tuple[str, int] | None
+
+
 class FastLane:
     """One connection's lane: takes the bytes Hypercorn's protocol would have been given
-    (TimerTCPServer._read_data) and serves what it can, handing the rest on."""
+    and serves what it can, handing the rest on.
+
+    Its connection (`server`) is hypercorn_fast.TimerTCPServer, or lane_front.FrontConnection
+    before Hypercorn has one. Either gives `loop`, `config`, `context`, `writer`,
+    `idle_timer` and `_close()` as TimerTCPServer has them, and: `lane_protocol()`, the
+    LaneProtocol when the connection is between requests (else None: the bytes are
+    Hypercorn's); `decline(data)`, which hands bytes to Hypercorn; `spawn(fn, *args)`, a task
+    for the connection's life."""
 
     __slots__ = (
         "_server",
@@ -217,7 +233,7 @@ class FastLane:
     )
 
     def __init__(self, server: Any) -> None:
-        self._server = server  # hypercorn_fast.TimerTCPServer
+        self._server = server
         self._buffer = b""
         self._max_head: int = server.config.h11_max_incomplete_size
         self._arrivals = arrival_budget(server.loop)
@@ -226,24 +242,13 @@ class FastLane:
         self._stream: LaneReceive | None = None  # the SSE stream this connection serves
         self._close_after_stream = False
 
-    def _idle_protocol(self) -> H11Protocol | None:
-        """Hypercorn's HTTP/1.1 protocol when it is between requests with nothing read."""
-        protocol = self._server.protocol.protocol  # (ProtocolWrapper: H11Protocol or H2)
-        if type(protocol) is not H11Protocol or protocol.stream is not None:
-            return None
-        connection = protocol.connection
-        if (
-            type(connection) is not h11.Connection
-            or connection.their_state is not h11.IDLE
-            or connection.our_state is not h11.IDLE
-            or connection.trailing_data != (b"", False)
-        ):
-            return None
-        return protocol
-
     def wants(self) -> bool:
         """Whether the next bytes read are the lane's to look at (feed) or Hypercorn's."""
-        return bool(self._buffer) or self._stream is not None or self._idle_protocol() is not None
+        return (
+            bool(self._buffer)
+            or self._stream is not None
+            or self._server.lane_protocol() is not None
+        )
 
     async def feed(self, data: bytes) -> None:
         """Bytes read from the socket (never the b"" of EOF: see end())."""
@@ -257,7 +262,7 @@ class FastLane:
                 # A place in this turn's budget before the parse: past it, this connection's
                 # reading waits for a later turn (its bytes stay here, unread by anyone).
                 await self._arrivals.take()
-            protocol = self._idle_protocol()
+            protocol = self._server.lane_protocol()
             if protocol is None:
                 break
             verdict = parse_head(data, self._max_head, self._headers)
@@ -281,20 +286,20 @@ class FastLane:
             if verdict.close or self._server.writer.is_closing():
                 return  # (the connection closes after this answer: the rest is moot)
         if data:
-            await self._server.protocol.handle(RawData(data))
+            await self._server.decline(data)
 
     async def end(self) -> None:
         """EOF: a head still partial is Hypercorn's (it answers it as before)."""
         if self._buffer:
             data, self._buffer = self._buffer, b""
-            await self._server.protocol.handle(RawData(data))
+            await self._server.decline(data)
 
     def gone(self) -> None:
         """The connection stopped reading (EOF, an error, or cancelled): the client left."""
         if self._stream is not None:
             self._stream.disconnect()
 
-    async def _answer_poll(self, protocol: H11Protocol, poll: Any, request: LaneRequest) -> None:
+    async def _answer_poll(self, protocol: LaneProtocol, poll: Any, request: LaneRequest) -> None:
         """One long-poll, answered here: what Hypercorn does around a request (the idle timer,
         the request counts, the keep-alive limit, the access log, closing after a `close`),
         with h11 left IDLE on both sides throughout."""
@@ -317,7 +322,7 @@ class FastLane:
             writer.write(poll.encoded(answer, close=close))
             if config.log.access_logger is not None:
                 await config.log.access(
-                    _request_scope(protocol, request),  # type: ignore[arg-type]
+                    _request_scope(protocol, request),
                     {"status": answer.status, "headers": answer.headers},
                     time.time() - started,
                 )
@@ -331,7 +336,7 @@ class FastLane:
         else:
             server.idle_timer.arm()  # (Updated(idle=True))
 
-    async def _open_stream(self, protocol: H11Protocol, sse: Any, request: LaneRequest) -> None:
+    async def _open_stream(self, protocol: LaneProtocol, sse: Any, request: LaneRequest) -> None:
         """An SSE request: web/sse.py's handler in a task of the connection's task group (as
         Hypercorn runs an app), while this one goes back to reading."""
         server = self._server
@@ -350,10 +355,10 @@ class FastLane:
         send = LaneSend(server.writer, config, keep_alive=keep_alive, ended=self._stream_ended)
         scope = _request_scope(protocol, request)
         scope["asgi"] = {"spec_version": "2.1", "version": "3.0"}
-        protocol.task_group.spawn(self._run_stream, protocol, sse, scope, receive, send)
+        server.spawn(self._run_stream, protocol, sse, scope, receive, send)
 
     async def _run_stream(
-        self, protocol: H11Protocol, sse: Any, scope: Any, receive: LaneReceive, send: LaneSend
+        self, protocol: LaneProtocol, sse: Any, scope: Any, receive: LaneReceive, send: LaneSend
     ) -> None:
         server = self._server
         config = protocol.config
@@ -395,7 +400,7 @@ def lane_routes(wrapped_app: Any) -> Any:
     return None
 
 
-def _request_scope(protocol: H11Protocol, request: LaneRequest) -> dict[str, Any]:
+def _request_scope(protocol: LaneProtocol, request: LaneRequest) -> dict[str, Any]:
     """The request's ASGI scope as Hypercorn would make it, less what only an app reads
     (`asgi`, `state`, `extensions`): all Hypercorn's access log reads, for a lane poll."""
     return {

@@ -1,16 +1,10 @@
-"""Hypercorn's asyncio TCP server with a timer, not a task, for the keep-alive idle timeout.
-
-Hypercorn 0.18 arms its idle timeout by creating a task that runs
-`wait_for(context.terminated.wait(), keep_alive_timeout)` each time a connection goes idle,
-and cancels (and awaits) it each time a request arrives: two task creations, a cancellation
-and a lock per request. Under 1,000 long-pollers that is ~80k cancellations a run, for a
-timer that almost never fires. Here the timer is a `loop.call_later` handle: arming and
-disarming are two plain calls. Shutdown keeps Hypercorn's behaviour: when the worker's
-`context.terminated` is set, every idle connection closes at once (one watcher task per
-worker, not one per connection), and a connection that goes idle after it closes at once.
+"""Hypercorn's asyncio TCP server with a timer, not a task, for the keep-alive idle timeout
+(idle_timer.py).
 
 It also hosts the fast lane (fast_lane.py): plain `GET`s of the long-poll and SSE paths
 served past Hypercorn's request parsing and task per request, on by default (FAST_LANE).
+With the lane on, a plain-TCP connection starts without this class at all (lane_front.py)
+and gets one only when it sends a request the lane does not serve.
 
 And it closes a connection gracefully when the answer went out before the request's body was
 all read (a 413 for a body over 1 MiB, a 401 or 415 answered before reading; PROTOCOL 7).
@@ -21,9 +15,10 @@ is read and thrown away until the client closes, for at most LINGER_SECONDS and 
 (the "lingering close" of Apache and nginx); past either bound the socket is cut (a slow-loris
 client holds nothing longer than that).
 
-`install()` is the one place that hands this class to `hypercorn.asyncio.run`; `rankpulse
-serve` calls it. The class overrides internals of one Hypercorn minor version, hence the
-version check at import: an upgrade fails loudly here instead of misbehaving.
+`install()` is the one place that hands this class (and lane_front's listener) to
+`hypercorn.asyncio.run`; `rankpulse serve` calls it. Both override internals of one Hypercorn
+minor version, hence the version check at import: an upgrade fails loudly here instead of
+misbehaving.
 """
 
 from __future__ import annotations
@@ -32,17 +27,18 @@ import asyncio
 import importlib.metadata
 import math
 import os
-import weakref
 from typing import Any
 
 import h11
 import hypercorn.asyncio.run as hypercorn_run
 from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
-from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol.h11 import H11Protocol
 
 from ..config import ConfigError
 from .fast_lane import FastLane
+from .idle_timer import IdleTimer, idle_connections
+from .lane_front import asyncio_with_front
 
 # Written against hypercorn/asyncio/tcp_server.py of 0.18.x (run, protocol_send, _read_data,
 # _close, _initiate_server_close): re-read that file before widening this.
@@ -107,119 +103,24 @@ def fast_lane_enabled(environ: dict[str, str] | None = None) -> bool:
 
 def install(fast_lane: bool | None = None) -> None:
     """Make `hypercorn.asyncio.serve` build TimerTCPServer for each connection, with the
-    fast lane unless `fast_lane` (default: FAST_LANE) says no, lingering LINGER_SECONDS."""
+    fast lane unless `fast_lane` (default: FAST_LANE) says no, lingering LINGER_SECONDS; with
+    the lane, plain-TCP connections start as lane_front's and become Hypercorn's only when
+    the lane declines what they send."""
     global _fast_lane, _linger_seconds
     _fast_lane = fast_lane_enabled() if fast_lane is None else fast_lane
     _linger_seconds = linger_seconds()
     hypercorn_run.TCPServer = TimerTCPServer  # type: ignore[attr-defined]
+    hypercorn_run.asyncio = asyncio_with_front() if _fast_lane else asyncio  # type: ignore[attr-defined]
 
 
 _fast_lane = False
 _linger_seconds = DEFAULT_LINGER_SECONDS
 
 
-class _IdleConnections:
-    """The armed idle timers of one worker, closed together when it terminates."""
-
-    def __init__(self, context: WorkerContext) -> None:
-        self.armed: set[IdleTimer] = set()
-        self.terminated = False
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(context))
-
-    async def _watch(self, context: WorkerContext) -> None:
-        await context.terminated.wait()
-        self.terminated = True
-        for timer in list(self.armed):
-            timer.expire()
-
-
-_WORKERS: weakref.WeakKeyDictionary[WorkerContext, _IdleConnections] = weakref.WeakKeyDictionary()
-
-
-def _idle_connections(context: WorkerContext) -> _IdleConnections:
-    idle = _WORKERS.get(context)
-    if idle is None:
-        idle = _WORKERS[context] = _IdleConnections(context)
-    return idle
-
-
-class IdleTimer:
-    """Stands in for Hypercorn's AsyncioSingleTask as `TCPServer.idle_task`.
-
-    Lazy: arming stamps the time the connection went idle, and one timer per connection checks
-    the stamp when it fires (re-scheduling itself for the rest), so a keep-alive poller's
-    arm/disarm per request is two plain assignments, not a timer scheduled and cancelled."""
-
-    def __init__(self, server: TimerTCPServer, idle: _IdleConnections) -> None:
-        self._server = server
-        self._idle = idle
-        self._timeout: float = server.config.keep_alive_timeout
-        self._handle: asyncio.TimerHandle | None = None
-        self._idle_since: float | None = None
-        self._closing: asyncio.Task[None] | None = None
-        # Bumped by every arm/disarm: a close scheduled by an expiry is dropped when a
-        # request arrived between the expiry and the close (Hypercorn would close it).
-        self._generation = 0
-
-    def arm(self) -> None:
-        self._generation += 1
-        self._idle.armed.add(self)
-        if self._idle.terminated:
-            self.expire()
-            return
-        loop = self._server.loop
-        self._idle_since = loop.time()
-        if self._handle is None:
-            self._handle = loop.call_later(self._timeout, self._check)
-
-    def disarm(self) -> None:
-        self._generation += 1
-        self._idle_since = None
-        self._idle.armed.discard(self)
-
-    def _check(self) -> None:
-        self._handle = None
-        since = self._idle_since
-        if since is None:
-            return  # busy: the next arm schedules a check again
-        left = since + self._timeout - self._server.loop.time()
-        if left > 0:
-            self._handle = self._server.loop.call_later(left, self._check)
-        else:
-            self.expire()
-
-    def expire(self) -> None:
-        self._cancel()
-        self._idle_since = None
-        self._idle.armed.discard(self)
-        if self._closing is None:
-            self._closing = self._server.loop.create_task(self._close(self._generation))
-
-    def _cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    async def _close(self, generation: int) -> None:
-        try:
-            if generation == self._generation:
-                await self._server._initiate_server_close()
-        finally:
-            self._closing = None
-
-    # AsyncioSingleTask's interface, as TCPServer.run and _close call it.
-    async def restart(self, task_group: Any, action: Any) -> None:
-        self.arm()
-
-    async def stop(self) -> None:
-        self.disarm()
-        self._cancel()  # (the connection is closed: no check is needed any more)
-
-
 class TimerTCPServer(TCPServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.idle_timer = IdleTimer(self, _idle_connections(self.context))
+        self.idle_timer = IdleTimer(self, idle_connections(self.context))
         self.idle_task = self.idle_timer  # type: ignore[assignment]
         # Not with a read timeout (each read then goes through wait_for, as Hypercorn's) nor
         # with server names to check (the lane does not check Host against them).
@@ -232,6 +133,30 @@ class TimerTCPServer(TCPServer):
         self.lingering = False  # answered and shut for writing; reading to throw away
         self._linger_budget = LINGER_MAX_BYTES
         self._linger_deadline: asyncio.TimerHandle | None = None
+
+    def lane_protocol(self) -> H11Protocol | None:
+        """Hypercorn's HTTP/1.1 protocol when it is between requests with nothing read (the
+        lane may take the next bytes), else None."""
+        protocol = self.protocol.protocol  # (ProtocolWrapper: H11Protocol or H2)
+        if type(protocol) is not H11Protocol or protocol.stream is not None:
+            return None
+        connection = protocol.connection
+        if (
+            type(connection) is not h11.Connection
+            or connection.their_state is not h11.IDLE
+            or connection.our_state is not h11.IDLE
+            or connection.trailing_data != (b"", False)
+        ):
+            return None
+        return protocol
+
+    async def decline(self, data: bytes) -> None:
+        """Bytes the lane does not serve: Hypercorn's."""
+        await self.protocol.handle(RawData(data))
+
+    def spawn(self, fn: Any, *args: Any) -> None:
+        """A task in the connection's task group, as Hypercorn runs an app."""
+        self._task_group.spawn(fn, *args)
 
     async def protocol_send(self, event: Event) -> None:
         # As Hypercorn's, with the idle updates as plain calls (no lock, no task).
@@ -257,6 +182,7 @@ class TimerTCPServer(TCPServer):
         lane = self.lane
         timeout = self.config.read_timeout
         self._reading = True
+        heard_eof = False
         try:
             while not reader.at_eof():
                 try:
@@ -274,8 +200,15 @@ class TimerTCPServer(TCPServer):
                     if lane is not None:
                         await lane.end()  # (EOF: a partial head it held goes first)
                     await self.protocol.handle(RawData(data))
-            if lane is not None and not self.lingering:
-                await lane.end()
+                    heard_eof = not data
+            if not self.lingering:
+                if lane is not None:
+                    await lane.end()
+                if reader.at_eof() and not heard_eof:
+                    # The EOF came with the last bytes, in one read (lane_front hands a
+                    # connection over so): h11 hears it as from an empty read, and answers
+                    # a head cut short with 400, as then.
+                    await self.protocol.handle(RawData(b""))
             await self.protocol.handle(Closed())
         finally:
             self._reading = False
