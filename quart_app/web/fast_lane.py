@@ -290,14 +290,24 @@ class FastLane:
 
     async def end(self) -> None:
         """EOF: a head still partial is Hypercorn's (it answers it as before)."""
-        if self._buffer:
-            data, self._buffer = self._buffer, b""
+        data = self.held()
+        if data:
             await self._server.decline(data)
 
-    def gone(self) -> None:
-        """The connection stopped reading (EOF, an error, or cancelled): the client left."""
-        if self._stream is not None:
-            self._stream.disconnect()
+    def held(self) -> bytes:
+        """The start of a head the lane holds (waiting for the rest), given up."""
+        data, self._buffer = self._buffer, b""
+        return data
+
+    def gone(self) -> bool:
+        """The connection stopped reading (EOF, an error, or cancelled): the client left.
+        True when a stream (or its refusal) is still being made: the connection closes once
+        it ended."""
+        if self._stream is None:
+            return False
+        self._close_after_stream = True
+        self._stream.disconnect()
+        return True
 
     async def _answer_poll(self, protocol: LaneProtocol, poll: Any, request: LaneRequest) -> None:
         """One long-poll, answered here: what Hypercorn does around a request (the idle timer,

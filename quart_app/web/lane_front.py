@@ -122,7 +122,7 @@ class FrontConnection(asyncio.streams.FlowControlMixin, asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         if self._serving is None:
-            self._serving = self._front.task(self._serve())
+            self._at_eof()
         return True  # (half-closed: an answer being made still goes out, as on Hypercorn's)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -153,6 +153,9 @@ class FrontConnection(asyncio.streams.FlowControlMixin, asyncio.Protocol):
         self._front.task(fn(*args))
 
     async def _close(self) -> None:
+        self._shut()
+
+    def _shut(self) -> None:
         self.idle_timer.release()
         transport = self._transport()
         if not transport.is_closing():
@@ -182,12 +185,19 @@ class FrontConnection(asyncio.streams.FlowControlMixin, asyncio.Protocol):
                     self._transport().resume_reading()
                 await self.lane.feed(data)
             if self._eof and not self._hypercorns and not self._read:
-                await self.lane.end()  # (a partial head is Hypercorn's, as it answers it)
-                if not self._hypercorns:
-                    self.lane.gone()
-                    await self._close()
+                self._at_eof()
         finally:
             self._serving = None
+
+    def _at_eof(self) -> None:
+        """The client sent all it will, and the lane took all of it: a head it left partial
+        is Hypercorn's to answer (as without the lane); a stream hears the client left and
+        closes the connection once it ended; else the connection closes now."""
+        partial = self.lane.held()
+        if partial:
+            self._hand_to_hypercorn(partial)
+        elif not self.lane.gone():  # (a stream's answer being made still goes out)
+            self._shut()
 
     def _hand_to_hypercorn(self, data: bytes) -> None:
         """From now on the connection is Hypercorn's, as if it had just accepted it, with
