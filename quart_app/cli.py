@@ -55,7 +55,8 @@ def _serve(args: argparse.Namespace) -> None:
     # connection instead of Hypercorn's task per request (web/hypercorn_fast.py).
     try:
         config.keep_alive_timeout = hypercorn_fast.keep_alive_seconds()
-        hypercorn_fast.install()  # (with the fast lane unless FAST_LANE=false)
+        # (with the fast lane unless FAST_LANE=false; dead peers bounded on the listeners)
+        hypercorn_fast.install(user_timeout=settings.tcp_user_timeout_seconds)
     except ConfigError as error:
         sys.exit(f"rankpulse serve: {error}")
     url = f"http://{_display_host(args.host)}:{settings.port}"

@@ -26,25 +26,49 @@ PING_FRAME = b"\x89\x00"
 
 
 def bound_unacknowledged(transport: asyncio.BaseTransport, user_timeout: float) -> None:
-    """TCP_USER_TIMEOUT and short keepalive on a stream's socket (0: leave the kernel's)."""
-    if user_timeout <= 0:
+    """TCP_USER_TIMEOUT and short keepalive on a stream's socket (0: leave the kernel's), unless
+    its listener gave them to it already (bound_listener)."""
+    if user_timeout <= 0 or _listeners_bound == user_timeout:
         return
     transport_socket = transport.get_extra_info("socket")
     if transport_socket is None:
         return
-    idle = max(1, int(user_timeout / 2))
     with contextlib.suppress(OSError, AttributeError, ValueError):
         # One socket object on the descriptor for the five options: uvloop's transport
         # socket makes (and detaches) one per call, half of this function's cost per stream.
         sock = socket.socket(fileno=transport_socket.fileno())
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(user_timeout * 1000))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 3))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+            _bound(sock, user_timeout)
         finally:
             sock.detach()  # (the descriptor stays the transport's)
+
+
+def bound_listener(listener: socket.socket, user_timeout: float) -> None:
+    """The same options on a listening socket, once: Linux copies them to every socket it
+    accepts there, so no stream (nor poll, nor request) needs calls of its own."""
+    global _listeners_bound
+    if user_timeout <= 0 or listener.type != socket.SOCK_STREAM:
+        return
+    if listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # (a unix socket has no TCP options)
+    try:
+        _bound(listener, user_timeout)
+    except (OSError, AttributeError):
+        return  # (not Linux: each stream sets them itself)
+    _listeners_bound = user_timeout
+
+
+# The user timeout every listener of this process gave its sockets (0: none did).
+_listeners_bound = 0.0
+
+
+def _bound(sock: socket.socket, user_timeout: float) -> None:
+    idle = max(1, int(user_timeout / 2))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(user_timeout * 1000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 3))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 
 
 class _Watched:

@@ -27,6 +27,8 @@ import asyncio
 import importlib.metadata
 import math
 import os
+import socket
+import types
 from typing import Any
 
 import h11
@@ -36,9 +38,10 @@ from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.h11 import H11Protocol
 
 from ..config import ConfigError
+from .dead_peers import bound_listener
 from .fast_lane import FastLane
 from .idle_timer import IdleTimer, idle_connections
-from .lane_front import asyncio_with_front
+from .lane_front import serve_front
 
 # Written against hypercorn/asyncio/tcp_server.py of 0.18.x (run, protocol_send, _read_data,
 # _close, _initiate_server_close): re-read that file before widening this.
@@ -101,20 +104,42 @@ def fast_lane_enabled(environ: dict[str, str] | None = None) -> bool:
     raise ConfigError(f"{FAST_LANE_ENV} must be true or false, got {raw!r}")
 
 
-def install(fast_lane: bool | None = None) -> None:
+def install(fast_lane: bool | None = None, user_timeout: float = 0) -> None:
     """Make `hypercorn.asyncio.serve` build TimerTCPServer for each connection, with the
     fast lane unless `fast_lane` (default: FAST_LANE) says no, lingering LINGER_SECONDS; with
     the lane, plain-TCP connections start as lane_front's and become Hypercorn's only when
-    the lane declines what they send."""
-    global _fast_lane, _linger_seconds
+    the lane declines what they send. Every listener bounds how long its connections'
+    data may go unacknowledged, `user_timeout` seconds (dead_peers.bound_listener)."""
+    global _fast_lane, _linger_seconds, _user_timeout
     _fast_lane = fast_lane_enabled() if fast_lane is None else fast_lane
     _linger_seconds = linger_seconds()
+    _user_timeout = user_timeout
     hypercorn_run.TCPServer = TimerTCPServer  # type: ignore[attr-defined]
-    hypercorn_run.asyncio = asyncio_with_front() if _fast_lane else asyncio  # type: ignore[attr-defined]
+    hypercorn_run.asyncio = _AsyncioForHypercorn("asyncio")  # type: ignore[attr-defined]
+
+
+class _AsyncioForHypercorn(types.ModuleType):
+    """`asyncio` as hypercorn.asyncio.run sees it: its `start_server` is `_listen`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    async def start_server(callback: Any, **kwargs: Any) -> asyncio.AbstractServer:
+        return await _listen(callback, **kwargs)
+
+
+async def _listen(callback: Any, *, sock: socket.socket, **kwargs: Any) -> asyncio.AbstractServer:
+    """A listener of Hypercorn's worker on `sock`, as it asked asyncio.start_server for."""
+    bound_listener(sock, _user_timeout)
+    if _fast_lane:
+        return await serve_front(callback, sock=sock, **kwargs)
+    return await asyncio.start_server(callback, sock=sock, **kwargs)
 
 
 _fast_lane = False
 _linger_seconds = DEFAULT_LINGER_SECONDS
+_user_timeout = 0.0
 
 
 class TimerTCPServer(TCPServer):

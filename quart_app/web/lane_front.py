@@ -16,8 +16,8 @@ gets asyncio's stream protocol, its reader gets every byte read so far, and Hype
 connection callback runs as if it had just accepted the connection (hypercorn_fast's
 TimerTCPServer, with a lane of its own for later requests).
 
-`serve_front` is what hypercorn_fast.install() puts in place of `asyncio.start_server` for
-`hypercorn.asyncio.run`: TLS listeners, and configurations the lane does not serve (a read
+`serve_front` is what hypercorn_fast.install() has `hypercorn.asyncio.run` call in place of
+`asyncio.start_server`: TLS listeners, and configurations the lane does not serve (a read
 timeout, server names), stay Hypercorn's.
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import types
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -244,23 +243,6 @@ class _LaneWriter(asyncio.StreamWriter):
 
     def __del__(self) -> None:
         pass
-
-
-def asyncio_with_front() -> types.ModuleType:
-    """`asyncio` as hypercorn.asyncio.run sees it, with serve_front as its start_server."""
-    module = _AsyncioWithFront("asyncio")
-    return module
-
-
-class _AsyncioWithFront(types.ModuleType):
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    @staticmethod
-    async def start_server(
-        client_connected_cb: Callable[..., Coroutine[Any, Any, None]], **kwargs: Any
-    ) -> asyncio.AbstractServer:
-        return await serve_front(client_connected_cb, **kwargs)
 
 
 async def serve_front(
