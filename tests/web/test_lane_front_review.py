@@ -17,6 +17,8 @@ from hypercorn.config import Config
 
 from quart_app.web.lane_front import STREAM_READER_LIMIT, Front, FrontConnection
 
+from ..http_wire import exchange
+
 POLL = b"GET /api/poll?rooms=matches HTTP/1.1\r\nHost: t\r\n\r\n"
 DECLINED = b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n"  # (not the lane's: Hypercorn's)
 
@@ -141,16 +143,58 @@ async def test_a_flood_handed_to_hypercorn_stays_paused_while_its_reader_is_full
     transport = _Transport()
     connection.connection_made(transport)
 
-    connection.data_received(POLL + DECLINED)
-    await asyncio.wait_for(poll.waiting.wait(), 10)
-    flood = b"x" * (3 * STREAM_READER_LIMIT)
-    connection.data_received(flood)
-    assert not transport.reading  # (the front's own pause, while the poll waits)
+    try:
+        connection.data_received(POLL + DECLINED)
+        await asyncio.wait_for(poll.waiting.wait(), 10)
+        flood = b"x" * (3 * STREAM_READER_LIMIT)
+        connection.data_received(flood)
+        assert not transport.reading  # (the front's own pause, while the poll waits)
 
-    poll.release.set()
-    await _until(lambda: handed, "the hand-over to Hypercorn")
-    reader = handed[0]
-    assert transport.protocol is not connection
-    assert len(reader._buffer) > 2 * STREAM_READER_LIMIT  # (all of it, in order)
-    assert bytes(reader._buffer).startswith(DECLINED + b"xxx")
-    assert not transport.reading, "reading resumed with the reader over its limit"
+        poll.release.set()
+        await _until(lambda: handed, "the hand-over to Hypercorn")
+        reader = handed[0]
+        assert transport.protocol is not connection
+        assert len(reader._buffer) > 2 * STREAM_READER_LIMIT  # (all of it, in order)
+        assert bytes(reader._buffer).startswith(DECLINED + b"xxx")
+        assert not transport.reading, "reading resumed with the reader over its limit"
+    finally:
+        transport.close()  # (the hand-over's StreamWriter then has nothing to close when collected)
+
+
+KEEP_ALIVE_MAX_REQUESTS = 1000  # Hypercorn's keep_alive_max_requests (rankpulse serve's)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param(
+            {},
+            id="lane",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="review R2: a connection handed to Hypercorn starts a new H11Protocol "
+                "whose keep_alive_requests is 0: the lane's count on FrontConnection is lost",
+            ),
+        ),
+        pytest.param({"FAST_LANE": "false"}, id="hypercorn-alone"),
+    ],
+)
+async def test_the_keep_alive_request_limit_counts_requests_from_before_a_hand_over(
+    shared_servers: Any, env: dict[str, str]
+) -> None:
+    # Without the lane (and on the lane of Hypercorn's own connections) the 1,000th request
+    # on one connection is answered with `connection: close` and the connection closes,
+    # whoever served the requests before it.
+    server = shared_servers(env=env)
+    target = f"/api/poll?rooms=matches&timeout=0&access_token={server.token('viewer')}"
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        for _ in range(KEEP_ALIVE_MAX_REQUESTS - 1):
+            status, headers, _body = await exchange(reader, writer, target)
+            assert status == 200 and headers.get(b"connection") != b"close"
+        status, headers, _body = await exchange(reader, writer, "/readyz")  # (Hypercorn's)
+        assert status == 200
+        assert headers.get(b"connection") == b"close", headers
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+    finally:
+        writer.close()
