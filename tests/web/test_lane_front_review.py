@@ -15,7 +15,9 @@ import pytest
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 
+from quart_app.web.fast_lane import arrival_budget
 from quart_app.web.lane_front import STREAM_READER_LIMIT, Front, FrontConnection
+from quart_app.web.turns import ANSWERS_PER_TURN
 
 from ..http_wire import exchange
 
@@ -198,3 +200,54 @@ async def test_the_keep_alive_request_limit_counts_requests_from_before_a_hand_o
         assert await asyncio.wait_for(reader.read(), 30) == b""
     finally:
         writer.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review R2: a partial head handed to Hypercorn after the connection was lost: the "
+    "StreamReaderProtocol never hears connection_lost, so Hypercorn's wait_closed() never ends",
+)
+async def test_a_connection_lost_while_its_partial_head_was_read_leaves_no_hypercorn_task() -> None:
+    # The client sends the start of a lane head and goes away (FIN, then RST) while the lane
+    # waits for its turn's place (a crowd arriving: the arrival budget is spent). The head
+    # it left partial is handed to Hypercorn as at any EOF; Hypercorn's connection task then
+    # closes the writer and waits for the close, which must end (without the lane the
+    # StreamReaderProtocol heard connection_lost): a task that never ends is kept until
+    # shutdown and holds it for graceful_timeout.
+    config = Config()
+    context = WorkerContext(None)
+    closed: list[bool] = []
+
+    async def hypercorn_close(reader: asyncio.StreamReader, writer: Any) -> None:
+        writer.close()  # (what TCPServer._close does when the socket is gone)
+        try:
+            await asyncio.wait_for(writer.wait_closed(), 5)
+            closed.append(True)
+        except TimeoutError:
+            closed.append(False)
+
+    def callback_of(app: Any, config: Config, context: WorkerContext, server_tasks: Any) -> Any:
+        async def _server_callback(reader: asyncio.StreamReader, writer: Any) -> None:
+            _ = (app, config, context, server_tasks)
+            await hypercorn_close(reader, writer)
+
+        return _server_callback
+
+    front = Front(callback_of(_Wrapped(_Routes(_Poll())), config, context, set()), 2)
+    connection = FrontConnection(front)
+    transport = _Transport()
+    connection.connection_made(transport)
+
+    connection.data_received(b"GET /api/poll?rooms=matches HTTP/1.1\r\nHo")
+    budget = arrival_budget(asyncio.get_running_loop())
+    for _ in range(ANSWERS_PER_TURN):  # (this turn's places, taken by a crowd)
+        await budget.take()
+    await asyncio.sleep(0)  # (the lane took the bytes and waits for a place)
+    assert connection._read == b"" and connection._serving is not None
+
+    connection.eof_received()
+    transport.close()
+    connection.connection_lost(None)
+    await _until(lambda: closed, "Hypercorn's connection task to close")
+    assert transport.protocol is not connection  # (handed over, as at any EOF)
+    assert closed == [True], "Hypercorn's wait_closed() never ended"
