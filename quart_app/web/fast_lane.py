@@ -341,7 +341,7 @@ class FastLane:
                     await writer.drain()  # (a client that does not read: wait, as Hypercorn)
                 except (ConnectionError, RuntimeError):
                     close = True
-        if close:
+        if close or writer.is_closing():
             await server._close()
         else:
             server.idle_timer.arm()  # (Updated(idle=True))

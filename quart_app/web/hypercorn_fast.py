@@ -41,7 +41,7 @@ from ..config import ConfigError
 from .dead_peers import bound_listener
 from .fast_lane import FastLane
 from .idle_timer import IdleTimer, idle_connections
-from .lane_front import serve_front
+from .lane_front import serve_front, served_before
 
 # Written against hypercorn/asyncio/tcp_server.py of 0.18.x (run, protocol_send, _read_data,
 # _close, _initiate_server_close): re-read that file before widening this.
@@ -206,6 +206,9 @@ class TimerTCPServer(TCPServer):
         reader = self.reader
         lane = self.lane
         timeout = self.config.read_timeout
+        protocol = self.protocol.protocol
+        if type(protocol) is H11Protocol:  # (the keep-alive limit counts what the lane served)
+            protocol.keep_alive_requests += served_before(reader)
         self._reading = True
         heard_eof = False
         try:

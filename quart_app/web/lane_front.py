@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,6 +35,16 @@ from .fast_lane import FastLane
 from .idle_timer import IdleTimer, _IdleConnections, idle_connections
 
 STREAM_READER_LIMIT = 2**16  # asyncio.start_server's, which Hypercorn's connections have
+
+# The requests the lane served on each connection it handed to Hypercorn (by its reader): the
+# keep-alive limit counts them too (hypercorn_fast.TimerTCPServer takes them over).
+_SERVED_BEFORE: weakref.WeakKeyDictionary[asyncio.StreamReader, int] = weakref.WeakKeyDictionary()
+
+
+def served_before(reader: asyncio.StreamReader) -> int:
+    """Requests the lane served on this connection before Hypercorn had it."""
+    return _SERVED_BEFORE.pop(reader, 0)
+
 
 # What Hypercorn 0.18's worker_serve's connection callback closes over: its app, config and
 # worker context, and the set of connection tasks it waits for at shutdown.
@@ -185,6 +196,9 @@ class FrontConnection(asyncio.streams.FlowControlMixin, asyncio.Protocol):
                 await self.lane.feed(data)
             if self._eof and not self._hypercorns and not self._read:
                 self._at_eof()
+        except Exception:
+            self._shut()  # (as Hypercorn's connection ends when its task fails)
+            raise
         finally:
             self._serving = None
 
@@ -203,22 +217,26 @@ class FrontConnection(asyncio.streams.FlowControlMixin, asyncio.Protocol):
         `data` and everything read after it in its reader."""
         self._hypercorns = True
         self.idle_timer.release()
+        if self._lost:
+            return  # (gone while the lane held its bytes: nobody to answer, nothing to start)
         transport = self._transport()
         reader = asyncio.StreamReader(limit=STREAM_READER_LIMIT, loop=self.loop)
+        if self.keep_alive_requests:
+            _SERVED_BEFORE[reader] = self.keep_alive_requests
         protocol = asyncio.StreamReaderProtocol(reader, self._front.callback, loop=self.loop)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)  # (the callback's task, as start_server's)
         if self._paused:  # type: ignore[attr-defined]  # (FlowControlMixin's)
             protocol.pause_writing()  # (the transport will not say it again)
+        if self._reading_paused:  # (before the feed: the reader pauses it again if full)
+            self._reading_paused = False
+            transport.resume_reading()
         rest = data + self._read
         self._read = b""
         if rest:
             reader.feed_data(rest)
         if self._eof:
             reader.feed_eof()
-        if self._reading_paused:
-            self._reading_paused = False
-            transport.resume_reading()
 
     def _socket_addresses(self) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
         if self._addresses is None:

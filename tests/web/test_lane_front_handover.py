@@ -1,7 +1,9 @@
-"""Review findings on web/lane_front.py's hand-over to Hypercorn (reported, not fixed here:
-each test is xfail(strict) until its fix lands).
+"""web/lane_front.py's hand-over of a connection to Hypercorn: reading stays paused while
+Hypercorn's reader is full, the keep-alive limit counts the lane's requests, and a
+connection lost while the lane held its bytes starts nothing. (Each was found in review and
+failed first.)
 
-Pure unit tests: a FrontConnection on a fake transport and a fake Hypercorn connection
+Mostly unit tests: a FrontConnection on a fake transport and a fake Hypercorn connection
 callback (the closure cells Front reads), so the interleaving of reads, pauses and the
 hand-over is exact instead of depending on how the kernel cuts a flood into reads.
 """
@@ -124,11 +126,6 @@ async def _until(predicate: Any, what: str) -> None:
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review R2: _hand_to_hypercorn resumes reading after the StreamReader paused it "
-    "(feed_data over 2x its limit), so Hypercorn's reader buffers a flood without bound",
-)
 async def test_a_flood_handed_to_hypercorn_stays_paused_while_its_reader_is_full() -> None:
     # A client pipelines a lane poll and a request the lane declines, then floods bytes
     # while the poll waits: the front stops reading (its pause). Once the poll is answered
@@ -169,15 +166,7 @@ KEEP_ALIVE_MAX_REQUESTS = 1000  # Hypercorn's keep_alive_max_requests (rankpulse
 @pytest.mark.parametrize(
     "env",
     [
-        pytest.param(
-            {},
-            id="lane",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="review R2: a connection handed to Hypercorn starts a new H11Protocol "
-                "whose keep_alive_requests is 0: the lane's count on FrontConnection is lost",
-            ),
-        ),
+        pytest.param({}, id="lane"),
         pytest.param({"FAST_LANE": "false"}, id="hypercorn-alone"),
     ],
 )
@@ -202,38 +191,17 @@ async def test_the_keep_alive_request_limit_counts_requests_from_before_a_hand_o
         writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review R2: a partial head handed to Hypercorn after the connection was lost: the "
-    "StreamReaderProtocol never hears connection_lost, so Hypercorn's wait_closed() never ends",
-)
-async def test_a_connection_lost_while_its_partial_head_was_read_leaves_no_hypercorn_task() -> None:
+async def test_a_connection_lost_while_the_lane_held_its_bytes_starts_no_hypercorn_task() -> None:
     # The client sends the start of a lane head and goes away (FIN, then RST) while the lane
-    # waits for its turn's place (a crowd arriving: the arrival budget is spent). The head
-    # it left partial is handed to Hypercorn as at any EOF; Hypercorn's connection task then
-    # closes the writer and waits for the close, which must end (without the lane the
-    # StreamReaderProtocol heard connection_lost): a task that never ends is kept until
-    # shutdown and holds it for graceful_timeout.
+    # waits for its turn's place (a crowd arriving: the arrival budget is spent). Handing
+    # the partial head to Hypercorn then would start a connection task on a transport whose
+    # loss only the front heard: it waited in wait_closed() until shutdown. Nobody is left to
+    # answer, so nothing starts, and the connection leaves the idle timers.
     config = Config()
     context = WorkerContext(None)
-    closed: list[bool] = []
-
-    async def hypercorn_close(reader: asyncio.StreamReader, writer: Any) -> None:
-        writer.close()  # (what TCPServer._close does when the socket is gone)
-        try:
-            await asyncio.wait_for(writer.wait_closed(), 5)
-            closed.append(True)
-        except TimeoutError:
-            closed.append(False)
-
-    def callback_of(app: Any, config: Config, context: WorkerContext, server_tasks: Any) -> Any:
-        async def _server_callback(reader: asyncio.StreamReader, writer: Any) -> None:
-            _ = (app, config, context, server_tasks)
-            await hypercorn_close(reader, writer)
-
-        return _server_callback
-
-    front = Front(callback_of(_Wrapped(_Routes(_Poll())), config, context, set()), 2)
+    started: list[asyncio.StreamReader] = []
+    callback = _hypercorn_callback(_Wrapped(_Routes(_Poll())), config, context, set(), started)
+    front = Front(callback, 2)  # (AF_INET)
     connection = FrontConnection(front)
     transport = _Transport()
     connection.connection_made(transport)
@@ -248,6 +216,50 @@ async def test_a_connection_lost_while_its_partial_head_was_read_leaves_no_hyper
     connection.eof_received()
     transport.close()
     connection.connection_lost(None)
-    await _until(lambda: closed, "Hypercorn's connection task to close")
-    assert transport.protocol is not connection  # (handed over, as at any EOF)
-    assert closed == [True], "Hypercorn's wait_closed() never ended"
+    await _until(lambda: connection._serving is None, "the lane to be done with the bytes")
+    await asyncio.sleep(0)  # (a task the hand-over created would have started by now)
+    assert started == []
+    assert connection.idle_timer not in front.idle.armed
+
+
+async def test_a_poll_whose_client_left_leaves_no_idle_timer_behind() -> None:
+    poll = _Poll()
+    callback = _hypercorn_callback(
+        _Wrapped(_Routes(poll)), Config(), WorkerContext(None), set(), []
+    )
+    front = Front(callback, 2)
+    connection = FrontConnection(front)
+    transport = _Transport()
+    connection.connection_made(transport)
+    connection.data_received(POLL)
+    await asyncio.wait_for(poll.waiting.wait(), 10)
+    transport.close()
+    connection.connection_lost(None)  # (gone while its poll waited)
+    poll.release.set()
+    await _until(lambda: connection._serving is None, "the poll to be answered")
+    # Not armed again: an armed timer keeps the connection (and its lane) for another
+    # keep_alive_timeout, per poller that left.
+    assert connection.idle_timer not in front.idle.armed
+
+
+class _FailingPoll(_Poll):
+    async def answer(self, method: str, query: bytes, headers: Any) -> _Answer:
+        raise RuntimeError("a bug in the poll handler")
+
+
+async def test_a_failure_while_serving_closes_the_connection() -> None:
+    # As Hypercorn's connection ends when its task fails: never a connection left open with
+    # no idle timer, its client waiting for an answer that will not come.
+    callback = _hypercorn_callback(
+        _Wrapped(_Routes(_FailingPoll())), Config(), WorkerContext(None), set(), []
+    )
+    front = Front(callback, 2)
+    connection = FrontConnection(front)
+    transport = _Transport()
+    connection.connection_made(transport)
+    connection.data_received(POLL)
+    serving = connection._serving
+    assert serving is not None
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(serving, 10)
+    assert transport.closing
