@@ -85,11 +85,13 @@ NEED_MORE: Final = _Verdict("NEED_MORE")  # could still become a lane request
 DECLINE: Final = _Verdict("DECLINE")  # Hypercorn's
 
 
-def may_be_lane(data: bytes) -> bool:
-    """Whether `data` starts (or could start, once more arrives) like a lane request: only
-    those wait for the arrival budget, everything else goes to Hypercorn undelayed."""
+def may_be_lane(data: bytes, start: int = 0) -> bool:
+    """Whether `data` from `start` starts (or could start, once more arrives) like a lane
+    request: only those wait for the arrival budget, everything else goes to Hypercorn
+    undelayed."""
+    size = len(data) - start
     for prefix in _PREFIXES:
-        if data[: len(prefix)] == prefix[: len(data)]:
+        if data[start : start + len(prefix)] == prefix[:size]:
             return True
     return False
 
@@ -124,22 +126,20 @@ class HeaderMemo:
 
 
 def parse_head(
-    data: bytes, max_head: int, memo: HeaderMemo | None = None
+    data: bytes, max_head: int, memo: HeaderMemo | None = None, start: int = 0
 ) -> LaneRequest | _Verdict:
-    """The lane request at the start of `data`, NEED_MORE, or DECLINE. With `memo`, a header
-    block equal to the one it holds is not parsed again (its parse is shared, read-only)."""
-    end_match = _HEAD_END.search(data)
+    """The lane request at `start` in `data` (read there: pipelined requests are not copied
+    off the buffer one by one), NEED_MORE, or DECLINE. With `memo`, a header block equal to
+    the one it holds is not parsed again (its parse is shared, read-only)."""
+    end_match = _HEAD_END.search(data, start)
     if end_match is None:
-        if len(data) > max_head:
+        if len(data) - start > max_head:
             return DECLINE
-        for prefix in _PREFIXES:
-            if data[: len(prefix)] == prefix[: len(data)]:
-                return NEED_MORE
-        return DECLINE
+        return NEED_MORE if may_be_lane(data, start) else DECLINE
     end = end_match.end()
-    if end > max_head:
+    if end - start > max_head:
         return DECLINE
-    line = _REQUEST_LINE.match(data)
+    line = _REQUEST_LINE.match(data, start)
     if line is None:
         return DECLINE
     block = data[line.end() : end]
@@ -160,7 +160,7 @@ def parse_head(
         query_string=line.group(2) or b"",
         headers=headers,
         close=close,
-        length=end,
+        length=end - start,
     )
 
 
@@ -257,17 +257,18 @@ class FastLane:
             return
         data = self._buffer + data if self._buffer else data
         self._buffer = b""
-        while data:
-            if may_be_lane(data):
+        position = 0  # (where the next request starts: answered ones are not cut off)
+        while position < len(data):
+            if may_be_lane(data, position):
                 # A place in this turn's budget before the parse: past it, this connection's
                 # reading waits for a later turn (its bytes stay here, unread by anyone).
                 await self._arrivals.take()
             protocol = self._server.lane_protocol()
             if protocol is None:
                 break
-            verdict = parse_head(data, self._max_head, self._headers)
+            verdict = parse_head(data, self._max_head, self._headers, position)
             if verdict is NEED_MORE:
-                self._buffer = data
+                self._buffer = data[position:]
                 return
             if not isinstance(verdict, LaneRequest):
                 break
@@ -275,18 +276,18 @@ class FastLane:
             if routes is None:
                 break  # (another ASGI app: Hypercorn serves it)
             self._routes = routes
-            data = data[verdict.length :]
+            position += verdict.length
             if verdict.path == POLL_PATH:
                 await self._answer_poll(protocol, routes.long_poll, verdict)
             else:
                 await self._open_stream(protocol, routes.event_stream, verdict)
-                if data:
+                if position < len(data):
                     self._close_after_stream = True  # (see the module's docstring)
                 return
             if verdict.close or self._server.writer.is_closing():
                 return  # (the connection closes after this answer: the rest is moot)
-        if data:
-            await self._server.decline(data)
+        if position < len(data):
+            await self._server.decline(data[position:] if position else data)
 
     async def end(self) -> None:
         """EOF: a head still partial is Hypercorn's (it answers it as before)."""

@@ -17,6 +17,7 @@ import pytest
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 
+from quart_app.web import fast_lane
 from quart_app.web.fast_lane import arrival_budget
 from quart_app.web.lane_front import STREAM_READER_LIMIT, Front, FrontConnection
 from quart_app.web.turns import ANSWERS_PER_TURN
@@ -263,3 +264,31 @@ async def test_a_failure_while_serving_closes_the_connection() -> None:
     with pytest.raises(RuntimeError):
         await asyncio.wait_for(serving, 10)
     assert transport.closing
+
+
+async def test_pipelined_polls_are_parsed_where_they_lie_not_copied_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One read can hold thousands of small pipelined polls: cutting each answered one off the
+    # front of the buffer copied the rest every time (quadratic in the read's size).
+    parsed: list[tuple[int, int]] = []
+    parse_head = fast_lane.parse_head
+
+    def spy(data: bytes, max_head: int, memo: Any = None, start: int = 0) -> Any:
+        parsed.append((id(data), start))
+        return parse_head(data, max_head, memo, start)
+
+    monkeypatch.setattr(fast_lane, "parse_head", spy)
+    poll = _Poll()
+    poll.release.set()  # (answered at once)
+    callback = _hypercorn_callback(
+        _Wrapped(_Routes(poll)), Config(), WorkerContext(None), set(), []
+    )
+    connection = FrontConnection(Front(callback, 2))
+    transport = _Transport()
+    connection.connection_made(transport)
+    connection.data_received(POLL * 200)
+    await _until(lambda: connection._serving is None, "the polls to be answered")
+    assert transport.written.count(b"HTTP/1.1 200 ") == 200
+    assert len({buffer for buffer, _ in parsed}) == 1  # (one buffer, read in place)
+    assert [start for _, start in parsed] == [index * len(POLL) for index in range(200)]

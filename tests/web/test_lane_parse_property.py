@@ -10,7 +10,7 @@ import h11
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quart_app.web.fast_lane import HeaderMemo, LaneRequest, parse_head
+from quart_app.web.fast_lane import HeaderMemo, LaneRequest, may_be_lane, parse_head
 
 MAX_HEAD = 16 * 1024
 TOKEN = "!#$%&'*+.^_`|~0123456789abcXYZ-"
@@ -100,6 +100,18 @@ def test_the_lane_takes_a_head_only_as_h11_reads_it(connection_heads: list[bytes
             headers, close = h11_reading
             assert lane.headers == headers
             assert lane.close == close
+
+
+@settings(max_examples=400, deadline=None)
+@given(before=st.binary(max_size=40), head=heads(), after=st.binary(max_size=40))
+def test_a_head_read_in_place_is_read_as_on_its_own(
+    before: bytes, head: bytes, after: bytes
+) -> None:
+    # Pipelined requests are parsed where they lie in the read (a start offset): whatever
+    # precedes a head, and whatever follows it, its reading is the head's alone.
+    alone = parse_head(head + after, MAX_HEAD)
+    assert parse_head(before + head + after, MAX_HEAD, None, len(before)) == alone
+    assert may_be_lane(before + head, len(before)) == may_be_lane(head)
 
 
 def test_a_remembered_block_serves_another_request_line_and_a_new_block_replaces_it() -> None:
