@@ -14,7 +14,9 @@ Two differences are by design (README, known limits), so nothing follows these r
 here: given more bytes after a `Connection: close` request, h11 answers 400 alone, where the
 lane answers the request and reads nothing after it (RFC 9112 9.6); and a request pipelined
 behind an SSE request (here a refused one) is not served by the lane, whose connection
-closes after the stream.
+closes after the stream. And timing, not the lane, decides what follows a request answered
+before its body was read (a 401): the connection is kept if the body had all arrived by
+then, else it closes (the lingering close), so nothing follows that one either.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _requests(viewer: str) -> dict[str, bytes]:
         STREAM: b"GET /api/events?rooms=matches HTTP/1.1\r\nHost: t\r\n"
         b"Authorization: Bearer nope\r\n\r\n",
         "readyz": b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n",
-        "post with a body": b"POST /api/matches HTTP/1.1\r\nHost: t\r\n"
+        EARLY: b"POST /api/matches HTTP/1.1\r\nHost: t\r\n"
         b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
         "poll, HTTP/1.0": b"GET /api/poll?rooms=matches&timeout=0 HTTP/1.0\r\n\r\n",
         "garbage": b"NOT HTTP AT ALL\r\n\r\n",
@@ -48,7 +50,8 @@ def _requests(viewer: str) -> dict[str, bytes]:
 
 CLOSE = "poll, then close"
 STREAM = "stream, bad token"
-LAST = (CLOSE, STREAM)
+EARLY = "post with a body, answered early"
+LAST = (CLOSE, STREAM, EARLY)
 CUT_SHORT = b"GET /api/poll?rooms=matches HTTP/1.1\r\nHost: t"
 
 
