@@ -640,6 +640,22 @@ class RedisClusterSet:
                 self.cli(port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
         return int(slot)
 
+    def promoted_after(self, key: str, killed: int, timeout: float = 60) -> int:
+        """Wait until a live master other than `killed` serves `key`'s slot (the replica's
+        promotion takes the cluster's node timeout, and nothing else a test sees implies it:
+        a result is answered 2xx while the engine is down); its port."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                port = self.master_of(key)
+                if port != killed:
+                    return port
+            except LookupError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no replica promoted for {key} within {timeout} s")
+            time.sleep(0.2)
+
     def kill_master_of(self, key: str) -> int:
         port = self.master_of(key)
         process = self.processes[port]

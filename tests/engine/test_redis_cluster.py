@@ -197,7 +197,7 @@ async def test_the_engine_follows_a_master_failing_over(
     for n in range(5, 15):
         await publish_retrying(b if n % 2 else a, n, 30)
     resumed = time.monotonic() - went
-    assert own_cluster.master_of("{lrp}:meta") != killed
+    await asyncio.to_thread(own_cluster.promoted_after, "{lrp}:meta", killed)
     for collector, engine in ((on_a, a), (on_b, b)):
         await collector.flush(engine, timeout=20)
         by_epoch: dict[str, list[int]] = {}

@@ -8,6 +8,7 @@ in SQL once; both boards equal to SQL."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 
@@ -57,7 +58,7 @@ async def test_a_master_failing_over_under_load_loses_nothing(
         went = time.monotonic()
         await results_grow(traffic, 15, 60, "results after the failover")
         resumed = time.monotonic() - went
-        assert own_cluster.master_of(DEPLOYMENT_KEY) != killed
+        await asyncio.to_thread(own_cluster.promoted_after, DEPLOYMENT_KEY, killed)
         traffic.stop_writing()
         # Every 2xx result reached the reference and every client; assert_nothing_lost waits
         # again once the boards healed, for what was logged meanwhile (the relay's rows).
