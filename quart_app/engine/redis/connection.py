@@ -27,6 +27,9 @@ from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..base import EngineUnavailable
+from . import packing
+
+packing.install()  # (hiredis packs commands: see packing.py)
 
 REDIS_POOL_SIZE = 100  # commands in flight per instance; more wait (up to 5 s) for one
 COMMAND_TIMEOUT = 5.0
