@@ -110,7 +110,6 @@ class FrontConnection(asyncio.streams.FlowControlMixin, asyncio.Protocol):
         self._reading_paused = False
         self._eof = False
         self._hypercorns = False  # handed to Hypercorn: nothing here is used any more
-        self._closed: asyncio.Future[None] | None = None
         self._lost = False
 
     # asyncio.Protocol
@@ -140,16 +139,6 @@ class FrontConnection(asyncio.streams.FlowControlMixin, asyncio.Protocol):
         self._lost = True
         self.idle_timer.release()
         self.lane.gone()  # (a lane stream hears its client leave)
-        if self._closed is not None and not self._closed.done():
-            self._closed.set_result(None)
-
-    def _get_close_waiter(self, stream: object) -> asyncio.Future[None]:
-        """StreamWriter.wait_closed's future (asyncio's StreamReaderProtocol has one)."""
-        if self._closed is None:
-            self._closed = self.loop.create_future()
-            if self._lost:
-                self._closed.set_result(None)
-        return self._closed
 
     # FastLane's connection
 
