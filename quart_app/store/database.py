@@ -7,13 +7,17 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Any
 
+import aiosqlite
 import sqlalchemy as sa
 from databases import Database
+from databases.backends.sqlite import SQLitePool
 from databases.core import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -153,12 +157,66 @@ class _Connection(Connection):
             self.raw_connection.terminate()
 
 
+class _SQLiteConnections(SQLitePool):
+    """`databases`' SQLite pool (an aiosqlite connection, with a thread of its own, per
+    acquire, closed at release) keeping each connection until its thread has stopped. A task
+    cancelled again while its connection was closing leaves the connection open with its
+    statements queued; if the event loop closed before they ended, their end raised
+    `Event loop is closed` in that thread. `finish()` closes what is left and waits."""
+
+    def __init__(self, url: Any, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._opened: set[aiosqlite.Connection] = set()
+
+    async def acquire(self) -> aiosqlite.Connection:
+        self._opened = {c for c in self._opened if _thread_of(c).is_alive()}
+        connection = aiosqlite.connect(
+            database=self._database, isolation_level=None, **self._options
+        )
+        self._opened.add(connection)
+        await connection.__aenter__()
+        return connection
+
+    async def finish(self, within: float) -> None:
+        """Wait for every connection's thread to stop; one whose connection nobody closes is
+        stopped after `within` seconds. (Stopping earlier could end a thread before the
+        close that a cancelled task still waits for: that close would never be answered.)"""
+        opened, self._opened = self._opened, set()
+        threads = {_thread_of(c): c for c in opened}
+        await asyncio.to_thread(_join_all, list(threads), time.monotonic() + within)
+        for thread, connection in threads.items():
+            if thread.is_alive():
+                log.warning("an SQLite connection was still open %.0f s after disconnect", within)
+                connection.stop()
+
+
+def _thread_of(connection: aiosqlite.Connection) -> threading.Thread:
+    return connection._thread  # aiosqlite's worker: it stops after the connection's close
+
+
+def _join_all(threads: list[threading.Thread], deadline: float) -> None:
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 class _Database(Database):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         # asyncpg connections can be closed at once without a round trip; SQLite's cannot
         # be lost that way (its failures are a busy file), so they are rolled back.
         self.terminates_lost = not url.startswith("sqlite")
+        self._sqlite: _SQLiteConnections | None = None
+        if not self.terminates_lost:
+            backend: Any = self._backend
+            self._sqlite = backend._pool = _SQLiteConnections(
+                backend._database_url, **backend._options
+            )
+
+    async def disconnect(self) -> None:
+        await super().disconnect()
+        if self._sqlite is not None:
+            # A statement may be waiting for a busy file: bounded by the busy timeout.
+            await self._sqlite.finish(within=self.options.get("timeout", 5.0) + 1.0)
 
     # Every query of `databases` goes through connection(): refusing here turns "not connected
     # yet" into one named error instead of an assertion deep inside the driver backend.
