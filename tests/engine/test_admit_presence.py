@@ -7,17 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from quart_app.engine.redis import RedisEngine
-from quart_app.engine.redis.connection import bounded
-from quart_app.engine.redis.scripts import Coalesced
 
 from ..faults import FaultProxy
 from .conftest import Collector, EngineFactory
@@ -91,8 +86,8 @@ async def test_admission_and_presence_are_one_round_trip_on_redis(
 async def test_a_storm_of_admissions_shares_round_trips_and_connections_on_redis(
     proxied_redis: tuple[RedisEngine, FaultProxy],
 ) -> None:
-    # 200 streams arriving together are admitted over a couple of Redis connections, not one
-    # pooled connection each (the storm's admissions of one turn go in one pipeline), and
+    # 200 streams arriving together are admitted over one Redis connection of their own, not
+    # one pooled connection each (a turn's admissions go in one batch: script_lane.py), and
     # every one of them is counted: a second stream each is refused at a limit of one.
     engine, proxy = proxied_redis
     before = proxy.connections
@@ -103,21 +98,5 @@ async def test_a_storm_of_admissions_shares_round_trips_and_connections_on_redis
         *(engine.stream_admit_and_enter(f"s:{i}", 1, f"p{i}") for i in range(200))
     )
     assert all(first) and not any(second)
-    assert proxy.connections - before <= 2, proxy.connections - before
+    assert proxy.connections - before <= 1, proxy.connections - before
     assert await engine.online_count() == 201
-
-
-async def test_coalesced_calls_each_get_their_own_answer_or_error(redis_url: str) -> None:
-    client = aioredis.from_url(redis_url)
-    try:
-        # A script Redis has not seen (its text is new): the pipeline loads it first.
-        script = client.register_script(f"-- {uuid.uuid4()}\nreturn tonumber(ARGV[1]) + 1")
-        calls = Coalesced(script, bounded)
-        answers = await asyncio.gather(
-            *(calls([], [n]) for n in range(5)), calls([], ["x"]), return_exceptions=True
-        )
-        assert answers[:5] == [1, 2, 3, 4, 5]
-        assert isinstance(answers[5], ResponseError)
-        assert await calls([], [41]) == 42  # alone: sent as it is
-    finally:
-        await client.aclose()

@@ -182,6 +182,7 @@ class RedisEngine(Engine):
         except Exception as exc:  # noqa: BLE001 - best effort; a sweep will do it
             log.warning("could not remove this instance's presence: %s", exc)
         self._presence.forget_local()
+        await self._limits.close()
         await self._connection.close()
 
     async def ping(self) -> bool:

@@ -28,7 +28,8 @@ import redis.asyncio as aioredis
 
 from ..base import EngineUnavailable
 from ..rate_limit import RateDecision
-from .scripts import LUA_DIR, Coalesced, Run, load_script
+from .script_lane import ScriptLane
+from .scripts import LUA_DIR, Run, load_script
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ class RedisLimits:
         self._run = run
         self._rate = client.register_script(load_script(("rate_limit.lua",)))
         self._admit = client.register_script(load_script(("_streams.lua", "stream_admit.lua")))
-        # A storm's admissions of one turn go to Redis in one round trip (scripts.Coalesced).
-        self._admit_enter = Coalesced(client.register_script(admit_enter_script(bus_publish)), run)
+        # A storm's admissions, on a connection of their own, in batches (script_lane.py).
+        self._admit_enter = ScriptLane(client.register_script(admit_enter_script(bus_publish)), run)
         self._release = client.register_script(load_script(("_streams.lua", "stream_release.lua")))
         self._sync = client.register_script(load_script(("_streams.lua", "stream_sync.lua")))
         self._keys = [
@@ -94,6 +95,9 @@ class RedisLimits:
         self._drained.set()
         self._sync_done = asyncio.Event()
         self._sync_done.set()
+
+    async def close(self) -> None:
+        await self._admit_enter.close()
 
     async def rate_limit(self, key: str, rate: int) -> RateDecision:
         allowed, remaining, retry_ms, reset_ms = await self._run(

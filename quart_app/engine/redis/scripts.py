@@ -4,7 +4,6 @@ not at all. Loaded with ``register_script``: EVALSHA, and a reload on NOSCRIPT."
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -97,67 +96,3 @@ async def run_pipelined(
             await script(keys=keys, args=args, client=pipe)
         replies: list[Any] = await run(pipe.execute(raise_on_error=False))
     return replies
-
-
-class Coalesced:
-    """One script's calls made in the same turn of the event loop, sent in one round trip (a
-    pipeline, not a transaction) when there are several; a lone call goes as it is.
-
-    A reconnect storm is hundreds of stream admissions a second, each one script call: alone,
-    each paid redis-py's whole per-command path (a pooled connection taken and given back, the
-    command packed, a read awaited), about 335 us of CPU per admission; a turn's admissions
-    together cost about 120 us each (measured with 200 arriving at once). On a cluster client
-    (no EVALSHA in a pipeline) every call goes alone. `run` bounds each round trip
-    (EngineUnavailable when Redis does not answer). A caller that stops waiting does not stop
-    its call: the script may still run (the caller's bookkeeping must allow for that)."""
-
-    def __init__(self, script: Any, run: Run) -> None:
-        self._script = script
-        self._run = run
-        self._queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
-
-    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
-        if not isinstance(self._script.registered_client, aioredis.Redis):
-            return await self._run(self._script(keys=keys, args=args))
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((keys, args, future))
-        if len(self._queue) == 1:
-            loop.call_soon(self._send_queued)  # (after the other callers of this turn)
-        return await future
-
-    def _send_queued(self) -> None:
-        calls, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._send(calls))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, calls: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
-        replies: list[Any]
-        try:
-            if len(calls) == 1:  # (alone: no pipeline, whose script check is a round trip)
-                keys, args, _ = calls[0]
-                replies = [await run_or_error(self._script, keys, args, self._run)]
-            else:
-                replies = await run_pipelined(
-                    self._script, [(keys, args) for keys, args, _ in calls], self._run
-                )
-        except BaseException as exc:
-            for *_, future in calls:
-                if future.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (*_, future), reply in zip(calls, replies, strict=True):
-            if future.done():
-                continue  # (its caller left)
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)

@@ -1,0 +1,206 @@
+"""A script's calls on a connection of their own, in batches (engine/redis/script_lane.py), the
+path of every stream admission on the Redis engine. What can go wrong with one connection
+shared by many calls is a reply given to the wrong call: after a batch cut short by a timeout
+or a lost connection, replies of the old batch may still arrive. Against a real redis-server:
+each call gets its own reply, its own error, or EngineUnavailable, whatever happens between
+and during the batches."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.exceptions import ResponseError
+
+from quart_app.engine.base import EngineUnavailable
+from quart_app.engine.redis.connection import bounded
+from quart_app.engine.redis.script_lane import ScriptLane
+
+from ..services import RedisServer
+
+ECHO = "return {ARGV[1], tonumber(ARGV[2]) + 1}"
+# Holds Redis (single-threaded) for ARGV[1] ms: every other client waits meanwhile.
+HOLD = """local t = redis.call('TIME'); local until_us = t[1] * 1e6 + t[2] + ARGV[1] * 1000
+repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] >= until_us
+return 1"""
+
+
+def within(seconds: float) -> Any:
+    """`bounded` with a shorter bound (bounded itself waits 5 s)."""
+
+    async def run(call: Awaitable[Any]) -> Any:
+        try:
+            async with asyncio.timeout(seconds):
+                return await bounded(call)
+        except TimeoutError as exc:
+            raise EngineUnavailable("redis: no answer in time") from exc
+
+    return run
+
+
+@pytest.fixture(name="client")
+async def _client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def new_script(client: aioredis.Redis, body: str = ECHO) -> Any:
+    """A script Redis has not seen yet (its text is new): the first call meets NOSCRIPT."""
+    return client.register_script(f"-- {uuid.uuid4()}\n{body}")
+
+
+async def test_each_call_gets_its_own_reply_or_error_in_few_round_trips(
+    client: aioredis.Redis,
+) -> None:
+    lane = ScriptLane(new_script(client))
+    try:
+        answers = await asyncio.gather(
+            *(lane([], [f"c{n}", n]) for n in range(200)),
+            lane([], ["bad", "not a number"]),
+            return_exceptions=True,
+        )
+        assert answers[:200] == [[f"c{n}".encode(), n + 1] for n in range(200)]
+        assert isinstance(answers[200], ResponseError)
+        assert lane.batches <= 3, lane.batches  # (all in one; NOSCRIPT loads, and resends)
+        assert await lane([], ["alone", 41]) == [b"alone", 42]
+    finally:
+        await lane.close()
+
+
+async def test_calls_made_while_a_batch_is_in_flight_go_together_in_the_next(
+    client: aioredis.Redis,
+) -> None:
+    lane = ScriptLane(new_script(client))
+    try:
+        await lane([], ["warm", 0])  # (the script loaded)
+        first = asyncio.ensure_future(lane([], ["first", 0]))
+        before = lane.batches
+        for _ in range(1000):  # until the first batch is written (no reply can come yet)
+            if lane.batches > before:
+                break
+            await asyncio.sleep(0)
+        later = [lane([], [f"l{n}", n]) for n in range(50)]
+        answers = await asyncio.gather(first, *later)
+        assert answers == [[b"first", 1]] + [[f"l{n}".encode(), n + 1] for n in range(50)]
+        assert lane.batches - before == 2  # the first, then the 50 together
+    finally:
+        await lane.close()
+
+
+async def test_scripts_flushed_by_redis_are_loaded_again(client: aioredis.Redis) -> None:
+    lane = ScriptLane(new_script(client))
+    try:
+        assert await lane([], ["a", 1]) == [b"a", 2]
+        await client.script_flush()
+        assert await asyncio.gather(lane([], ["b", 2]), lane([], ["c", 3])) == [
+            [b"b", 3],
+            [b"c", 4],
+        ]
+    finally:
+        await lane.close()
+
+
+async def test_a_connection_the_server_closed_is_replaced_before_the_next_batch(
+    client: aioredis.Redis,
+) -> None:
+    lane = ScriptLane(new_script(client))
+    try:
+        assert await lane([], ["a", 1]) == [b"a", 2]
+        killed = await client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        assert killed >= 1
+        assert await lane([], ["b", 2]) == [b"b", 3]  # not EngineUnavailable
+    finally:
+        await lane.close()
+
+
+async def test_a_batch_cut_short_never_hands_its_late_replies_to_later_calls(
+    client: aioredis.Redis,
+) -> None:
+    hold = new_script(client, HOLD)
+    lane = ScriptLane(new_script(client), within(0.2))
+    try:
+        await lane([], ["warm", 0])
+        holding = asyncio.ensure_future(hold(args=[600]))
+        await asyncio.sleep(0.05)  # (Redis is busy with the hold from here)
+        with pytest.raises(EngineUnavailable):
+            await lane([], ["late", 1])  # its reply comes after the bound
+        await holding
+        assert await lane([], ["next", 2]) == [b"next", 3]  # its own, not "late"'s
+    finally:
+        await lane.close()
+
+
+async def test_redis_down_is_engine_unavailable_and_back_it_serves_again() -> None:
+    server = RedisServer()
+    server.start()
+    client = aioredis.from_url(server.url)
+    lane = ScriptLane(new_script(client), within(2))
+    try:
+        assert await lane([], ["a", 1]) == [b"a", 2]
+        server.stop()
+        with pytest.raises(EngineUnavailable):
+            await lane([], ["b", 2])
+        server.start()  # (same port, no data: the script is gone too)
+        assert await lane([], ["c", 3]) == [b"c", 4]
+    finally:
+        await lane.close()
+        await client.aclose()
+        server.stop()
+
+
+# Between batches of concurrent calls: nothing, the script cache flushed, the lane's
+# connection killed, or Redis held past the lane's bound while a batch is out.
+STEPS = st.lists(
+    st.tuples(st.integers(1, 30), st.sampled_from(["none", "flush", "kill", "hold"])),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=STEPS)
+def test_whatever_happens_a_call_gets_its_own_reply_or_engine_unavailable(
+    redis_url: str, steps: list[tuple[int, str]]
+) -> None:
+    async def scenario() -> None:
+        client = aioredis.from_url(redis_url)
+        hold = new_script(client, HOLD)
+        lane = ScriptLane(new_script(client), within(0.15))
+        try:
+            for step, (size, fault) in enumerate(steps):
+                if fault == "flush":
+                    await client.script_flush()
+                elif fault == "kill":
+                    await client.execute_command(
+                        "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
+                    )
+                holding = None
+                if fault == "hold":
+                    holding = asyncio.ensure_future(hold(args=[300]))
+                    await asyncio.sleep(0.02)
+                tags = [f"{step}-{n}-{uuid.uuid4().hex[:6]}" for n in range(size)]
+                answers = await asyncio.gather(
+                    *(lane([], [tag, n]) for n, tag in enumerate(tags)), return_exceptions=True
+                )
+                for n, (tag, answer) in enumerate(zip(tags, answers, strict=True)):
+                    if isinstance(answer, EngineUnavailable):
+                        continue  # (allowed: Redis did not answer in time or hung up)
+                    assert answer == [tag.encode(), n + 1]
+                if holding is not None:
+                    await holding
+                else:
+                    assert not any(isinstance(a, BaseException) for a in answers), answers
+        finally:
+            await lane.close()
+            await client.aclose()
+
+    asyncio.run(scenario())
