@@ -23,7 +23,7 @@ from ..runtime import Runtime
 from ..services.errors import ServiceError
 from .dead_peers import WebSocketPinger, bound_unacknowledged
 from .errors import BadRequestBody, send_problem
-from .limits import StreamRefused, stream_limits
+from .limits import StreamRefused, StreamSlot, stream_limits
 from .raw_socket import WebSocketSink, hypercorn_h11_writer, hypercorn_ws_closing
 from .stream_exit import release_stream
 from .streams import (
@@ -35,6 +35,7 @@ from .streams import (
     reset_events,
     scope_headers,
 )
+from .token_cache import TokenCache
 from .tokens import token_from
 
 PATH = "/api/ws"
@@ -73,9 +74,12 @@ def origin_allowed(origin: str | None, allowed: list[str] | None, host: str | No
 class Session:
     """One socket: at most one hub connection, opened by the first subscribe frame."""
 
-    def __init__(self, rt: Runtime, identity: Identity, send: Any, scope: Scope) -> None:
+    def __init__(
+        self, rt: Runtime, identity: Identity, send: Any, scope: Scope, slot: StreamSlot
+    ) -> None:
         self.rt = rt
         self.identity = identity
+        self.slot = slot  # (its presence, entered with the admission, passes to the connection)
         self.send = send
         self.socket_writer = hypercorn_h11_writer(send, scope)
         self.liveness: object | None = None  # held while open: the pinger watches it
@@ -170,7 +174,7 @@ class Session:
             raise asyncio.CancelledError
         await self.send_json({"type": "subscribed", "rooms": self.rooms()})
         await self.send_events(initial)
-        await enter_presence(self.rt, conn)
+        await enter_presence(self.rt, conn, self.slot)
         while conn.catching_up:
             try:
                 await self.send_events(await conn.catch_up_step())
@@ -202,6 +206,8 @@ class Session:
 class WebSocketEndpoint:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        # A reconnect storm's tokens were mostly verified before (as for SSE, sse.py).
+        self.tokens = TokenCache(runtime.auth.verify)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         first = await receive()
@@ -224,14 +230,13 @@ class WebSocketEndpoint:
             return
         query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
         try:
-            identity = self.rt.auth.identify(
-                token_from(
-                    headers.get("authorization"),
-                    query.get("access_token"),
-                    headers.get("cookie"),
-                    allow_query=True,
-                )
+            token = token_from(
+                headers.get("authorization"),
+                query.get("access_token"),
+                headers.get("cookie"),
+                allow_query=True,
             )
+            identity = self.tokens.verify(token) if token else self.rt.auth.identify(None)
         except AuthError as exc:
             await send_problem(send, "websocket.http", 401, "Unauthorized", str(exc))
             return
@@ -239,11 +244,13 @@ class WebSocketEndpoint:
             await send_problem(send, "websocket.http", exc.status, exc.title, exc.detail)
             return
         try:  # PROTOCOL 3.6: over a connection limit, refused before the upgrade
-            slot = await stream_limits(self.rt).admit(identity, scope)
+            # An open WebSocket counts its player online (`/api/presence`), entered in the
+            # admission's round trip.
+            slot = await stream_limits(self.rt).admit(identity, scope, enter_presence=True)
         except StreamRefused as refused:
             await refused.send(send, "websocket.http")
             return
-        session = Session(self.rt, identity, send, scope)
+        session = Session(self.rt, identity, send, scope, slot)
         try:
             await send({"type": "websocket.accept"})
             session.watch_liveness()

@@ -78,8 +78,10 @@ class RedisLimits:
         self._instance_id = instance_id
         self._run = run
         self._rate = client.register_script(load_script(("rate_limit.lua",)))
-        self._admit = client.register_script(load_script(("_streams.lua", "stream_admit.lua")))
-        # A storm's admissions, on a connection of their own, in batches (script_lane.py).
+        # A storm's admissions, on a connection of their own each, in batches (script_lane.py).
+        self._admit = ScriptLane(
+            client.register_script(load_script(("_streams.lua", "stream_admit.lua"))), run
+        )
         self._admit_enter = ScriptLane(client.register_script(admit_enter_script(bus_publish)), run)
         self._release = client.register_script(load_script(("_streams.lua", "stream_release.lua")))
         self._sync = client.register_script(load_script(("_streams.lua", "stream_sync.lua")))
@@ -97,6 +99,7 @@ class RedisLimits:
         self._sync_done.set()
 
     async def close(self) -> None:
+        await self._admit.close()
         await self._admit_enter.close()
 
     async def rate_limit(self, key: str, rate: int) -> RateDecision:
@@ -118,9 +121,11 @@ class RedisLimits:
                 await self._begin()
                 try:
                     if rider is None:
-                        status, _open = await self._call(self._admit, args)
+                        status, _open = await self._call_lane(self._admit, args)
                     else:
-                        reply = await self._call_admit_enter(args + rider.args, rider.keys)
+                        reply = await self._call_lane(
+                            self._admit_enter, args + rider.args, rider.keys
+                        )
                         status, _open = reply[0], reply[1]
                         if status == 1:
                             rider.reply = reply[2:]
@@ -203,9 +208,11 @@ class RedisLimits:
             self._dirty = True
             raise
 
-    async def _call_admit_enter(self, args: list[Any], rider_keys: list[str]) -> Any:
+    async def _call_lane(
+        self, lane: ScriptLane, args: list[Any], rider_keys: list[str] | None = None
+    ) -> Any:
         try:
-            return await self._admit_enter(self._keys + rider_keys, args)
+            return await lane(self._keys + (rider_keys or []), args)
         except BaseException:
             # Also when the caller was cancelled: the script may have run all the same, and
             # a whole sync puts Redis' counts back to the local ones.
