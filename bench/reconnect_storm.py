@@ -92,7 +92,8 @@ def generator_command(engine: str, url: str, admin: str, args: argparse.Namespac
         path = "events" if args.kind == "sse" else "poll"
         target_url = f"{url}/api/{path}?rooms={ROOM}&access_token={admin}"
     return [
-        "node", *args.node_flags.split(), script, "--kind", kind, "--url", target_url, "--n", str(args.n),
+        "node", *args.node_flags.split(), script,
+        "--kind", kind, "--url", target_url, "--n", str(args.n),
         "--publish", f"{url}/api/publish", "--token", admin,
         "--count", str(count), "--rate", str(0 if streams else args.rate),
         "--expect", str(count), "--tsfield", "sent", "--room", room, "--timeout", "90000",

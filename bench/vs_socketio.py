@@ -167,6 +167,7 @@ async def measure(
         command = pinned(
             [
                 "node",
+                *args.node_flags.split(),
                 "loadgen_ws.js",
                 *generator_args(system, scenario["kind"], server.url, admin),
                 "--n",
@@ -365,6 +366,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--anchor", type=Path, default=Path(tempfile.gettempdir()) / "anchor")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--gen-cpu", default="1")
+    parser.add_argument(
+        "--node-flags",
+        default="",
+        help="V8 flags for the generator, the same for every system (see reconnect_storm.py)",
+    )
     parser.add_argument("--json", default=str(ROOT / "docs/benchmarks/vs-socketio.json"))
     args = parser.parse_args()
     args.anchor = prepare_anchor(args.anchor)
