@@ -137,6 +137,41 @@ async def test_a_batch_cut_short_never_hands_its_late_replies_to_later_calls(
         await lane.close()
 
 
+async def test_closing_fails_waiting_calls_as_unavailable_and_refuses_new_ones(
+    client: aioredis.Redis,
+) -> None:
+    hold = new_script(client, HOLD)
+    lane = ScriptLane(new_script(client))
+    await lane([], ["warm", 0])
+    holding = asyncio.ensure_future(hold(args=[300]))
+    await asyncio.sleep(0.05)  # (Redis is busy with the hold from here)
+    out = asyncio.ensure_future(lane([], ["out", 1]))  # a batch waiting for its replies
+    await asyncio.sleep(0)
+    queued = asyncio.ensure_future(lane([], ["queued", 2]))  # waiting for the next batch
+    await lane.close()  # (the engine stopping)
+    for call in (out, queued):
+        with pytest.raises(EngineUnavailable):
+            await call  # not a CancelledError that would end the caller's task
+    with pytest.raises(EngineUnavailable):
+        await lane([], ["after", 3])
+    await holding
+
+
+async def test_a_call_whose_caller_left_before_its_batch_is_not_sent(
+    client: aioredis.Redis,
+) -> None:
+    lane = ScriptLane(new_script(client, "return redis.call('INCR', KEYS[1])"))
+    try:
+        await lane(["sent"], [])
+        first = lane.submit(["sent"], [])  # this one goes out first
+        left = lane.submit(["left"], [])
+        left.cancel()  # its caller gave up before the batch was written
+        assert await first == 2
+        assert await client.get("left") is None
+    finally:
+        await lane.close()
+
+
 async def test_redis_down_is_engine_unavailable_and_back_it_serves_again() -> None:
     server = RedisServer()
     server.start()

@@ -211,13 +211,24 @@ class RedisLimits:
     async def _call_lane(
         self, lane: ScriptLane, args: list[Any], rider_keys: list[str] | None = None
     ) -> Any:
+        # The call stays in flight until the lane settles it, even if our caller leaves (a
+        # client that gave up, a shutdown): a whole sync must not run before it, or a call
+        # sent after the sync would count a stream nobody holds, with nothing marked dirty.
+        call = lane.submit(self._keys + (rider_keys or []), args)
+        self._begin_nowait()
+        call.add_done_callback(self._settled)
         try:
-            return await lane(self._keys + (rider_keys or []), args)
+            return await self._run(asyncio.shield(call))
         except BaseException:
-            # Also when the caller was cancelled: the script may have run all the same, and
-            # a whole sync puts Redis' counts back to the local ones.
+            # Its outcome unknown to us (the caller left, no answer in time): the script may
+            # have run all the same, and a whole sync puts Redis' counts back to ours.
             self._dirty = True
             raise
+
+    def _settled(self, call: asyncio.Future[Any]) -> None:
+        if not call.cancelled():
+            call.exception()  # (retrieved: its caller may have left)
+        self._end()
 
     async def _sync_all(self) -> None:
         self._dirty = False

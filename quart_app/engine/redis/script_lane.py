@@ -18,7 +18,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from .connection import bounded
+from ..base import EngineUnavailable
+from .connection import UNAVAILABLE, bounded
 from .scripts import Run
 
 Call = tuple[list[str], list[Any]]
@@ -27,13 +28,14 @@ Call = tuple[list[str], list[Any]]
 class ScriptLane:
     """Calls of one registered script (`client.register_script`). A call's reply, or its
     script error raised; EngineUnavailable (from `run`, which bounds each batch) when Redis
-    does not answer. A batch that fails or is cut short fails every call in it and the
+    does not answer, hangs up or is read-only (a master demoted behind a plain URL), or once
+    the lane is closed. A batch that fails or is cut short fails every call in it and the
     connection is dropped, as its later replies could no longer be matched to their calls;
     the next batch connects again. NOSCRIPT (Redis restarted or flushed its scripts): the
-    script is loaded and the calls that got it are sent again. A caller that stops waiting
-    does not stop its call: the script may still run (the caller's bookkeeping must allow
-    for that). On a cluster client every call goes alone through the client (its keys choose
-    the node)."""
+    script is loaded and the calls that got it are sent again. A call whose future was
+    cancelled before its batch left is not sent; one already sent may still run (the
+    caller's bookkeeping must allow for that: RedisLimits waits for the outcome). On a
+    cluster client every call goes alone through the client (its keys choose the node)."""
 
     def __init__(self, script: Any, run: Run = bounded) -> None:
         self._script = script
@@ -42,22 +44,32 @@ class ScriptLane:
         self._connection: AbstractConnection | None = None
         self._queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
+        self._closed = False
         self.batches = 0  # round trips made (for tests and benchmarks)
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
-        if not isinstance(self._client, aioredis.Redis):
-            return await self._run(self._script(keys=keys, args=args))
+        return await self.submit(keys, args)
+
+    def submit(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """The call, queued for the next batch: its outcome, as a future."""
         loop = asyncio.get_running_loop()
+        if not isinstance(self._client, aioredis.Redis):
+            return asyncio.ensure_future(self._run(self._script(keys=keys, args=args)))
         future: asyncio.Future[Any] = loop.create_future()
+        if self._closed:
+            future.set_exception(EngineUnavailable("redis: the engine is stopping"))
+            return future
         self._queue.append((keys, args, future))
         if self._sender is None:
             self._sender = loop.create_task(self._send_queued())
-        return await future
+        return future
 
     async def close(self) -> None:
+        self._closed = True
         if self._sender is not None:
             self._sender.cancel()
             await asyncio.wait([self._sender])
+        self._fail_queued()  # (a sender cancelled before it started never ran its finally)
         if self._connection is not None:
             await self._connection.disconnect()
             self._connection = None
@@ -66,23 +78,27 @@ class ScriptLane:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                await self._send(batch)
+                batch = [call for call in batch if not call[2].done()]  # (callers who left)
+                if batch:
+                    await self._send(batch)
         finally:
             self._sender = None
-            for *_, future in self._queue:  # (only when cancelled by close())
-                future.cancel()
-            self._queue = []
+            self._fail_queued()  # (only when close() cancelled the sender)
+
+    def _fail_queued(self) -> None:
+        queued, self._queue = self._queue, []
+        for *_, future in queued:
+            if not future.done():
+                future.set_exception(EngineUnavailable("redis: the engine is stopping"))
 
     async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
         try:
             replies = await self._run(self._round_trip([(keys, args) for keys, args, _ in batch]))
         except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else EngineUnavailable("redis: stopping")
             for *_, future in batch:
                 if not future.done():
-                    if isinstance(exc, Exception):
-                        future.set_exception(exc)
-                    else:
-                        future.cancel()
+                    future.set_exception(failure)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -118,6 +134,9 @@ class ScriptLane:
         for _ in commands:
             try:
                 replies.append(await connection.read_response())
+            except UNAVAILABLE:  # READONLY: a replica now; `run` says unavailable
+                await connection.disconnect(nowait=True)  # (the rest of the replies unread)
+                raise
             except ResponseError as exc:  # this call's error; the next reply follows
                 replies.append(exc)
         return replies

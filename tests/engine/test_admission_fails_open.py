@@ -1,9 +1,7 @@
-"""Review R3: a stream admission whose Redis has become a read-only replica (a plain
-redis:// URL whose master was demoted: a failover behind one address). Through the client,
-`bounded` turned READONLY into EngineUnavailable (connection.UNAVAILABLE lists ReadOnlyError)
-and the admission failed open, as RedisLimits.admit documents; through the ScriptLane the
-error is a call's own ResponseError, kept as that call's result, so it reaches the caller
-raw (a WebSocket or SSE handshake ends in an exception instead of being admitted)."""
+"""A stream admission whose Redis has become a read-only replica (a plain redis:// URL whose
+master was demoted: a failover behind one address) fails open, as when Redis is unreachable
+(RedisLimits.admit). Found in review: through the ScriptLane, READONLY was a call's own error
+and reached the caller raw (the handshake ended in an exception instead of being admitted)."""
 
 from __future__ import annotations
 
@@ -24,11 +22,6 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review R3: ScriptLane hands READONLY to the caller as ReadOnlyError, "
-    "not EngineUnavailable (admission no longer fails open)",
-)
 @pytest.mark.parametrize("with_presence", [False, True], ids=["anonymous", "with-presence"])
 async def test_an_admission_on_a_demoted_master_fails_open_as_before(
     own_redis: RedisServer,

@@ -1,19 +1,15 @@
-"""Review R3: RedisLimits' bookkeeping when an admission's caller leaves (its task cancelled:
-a client that gave up on its handshake, a shutdown) while its call waits in the ScriptLane.
-`_call_lane` marks the counts dirty so that a whole sync puts Redis back to the local counts;
-but the lane still sends the call (queued calls whose future is cancelled are not dropped),
-and the sync goes through the pool, not the lane: it can run before the orphaned call. The
-call then counts a stream nobody holds, after the sync, with nothing dirty any more, and the
-user is refused (429) with no stream open, for as long as this instance lives (or until some
-other failure happens to re-sync)."""
+"""RedisLimits' bookkeeping when an admission's caller leaves (its task cancelled: a client
+that gave up on its handshake, a shutdown) while its call waits in the ScriptLane. The counts
+are marked dirty so that a whole sync puts Redis back to the local counts; that sync must not
+run before the orphaned call is settled. (Found in review: the sync went first, the call was
+sent after it and counted a stream nobody held, with nothing dirty any more: the user was
+refused, 429, with no stream open, for as long as the instance lived.)"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-import pytest
 
 from quart_app.engine.redis import RedisEngine
 
@@ -25,11 +21,6 @@ async def _until(condition: Callable[[], bool], what: str, seconds: float = 10.0
     assert condition(), what
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review R3: a call whose caller left is still sent by the lane, after the re-sync "
-    "meant to cover it: a phantom stream count",
-)
 async def test_an_admission_whose_caller_left_leaves_no_stream_counted(
     make_redis: Callable[..., Awaitable[RedisEngine]],
 ) -> None:
@@ -60,8 +51,8 @@ async def test_an_admission_whose_caller_left_leaves_no_stream_counted(
         ann.cancel()  # ann's client gave up before its admission was even sent
         await asyncio.wait([x, ann])
         assert limits._dirty  # (the bookkeeping knows the outcome is unknown)
-        bob = asyncio.create_task(engine.stream_admit("s:bob", 5))  # re-syncs, then queues
-        await _until(lambda: len(lane._queue) == 2, "bob's call queued after the re-sync")
+        # Bob's admission re-syncs first: not before the two orphaned calls are settled.
+        bob = asyncio.create_task(engine.stream_admit("s:bob", 5))
         gate.set()
         assert await asyncio.wait_for(bob, 10)
         await _until(lambda: lane._sender is None, "the lane idle")
