@@ -178,25 +178,23 @@ class _SQLiteConnections(SQLitePool):
         return connection
 
     async def finish(self, within: float) -> None:
-        """Wait for every connection's thread to stop; one whose connection nobody closes is
-        stopped after `within` seconds. (Stopping earlier could end a thread before the
-        close that a cancelled task still waits for: that close would never be answered.)"""
+        """Wait up to `within` seconds (or less: Runtime.stop bounds the whole disconnect)
+        for every connection's thread to stop; then, or when cut short, stop what is left: a
+        connection nobody closes keeps its thread, and so the process, alive. (Stopping
+        sooner could end a thread before the close that a cancelled task still waits for.)"""
         opened, self._opened = self._opened, set()
-        threads = {_thread_of(c): c for c in opened}
-        await asyncio.to_thread(_join_all, list(threads), time.monotonic() + within)
-        for thread, connection in threads.items():
-            if thread.is_alive():
-                log.warning("an SQLite connection was still open %.0f s after disconnect", within)
-                connection.stop()
+        deadline = time.monotonic() + within
+        try:
+            while time.monotonic() < deadline and any(_thread_of(c).is_alive() for c in opened):
+                await asyncio.sleep(0.01)  # (not a thread join: it would hold the loop's exit)
+        finally:
+            for connection in opened:
+                if _thread_of(connection).is_alive():
+                    connection.stop()  # (after its statements; a stopped thread never runs it)
 
 
 def _thread_of(connection: aiosqlite.Connection) -> threading.Thread:
     return connection._thread  # aiosqlite's worker: it stops after the connection's close
-
-
-def _join_all(threads: list[threading.Thread], deadline: float) -> None:
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class _Database(Database):

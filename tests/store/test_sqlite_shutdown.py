@@ -7,11 +7,15 @@ connection's thread. After `disconnect()`, no connection of the store may still 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from quart_app.runtime import STOP_STEP_SECONDS
 from quart_app.store.database import Store
 
 
@@ -72,3 +76,52 @@ def test_disconnect_finishes_connections_whose_close_was_interrupted(
         thread.join(10)
     assert thread_errors == []
     assert not (_aiosqlite_threads() - threads_before)
+
+
+# A connection whose release never comes, under Runtime.stop's budget for disconnect (1 s):
+# it is stopped when the budget ends, and nothing holds the loop's shutdown. (Found in review:
+# the wait was a thread join on the default executor, cancelled by the budget before the
+# stop, holding asyncio.run's executor shutdown for the busy timeout; the connection's
+# thread then kept the process alive. PROTOCOL 3.7: exit within DRAIN_SECONDS + 5 s.)
+def test_a_connection_nobody_closed_does_not_hold_the_exit_past_the_stop_budget(
+    tmp_path: Path,
+) -> None:
+    threads_before = _aiosqlite_threads()
+    abandoned: list[Any] = []
+
+    async def stop_like_the_runtime() -> None:
+        store = Store(f"sqlite:///{tmp_path}/pulse.db")
+        await store.connect()
+        conn = store.db.connection()
+        await conn.__aenter__()  # a connection whose release never comes
+        await conn.fetch_val("SELECT 1")
+        abandoned.append(conn.raw_connection)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_STEP_SECONDS):  # as Runtime.stop bounds it
+                await store.disconnect()
+
+    async def stop_abandoned() -> None:
+        for raw in abandoned:
+            if not raw._thread.is_alive():
+                continue  # (stopped by the store, as it should be)
+            future = raw.stop()
+            if future is not None:
+                await asyncio.wait_for(future, 10)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(stop_like_the_runtime())
+        started = time.monotonic()
+        loop.run_until_complete(loop.shutdown_default_executor())  # (what asyncio.run does)
+        shutdown_seconds = time.monotonic() - started
+        left = _aiosqlite_threads() - threads_before
+        for thread in left:
+            thread.join(2.0)
+        still_alive = [t for t in left if t.is_alive()]
+    finally:
+        loop.run_until_complete(stop_abandoned())  # (the test's own clean-up)
+        loop.close()
+        for thread in _aiosqlite_threads() - threads_before:
+            thread.join(10)
+    assert shutdown_seconds < 5.0
+    assert still_alive == []  # a live aiosqlite thread keeps the interpreter from exiting
