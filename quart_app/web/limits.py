@@ -154,6 +154,18 @@ class StreamSlot:
             self.released = True
             await self.limits.release(self)
 
+    async def enter_presence(self, player: str | None) -> None:
+        """Enter `player` now if the admission did not (the per-user limit off, or no
+        presence asked for): the stream is online from here, and `release` leaves."""
+        if player is None or self.presence is not None:
+            return
+        self.presence = player  # (first: a release leaves it, however this ends)
+        try:
+            await self.limits.rt.engine.presence_enter(player)
+        except EngineUnavailable:
+            self.presence = None  # (not entered: the connection's own entry tries again)
+            log.warning("presence not recorded: engine unavailable")
+
 
 class StreamLimits:
     """The open streams of one instance, and the per-user count through the engine."""

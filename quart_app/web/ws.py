@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import weakref
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -110,6 +111,19 @@ class Session:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def next_message(self, receive: Any) -> dict[str, Any] | None:
+        """The client's next message; None when its token expires first while no hub
+        connection exists yet (the connection ends the socket at expiry from its subscribe
+        on; PROTOCOL 3: a WebSocket ends when its token expires, and it is online till then)."""
+        expires_at = self.identity.expires_at
+        if self.conn is not None or expires_at is None:
+            return await receive()  # type: ignore[no-any-return]
+        try:
+            async with asyncio.timeout(max(0.0, expires_at - time.time())):
+                return await receive()  # type: ignore[no-any-return]
+        except TimeoutError:
+            return None
 
     def rooms(self) -> list[str]:
         return sorted(self.conn.rooms) if self.conn else []
@@ -252,6 +266,7 @@ class WebSocketEndpoint:
             return
         session = Session(self.rt, identity, send, scope, slot)
         try:
+            await slot.enter_presence(identity.sub)  # (if the admission did not: limit off)
             await send({"type": "websocket.accept"})
             session.watch_liveness()
             await self._read(receive, session, pending)
@@ -270,7 +285,10 @@ class WebSocketEndpoint:
     @staticmethod
     async def _read(receive: Any, session: Session, pending: dict[str, Any] | None) -> None:
         while True:
-            message, pending = pending or await receive(), None
+            message, pending = pending or await session.next_message(receive), None
+            if message is None:  # its token expired before it subscribed
+                await session.close(*CLOSE_CODES["expired"])
+                return
             if message["type"] != "websocket.receive":
                 return  # websocket.disconnect
             raw = message.get("text")

@@ -1,27 +1,21 @@
-"""Review R3: PROTOCOL 3 ("An SSE stream or WebSocket ends when its token expires") and
-`/api/presence` (online: an open SSE or WebSocket connection). A WebSocket is now online from
-its admission (b60a24a), but its token's expiry is enforced by its hub connection, which only
-the first subscribe opens: a socket that never subscribes outlives its token, and keeps its
-player online for as long as it stays open (pings keep it alive)."""
+"""PROTOCOL 3 ("An SSE stream or WebSocket ends when its token expires") and `/api/presence`
+(online: an open SSE or WebSocket connection) for a WebSocket that never subscribes: online
+from its opening, whatever the per-user limit, and ended (offline) when its token expires.
+(Found in review: the expiry was enforced by the hub connection, which only the first
+subscribe opens, so such a socket outlived its token and, online from its admission, kept
+its player online; and with MAX_CONNECTIONS_PER_USER=0 it was online only once subscribed.)"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
-import pytest
-
 from ..clients import SSEClient, WSClient
 from ..services import LiveServer
 
-SECRET = "review-r3-ws-expiry-secret-0123456789"
+SECRET = "ws-presence-secret-0123456789abcdef"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review R3: a WebSocket that never subscribes is not ended at its token's expiry "
-    "and keeps its player online",
-)
 async def test_an_unsubscribed_websocket_ends_with_its_token_and_goes_offline(
     live_servers: Callable[..., LiveServer],
 ) -> None:
@@ -44,11 +38,6 @@ async def test_an_unsubscribed_websocket_ends_with_its_token_and_goes_offline(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review R3: with MAX_CONNECTIONS_PER_USER=0 the admission returns before entering "
-    "presence, so an open WebSocket is online only from its first subscribe",
-)
 async def test_an_open_websocket_is_online_with_the_per_user_limit_off(
     live_servers: Callable[..., LiveServer],
 ) -> None:
