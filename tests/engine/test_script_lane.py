@@ -31,6 +31,26 @@ repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] >= until_us
 return 1"""
 
 
+class Held:
+    """Redis held busy by a script on a connection of its own (single-threaded: every other
+    client waits). Its command is written before `hold` returns, so a call made after it
+    reaches Redis behind it; `released()` reads the script's reply."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    @classmethod
+    async def hold(cls, client: aioredis.Redis, ms: int) -> Held:
+        connection = client.connection_pool.make_connection()
+        await connection.connect()
+        await connection.send_command("EVAL", HOLD, 0, ms)
+        return cls(connection)
+
+    async def released(self) -> None:
+        assert await self._connection.read_response() == 1
+        await self._connection.disconnect()
+
+
 def within(seconds: float) -> Any:
     """`bounded` with a shorter bound (bounded itself waits 5 s)."""
 
@@ -123,15 +143,13 @@ async def test_a_connection_the_server_closed_is_replaced_before_the_next_batch(
 async def test_a_batch_cut_short_never_hands_its_late_replies_to_later_calls(
     client: aioredis.Redis,
 ) -> None:
-    hold = new_script(client, HOLD)
     lane = ScriptLane(new_script(client), within(0.2))
     try:
         await lane([], ["warm", 0])
-        holding = asyncio.ensure_future(hold(args=[600]))
-        await asyncio.sleep(0.05)  # (Redis is busy with the hold from here)
+        held = await Held.hold(client, 600)
         with pytest.raises(EngineUnavailable):
             await lane([], ["late", 1])  # its reply comes after the bound
-        await holding
+        await held.released()
         assert await lane([], ["next", 2]) == [b"next", 3]  # its own, not "late"'s
     finally:
         await lane.close()
@@ -140,11 +158,9 @@ async def test_a_batch_cut_short_never_hands_its_late_replies_to_later_calls(
 async def test_closing_fails_waiting_calls_as_unavailable_and_refuses_new_ones(
     client: aioredis.Redis,
 ) -> None:
-    hold = new_script(client, HOLD)
     lane = ScriptLane(new_script(client))
     await lane([], ["warm", 0])
-    holding = asyncio.ensure_future(hold(args=[300]))
-    await asyncio.sleep(0.05)  # (Redis is busy with the hold from here)
+    held = await Held.hold(client, 300)
     out = asyncio.ensure_future(lane([], ["out", 1]))  # a batch waiting for its replies
     await asyncio.sleep(0)
     queued = asyncio.ensure_future(lane([], ["queued", 2]))  # waiting for the next batch
@@ -154,7 +170,7 @@ async def test_closing_fails_waiting_calls_as_unavailable_and_refuses_new_ones(
             await call  # not a CancelledError that would end the caller's task
     with pytest.raises(EngineUnavailable):
         await lane([], ["after", 3])
-    await holding
+    await held.released()
 
 
 async def test_a_call_whose_caller_left_before_its_batch_is_not_sent(
@@ -208,7 +224,6 @@ def test_whatever_happens_a_call_gets_its_own_reply_or_engine_unavailable(
 ) -> None:
     async def scenario() -> None:
         client = aioredis.from_url(redis_url)
-        hold = new_script(client, HOLD)
         lane = ScriptLane(new_script(client), within(0.15))
         try:
             for step, (size, fault) in enumerate(steps):
@@ -218,10 +233,7 @@ def test_whatever_happens_a_call_gets_its_own_reply_or_engine_unavailable(
                     await client.execute_command(
                         "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
                     )
-                holding = None
-                if fault == "hold":
-                    holding = asyncio.ensure_future(hold(args=[300]))
-                    await asyncio.sleep(0.02)
+                held = await Held.hold(client, 300) if fault == "hold" else None
                 tags = [f"{step}-{n}-{uuid.uuid4().hex[:6]}" for n in range(size)]
                 answers = await asyncio.gather(
                     *(lane([], [tag, n]) for n, tag in enumerate(tags)), return_exceptions=True
@@ -230,8 +242,8 @@ def test_whatever_happens_a_call_gets_its_own_reply_or_engine_unavailable(
                     if isinstance(answer, EngineUnavailable):
                         continue  # (allowed: Redis did not answer in time or hung up)
                     assert answer == [tag.encode(), n + 1]
-                if holding is not None:
-                    await holding
+                if held is not None:
+                    await held.released()
                 else:
                     assert not any(isinstance(a, BaseException) for a in answers), answers
         finally:
