@@ -162,7 +162,8 @@ class _SQLiteConnections(SQLitePool):
     acquire, closed at release) keeping each connection until its thread has stopped. A task
     cancelled again while its connection was closing leaves the connection open with its
     statements queued; if the event loop closed before they ended, their end raised
-    `Event loop is closed` in that thread. `finish()` closes what is left and waits."""
+    `Event loop is closed` in that thread. `finish()` waits for them, then stops what is
+    left."""
 
     def __init__(self, url: Any, **options: Any) -> None:
         super().__init__(url, **options)
@@ -170,11 +171,8 @@ class _SQLiteConnections(SQLitePool):
 
     async def acquire(self) -> aiosqlite.Connection:
         self._opened = {c for c in self._opened if _thread_of(c).is_alive()}
-        connection = aiosqlite.connect(
-            database=self._database, isolation_level=None, **self._options
-        )
+        connection = await super().acquire()
         self._opened.add(connection)
-        await connection.__aenter__()
         return connection
 
     async def finish(self, within: float) -> None:
