@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,11 +25,33 @@ from typing import BinaryIO
 
 import pytest
 
+# Ports are drawn below the kernel's ephemeral range: every outgoing connection on the machine
+# and every bind to port 0 take theirs from that range, so one could take the port of a server a
+# test stopped to restart (seen: a restarted redis-server could not bind, and the test talked to
+# another worker's). Drawn by a generator of our own: pytest-randomly reseeds `random` per test.
+_PORTS = random.Random(int.from_bytes(os.urandom(8), "big"))
+_LOWEST_PORT = 20000
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as bounds:
+            return int(bounds.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, outside the ephemeral range."""
+    highest = max(_ephemeral_low() - 1, _LOWEST_PORT + 1000)
+    while True:
+        port = _PORTS.randint(_LOWEST_PORT, highest)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def require_tool(name: str, *candidates: str) -> str:
@@ -133,7 +156,22 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(lambda: port_open(self.port), 10, f"redis-server on {self.port}")
+        wait_until(self._answers_as_itself, 10, f"redis-server on {self.port}")
+
+    def _answers_as_itself(self) -> bool:
+        """Ready when the server on the port is this process: after a restart the port may have
+        been taken meanwhile, and then this one exits instead of listening."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"redis-server on {self.port} did not start (exit code "
+                f"{self.process.returncode}; is the port taken?)"
+            )
+        try:
+            info = str(redis_command(self.port, "INFO", "server", timeout=0.5))
+        except (OSError, RuntimeError):  # not listening yet, or loading
+            return False
+        return f"process_id:{self.process.pid}" in info.splitlines()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -225,6 +225,7 @@ class _Database(Database):
         if not self._connection:
             self._connection = _Connection(self, self._backend)
         return self._connection
+
     # The one-shot queries the services and the relay use: a lost database is a 503.
     async def fetch_all(self, query: Any, values: dict[str, Any] | None = None) -> Any:
         with _unavailable_when_lost():

@@ -182,9 +182,7 @@ async def test_a_result_whose_connection_is_reset_answers_503_and_its_retry_appl
     assert players["bob"]["rating"] == pytest.approx(1200 + changes["bob"])
 
     async def published_once() -> bool:
-        results = [
-            e for e in await log_events(api.rt.engine) if e["event"] == "match:result"
-        ]
+        results = [e for e in await log_events(api.rt.engine) if e["event"] == "match:result"]
         # Once the outbox is empty nothing more can be published: the count is final.
         return await outbox_count(api.rt.store) == 0 and len(results) == 1
 

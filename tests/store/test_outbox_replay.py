@@ -36,7 +36,9 @@ async def _two_instances(
 
 def _of_match(events: list[dict[str, object]], match_id: str) -> list[str]:
     return [
-        str(e["event"]) for e in events if f"match:{match_id}" in e["rooms"]  # type: ignore[operator]
+        str(e["event"])
+        for e in events
+        if f"match:{match_id}" in e["rooms"]  # type: ignore[operator]
     ]
 
 
