@@ -264,6 +264,31 @@ async def test_a_silently_dead_subscription_is_replaced(
         await proxy.stop()
 
 
+# Busy for less than a bus read, about one, and longer: the subscriber's read then ends early,
+# on its timer at once, or late by more than the timer's own slack.
+@pytest.mark.parametrize("busy", [0.5, 1.0, 1.6])
+async def test_an_echo_waiting_unread_behind_a_busy_loop_is_not_taken_for_a_lost_one(
+    make_redis: MakeRedis, caplog: pytest.LogCaptureFixture, busy: float
+) -> None:
+    """A storm can keep the event loop busy for seconds, and the probe's echo then waits in
+    the socket for its turn. That is a late reader, not a lost subscription: resubscribing
+    (and catching up from the log) would only add work at the worst moment."""
+    b = await make_redis(backfill_interval=60)  # no probe of its own during the test
+    feed = b._feed
+    assert b._subscribed is not None
+    await asyncio.wait_for(b._subscribed.wait(), 5)
+    feed._probe_timeout = 0.3
+    feed._last_bus_rx = 0.0  # quiet for long: the next check sends a probe
+    await feed._probe()
+    assert feed._probe_token is not None
+    time.sleep(busy)  # the loop busy past the echo's deadline; the echo is in the socket
+    await feed._probe()  # the periodic check, before the subscriber had its turn
+    await wait_until(lambda: _true(feed.probes_echoed == 1), 5, "the echo read")
+    assert not feed._reconnect_bus
+    assert feed.probe_resubscribes == 0
+    assert not [r for r in caplog.records if "probe not echoed" in r.getMessage()]
+
+
 async def _true(value: bool) -> bool:
     return value
 

@@ -19,7 +19,9 @@ Since every path goes through the gate, which runs on the event loop without awa
 are delivered in seq order, without gaps or repeats, whatever arrives first. The subscriber
 reconnects with a backoff (capped at 1 s), sets ``health_check_interval``, and, when the bus
 has been quiet for a while, publishes a probe to itself: a probe that does not come back means
-a dead subscription, which is then reopened.
+a dead subscription, which is then reopened. The subscriber itself judges, and only from a read
+that waited its whole timeout and ended on time: a loop kept busy (a storm of new streams)
+leaves an echo waiting in the socket, and a read cut short late by its timer proves nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 _CATCH_UP_BATCH = 1000
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0  # reconnect: at once, then 0.05 s doubling to 1 s
 _PROBE = "~"  # bus messages starting with this are liveness probes, not events
+BUS_READ = 1.0  # seconds one read of the bus waits before it returns with nothing
+ON_TIME = 0.1  # a read that returned later than its timeout by more: the loop was busy
 
 
 def probe_idle_seconds(backfill_interval: float) -> float:
@@ -82,6 +87,8 @@ class LiveFeed:
         self._last_bus_rx = 0.0
         self._probe_token: str | None = None
         self._probe_sent = 0.0
+        self.probes_echoed = 0  # (counted for the tests and operators)
+        self.probe_resubscribes = 0
 
     def prepare(self) -> None:
         """Before the tasks start (the events belong to the running loop)."""
@@ -147,8 +154,11 @@ class LiveFeed:
                 self._wake.set()
                 backoff = 0.0
                 while not self._reconnect_bus:
-                    message = await subscription.next_message(timeout=1.0)
-                    if message is not None and message[0] == "message":
+                    started = time.monotonic()
+                    message = await subscription.next_message(timeout=BUS_READ)
+                    if message is None:
+                        self._heard_nothing(time.monotonic() - started)
+                    elif message[0] == "message":
                         self._on_bus(message[1])
             except asyncio.CancelledError:
                 raise
@@ -161,6 +171,7 @@ class LiveFeed:
                 with contextlib.suppress(Exception):
                     await subscription.close()
             if self._reconnect_bus:
+                self.probe_resubscribes += 1
                 log.warning("event bus probe not echoed; resubscribing")
                 self._reconnect_bus = False
             await asyncio.sleep(backoff)
@@ -169,6 +180,8 @@ class LiveFeed:
     def _on_bus(self, data: str) -> None:
         assert self._wake is not None
         self._last_bus_rx = time.monotonic()
+        if data == self._probe_token:
+            self.probes_echoed += 1
         self._probe_token = None  # any message proves the subscription alive
         if data.startswith(_PROBE):
             return
@@ -182,6 +195,16 @@ class LiveFeed:
         self._bus_max_seq = max(self._bus_max_seq, last)
         if not self.offer(*parse_message(data)):
             self._wake.set()  # messages were lost: backfill from the log
+
+    def _heard_nothing(self, waited: float) -> None:
+        """A read of the bus returned nothing after `waited` seconds. Only a read that waited
+        its whole timeout and ended on time shows the socket empty: the loop was free to hand
+        it anything that had arrived. Then a probe overdue is lost, and so is the subscription."""
+        if not BUS_READ - 0.01 <= waited <= BUS_READ + ON_TIME:
+            return  # (another reply, or a timer that fired late: nothing learnt)
+        overdue = time.monotonic() - self._probe_sent > self._probe_timeout
+        if self._probe_token is not None and overdue:
+            self._reconnect_bus = True
 
     # catch-up ---------------------------------------------------------------------------------
     async def catch_up_loop(self) -> None:
@@ -246,12 +269,18 @@ class LiveFeed:
         """End-to-end check of the subscription while the bus is quiet."""
         if self.subscribed is None or not self.subscribed.is_set():
             return
-        now = time.monotonic()
         if self._probe_token is not None:
-            if now - self._probe_sent > self._probe_timeout:
-                self._reconnect_bus = True
-            return
-        if now - self._last_bus_rx > self._probe_idle:
+            return  # one at a time; the subscriber judges it (`_heard_nothing`)
+        if time.monotonic() - self._last_bus_rx > self._probe_idle:
             token = _PROBE + self._instance_id
-            await bounded(self._connection.publish(self._channel, token))
-            self._probe_token, self._probe_sent = token, now
+            # Set before the publish (its echo can be read before the publish returns); its
+            # deadline counts from the publish's answer.
+            self._probe_token, self._probe_sent = token, math.inf
+            try:
+                await bounded(self._connection.publish(self._channel, token))
+            except BaseException:
+                if self._probe_token == token:
+                    self._probe_token = None  # (maybe never sent: nothing to wait for)
+                raise
+            if self._probe_token == token:
+                self._probe_sent = time.monotonic()
