@@ -31,6 +31,7 @@ import pytest
 # another worker's). Drawn by a generator of our own: pytest-randomly reseeds `random` per test.
 _PORTS = random.Random(int.from_bytes(os.urandom(8), "big"))
 _LOWEST_PORT = 20000
+_HANDED_OUT: set[int] = set()
 
 
 def _ephemeral_low() -> int:
@@ -42,16 +43,20 @@ def _ephemeral_low() -> int:
 
 
 def free_port() -> int:
-    """A port nothing listens on, outside the ephemeral range."""
+    """A port nothing listens on, outside the ephemeral range, and not handed out before by
+    this process (a server given it may not have bound it yet: a fixture picks several first)."""
     highest = max(_ephemeral_low() - 1, _LOWEST_PORT + 1000)
     while True:
         port = _PORTS.randint(_LOWEST_PORT, highest)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
 
 
 def require_tool(name: str, *candidates: str) -> str:
