@@ -83,7 +83,10 @@ class RedisLimits:
             client.register_script(load_script(("_streams.lua", "stream_admit.lua"))), run
         )
         self._admit_enter = ScriptLane(client.register_script(admit_enter_script(bus_publish)), run)
-        self._release = client.register_script(load_script(("_streams.lua", "stream_release.lua")))
+        # A storm's ends too: thousands of streams closing at once (a network blip, a drain).
+        self._release = ScriptLane(
+            client.register_script(load_script(("_streams.lua", "stream_release.lua"))), run
+        )
         self._sync = client.register_script(load_script(("_streams.lua", "stream_sync.lua")))
         self._keys = [
             prefix + "presence:instances",
@@ -99,8 +102,8 @@ class RedisLimits:
         self._sync_done.set()
 
     async def close(self) -> None:
-        await self._admit.close()
-        await self._admit_enter.close()
+        for lane in (self._admit, self._admit_enter, self._release):
+            await lane.close()
 
     async def rate_limit(self, key: str, rate: int) -> RateDecision:
         allowed, remaining, retry_ms, reset_ms = await self._run(
@@ -158,7 +161,7 @@ class RedisLimits:
             else:
                 self._local[subject] = count - 1
             if not self._dirty:
-                if await self._call(self._release, [self._instance_id, subject]) == -1:
+                if await self._call_lane(self._release, [self._instance_id, subject]) == -1:
                     self._dirty = True
         except Exception as exc:  # noqa: BLE001 - the local count is the truth; synced later
             self._dirty = True
@@ -214,11 +217,12 @@ class RedisLimits:
         # The call stays in flight until the lane settles it, even if our caller leaves (a
         # client that gave up, a shutdown): a whole sync must not run before it, or a call
         # sent after the sync would count a stream nobody holds, with nothing marked dirty.
+        # The lane bounds each batch (`run`): a call is settled within two of them.
         call = lane.submit(self._keys + (rider_keys or []), args)
         self._begin_nowait()
         call.add_done_callback(self._settled)
         try:
-            return await self._run(asyncio.shield(call))
+            return await asyncio.shield(call)
         except BaseException:
             # Its outcome unknown to us (the caller left, no answer in time): the script may
             # have run all the same, and a whole sync puts Redis' counts back to ours.
