@@ -289,6 +289,42 @@ async def test_an_echo_waiting_unread_behind_a_busy_loop_is_not_taken_for_a_lost
     assert not [r for r in caplog.records if "probe not echoed" in r.getMessage()]
 
 
+async def test_a_dead_subscription_is_found_while_the_loop_stays_busy(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """The other side: a loop late at every turn (a long storm) ends every read late, and a
+    dead subscription must still be replaced (events would otherwise come only from the log,
+    up to a backfill interval late)."""
+    proxy = FreezingProxy(redis_server.port)
+    proxied = await proxy.start()
+    b = RedisEngine(redis_url, backfill_interval=0.2)  # probe after 1 s quiet, 1 s to answer
+    await b._sub.aclose()
+    b._sub = aioredis.Redis.from_url(proxied, decode_responses=True, socket_timeout=None)
+    await b.start()
+    stop_hogging = asyncio.Event()
+
+    async def hog() -> None:  # every turn of the loop takes 0.25 s
+        while not stop_hogging.is_set():
+            time.sleep(0.25)
+            await asyncio.sleep(0)
+
+    hogging: asyncio.Task[None] | None = None
+    try:
+        assert b._subscribed is not None
+        await asyncio.wait_for(b._subscribed.wait(), 5)
+        assert proxy.connections == 1
+        proxy.freeze()  # the subscription is dead from here on
+        hogging = asyncio.create_task(hog())
+        await wait_until(lambda: _true(proxy.connections >= 2), 20, "a new subscription")
+        assert b._feed.probe_resubscribes >= 1
+    finally:
+        stop_hogging.set()
+        if hogging is not None:
+            await hogging
+        await b.stop()
+        await proxy.stop()
+
+
 async def _true(value: bool) -> bool:
     return value
 

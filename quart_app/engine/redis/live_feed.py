@@ -20,8 +20,9 @@ are delivered in seq order, without gaps or repeats, whatever arrives first. The
 reconnects with a backoff (capped at 1 s), sets ``health_check_interval``, and, when the bus
 has been quiet for a while, publishes a probe to itself: a probe that does not come back means
 a dead subscription, which is then reopened. The subscriber itself judges, and only from a read
-that waited its whole timeout and ended on time: a loop kept busy (a storm of new streams)
-leaves an echo waiting in the socket, and a read cut short late by its timer proves nothing.
+that waited its whole timeout and heard nothing, on time or twice in a row: a loop kept busy
+(a storm of new streams) leaves an echo waiting in the socket, and one read cut short late by
+its timer proves nothing.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class LiveFeed:
         self._last_bus_rx = 0.0
         self._probe_token: str | None = None
         self._probe_sent = 0.0
+        self._quiet_overdue = False  # the last read: full length, nothing, the probe overdue
         self.probes_echoed = 0  # (counted for the tests and operators)
         self.probe_resubscribes = 0
 
@@ -149,6 +151,7 @@ class LiveFeed:
                         raise RedisTimeoutError("no subscribe confirmation")
                 self._reconnect_bus = False
                 self._probe_token = None
+                self._quiet_overdue = False
                 self._last_bus_rx = time.monotonic()
                 self.subscribed.set()
                 self._wake.set()
@@ -183,6 +186,7 @@ class LiveFeed:
         if data == self._probe_token:
             self.probes_echoed += 1
         self._probe_token = None  # any message proves the subscription alive
+        self._quiet_overdue = False
         if data.startswith(_PROBE):
             return
         epoch, first, count, _rest = data.split("\n", 3)
@@ -197,14 +201,22 @@ class LiveFeed:
             self._wake.set()  # messages were lost: backfill from the log
 
     def _heard_nothing(self, waited: float) -> None:
-        """A read of the bus returned nothing after `waited` seconds. Only a read that waited
-        its whole timeout and ended on time shows the socket empty: the loop was free to hand
-        it anything that had arrived. Then a probe overdue is lost, and so is the subscription."""
-        if not BUS_READ - 0.01 <= waited <= BUS_READ + ON_TIME:
-            return  # (another reply, or a timer that fired late: nothing learnt)
-        overdue = time.monotonic() - self._probe_sent > self._probe_timeout
-        if self._probe_token is not None and overdue:
+        """A read of the bus returned nothing after `waited` seconds. One that waited its
+        whole timeout and ended on time shows the socket empty: the loop was free to hand it
+        anything that had arrived. One that ended late (a busy loop) shows it only for the
+        moment it ended: that turn of the loop read the socket before resuming it, so what had
+        arrived is buffered and the next read returns it at once. So a probe overdue at an
+        on-time quiet read, or at two full-length quiet reads in a row, is lost, and so is the
+        subscription; a loop that stays busy still finds a dead one."""
+        if waited < BUS_READ - 0.01:
+            return  # (another reply, a health check's PONG: nothing learnt)
+        overdue = (
+            self._probe_token is not None
+            and time.monotonic() - self._probe_sent > self._probe_timeout
+        )
+        if overdue and (waited <= BUS_READ + ON_TIME or self._quiet_overdue):
             self._reconnect_bus = True
+        self._quiet_overdue = overdue
 
     # catch-up ---------------------------------------------------------------------------------
     async def catch_up_loop(self) -> None:
