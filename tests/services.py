@@ -42,21 +42,34 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def free_port() -> int:
+def free_port(companion: int = 0) -> int:
     """A port nothing listens on, outside the ephemeral range, and not handed out before by
-    this process (a server given it may not have bound it yet: a fixture picks several first)."""
-    highest = max(_ephemeral_low() - 1, _LOWEST_PORT + 1000)
-    while True:
-        port = _PORTS.randint(_LOWEST_PORT, highest)
-        if port in _HANDED_OUT:
+    this process (a server given it may not have bound it yet: a fixture picks several first).
+    With `companion`, port + companion is all that too (a Redis Cluster node's bus port)."""
+    highest = _ephemeral_low() - 1 - companion
+    lowest = _LOWEST_PORT - companion
+    if highest - lowest < 2000:
+        raise RuntimeError(
+            f"too few ports below the ephemeral range ({_ephemeral_low()}): "
+            "see /proc/sys/net/ipv4/ip_local_port_range"
+        )
+    for _ in range(10_000):
+        port = _PORTS.randint(lowest, highest)
+        pair = {port, port + companion}
+        if pair & _HANDED_OUT or not all(_bindable(p) for p in pair):
             continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _HANDED_OUT.add(port)
+        _HANDED_OUT.update(pair)
         return port
+    raise RuntimeError("no free port found below the ephemeral range")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def require_tool(name: str, *candidates: str) -> str:
@@ -572,17 +585,8 @@ class RedisClusterSet:
 
     @staticmethod
     def _free_node_port() -> int:
-        """A free port whose cluster bus port (port + 10000) is free and valid too."""
-        while True:
-            port = free_port()
-            if port + 10000 > 65535:
-                continue
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
+        """A free port whose cluster bus port (port + 10000) is free too."""
+        return free_port(companion=10000)
 
     @property
     def url(self) -> str:

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from .services import RedisServer, free_port, redis_command
+from .services import RedisClusterSet, RedisServer, free_port, redis_command
 
 
 def _ephemeral_range() -> range:
@@ -50,3 +50,12 @@ def test_a_restarted_server_answers_as_itself() -> None:
         assert f"process_id:{server.process.pid}" in info  # type: ignore[union-attr]
     finally:
         server.kill()
+
+
+def test_cluster_nodes_keep_their_bus_port_out_of_the_ephemeral_range_too() -> None:
+    """A cluster node listens on its port and on its bus port, port + 10000."""
+    ports = [RedisClusterSet._free_node_port() for _ in range(30)]
+    bus_ports = [port + 10000 for port in ports]
+    assert not set(bus_ports) & set(_ephemeral_range())
+    assert len(set(ports + bus_ports)) == 60
+    assert not set(bus_ports) & {free_port() for _ in range(200)}
