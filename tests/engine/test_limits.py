@@ -4,8 +4,12 @@ on both engines (Redis: shared by instances, and freed when an instance dies).""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
 
 from quart_app.engine.base import Engine
 from quart_app.engine.rate_limit import gcra
@@ -90,6 +94,30 @@ async def test_a_thousand_streams_closing_at_once_are_released_together(
     await asyncio.gather(*(a.stream_release(s) for s in subjects))
     assert release_lane.batches - before <= 5, release_lane.batches - before
     assert all(await asyncio.gather(*(b.stream_admit(s, 4) for s in set(subjects))))
+
+
+async def test_streams_ending_after_the_engine_stopped_are_not_sent_to_redis(
+    make_redis: Callable[..., Awaitable[RedisEngine]],
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A drain's last streams end while the instance stops: their counts lapse with the
+    instance's presence. Releasing them must not log a warning each (hundreds in a drain), nor
+    write the instance's counts back to Redis after it left."""
+    a = await make_redis()
+    assert all([await a.stream_admit("s:ann", 10) for _ in range(3)])
+    key = f"lrp:limits:instance:{a.instance_id}"  # (the default prefix)
+    client = aioredis.from_url(redis_url)
+    try:
+        await a.stop()
+        left = await client.hgetall(key)
+        caplog.clear()
+        for _ in range(3):
+            await a.stream_release("s:ann")
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert await client.hgetall(key) == left
+    finally:
+        await client.aclose()
 
 
 async def test_crashed_instance_frees_its_streams_within_the_ttl(

@@ -100,10 +100,14 @@ class RedisLimits:
         self._drained.set()
         self._sync_done = asyncio.Event()
         self._sync_done.set()
+        self._closed = False
 
     async def close(self) -> None:
-        for lane in (self._admit, self._admit_enter, self._release):
-            await lane.close()
+        """The instance stopped: streams still ending (a drain's last) are counted down here
+        only, as its counts in Redis lapse with its presence."""
+        self._closed = True
+        lanes = (self._admit, self._admit_enter, self._release)
+        await asyncio.gather(*(lane.close() for lane in lanes), return_exceptions=True)
 
     async def rate_limit(self, key: str, rate: int) -> RateDecision:
         allowed, remaining, retry_ms, reset_ms = await self._run(
@@ -160,15 +164,18 @@ class RedisLimits:
                 del self._local[subject]
             else:
                 self._local[subject] = count - 1
+            if self._closed:
+                return
             if not self._dirty:
                 if await self._call_lane(self._release, [self._instance_id, subject]) == -1:
                     self._dirty = True
         except Exception as exc:  # noqa: BLE001 - the local count is the truth; synced later
             self._dirty = True
-            log.warning("stream count not released in Redis (%s); will re-sync", exc)
+            if not self._closed:  # (cut short by the stop: nothing to sync any more)
+                log.warning("stream count not released in Redis (%s); will re-sync", exc)
         finally:
             self._end()
-        if self._dirty:
+        if self._dirty and not self._closed:
             try:
                 await self._resync()
             except Exception as exc:  # noqa: BLE001 - retried by the next call
