@@ -11,7 +11,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from quart_app.engine.redis import RedisEngine
+
+from .test_script_lane import Held
 
 
 async def _until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
@@ -22,7 +26,7 @@ async def _until(condition: Callable[[], bool], what: str, seconds: float = 10.0
 
 
 async def test_an_admission_whose_caller_left_leaves_no_stream_counted(
-    make_redis: Callable[..., Awaitable[RedisEngine]],
+    make_redis: Callable[..., Awaitable[RedisEngine]], redis_url: str
 ) -> None:
     engine = await make_redis()
     limits: Any = engine._limits
@@ -31,20 +35,13 @@ async def test_an_admission_whose_caller_left_leaves_no_stream_counted(
     await engine.stream_release("s:warm")
     assert not limits._dirty
 
-    # A batch out and not answered yet (held here, before the lane's run sends it).
-    gate = asyncio.Event()
-    run, held = lane._run, [True]
-
-    async def held_run(call: Awaitable[Any]) -> Any:
-        if held[0]:
-            held[0] = False
-            await gate.wait()
-        return await run(call)
-
-    lane._run = held_run
+    # A batch out and not answered yet: Redis held busy by a script (single-threaded).
+    client = aioredis.from_url(redis_url)
+    held = await Held.hold(client, 1000)
     try:
-        x = asyncio.create_task(engine.stream_admit("s:xavier", 5))  # batch 1, held
-        await _until(lambda: lane._sender is not None and not lane._queue, "batch 1 out")
+        before = lane.batches
+        x = asyncio.create_task(engine.stream_admit("s:xavier", 5))  # batch 1, unanswered
+        await _until(lambda: lane.batches == before + 1, "batch 1 out")
         ann = asyncio.create_task(engine.stream_admit("s:ann", 1))  # queued: batch 2
         await _until(lambda: len(lane._queue) == 1, "ann's call queued")
         x.cancel()
@@ -53,11 +50,10 @@ async def test_an_admission_whose_caller_left_leaves_no_stream_counted(
         assert limits._dirty  # (the bookkeeping knows the outcome is unknown)
         # Bob's admission re-syncs first: not before the two orphaned calls are settled.
         bob = asyncio.create_task(engine.stream_admit("s:bob", 5))
-        gate.set()
         assert await asyncio.wait_for(bob, 10)
-        await _until(lambda: lane._sender is None, "the lane idle")
+        await _until(lambda: not lane._batch and not lane._queue, "the lane idle")
+        await held.released()
     finally:
-        gate.set()
-        lane._run = run
+        await client.aclose()
     # ann holds no stream anywhere: her one allowed stream must be admitted.
     assert await engine.stream_admit("s:ann", 1)

@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from quart_app.engine.base import EngineUnavailable
 from quart_app.engine.redis.connection import bounded
@@ -115,6 +115,20 @@ async def test_calls_made_while_a_batch_is_in_flight_go_together_in_the_next(
         await lane.close()
 
 
+async def test_a_call_with_an_argument_redis_cannot_take_fails_alone(
+    client: aioredis.Redis,
+) -> None:
+    lane = ScriptLane(new_script(client))
+    try:
+        calls = [lane.submit([], ["a", 1]), lane.submit([], ["b", None]), lane.submit([], ["c", 3])]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        assert answers[0] == [b"a", 2] and answers[2] == [b"c", 4]
+        assert isinstance(answers[1], DataError)
+        assert await lane([], ["d", 4]) == [b"d", 5]
+    finally:
+        await lane.close()
+
+
 async def test_scripts_flushed_by_redis_are_loaded_again(client: aioredis.Redis) -> None:
     lane = ScriptLane(new_script(client))
     try:
@@ -144,7 +158,7 @@ async def test_a_connection_the_server_closed_is_replaced_before_the_next_batch(
 async def test_a_batch_cut_short_never_hands_its_late_replies_to_later_calls(
     client: aioredis.Redis,
 ) -> None:
-    lane = ScriptLane(new_script(client), within(0.2))
+    lane = ScriptLane(new_script(client), bound=0.2)
     try:
         await lane([], ["warm", 0])
         held = await Held.hold(client, 600)
@@ -193,7 +207,7 @@ async def test_redis_down_is_engine_unavailable_and_back_it_serves_again() -> No
     server = RedisServer()
     server.start()
     client = aioredis.from_url(server.url)
-    lane = ScriptLane(new_script(client), within(2))
+    lane = ScriptLane(new_script(client), bound=2)
     try:
         assert await lane([], ["a", 1]) == [b"a", 2]
         server.stop()
@@ -225,7 +239,7 @@ def test_whatever_happens_a_call_gets_its_own_reply_or_engine_unavailable(
 ) -> None:
     async def scenario() -> None:
         client = aioredis.from_url(redis_url)
-        lane = ScriptLane(new_script(client), within(0.15))
+        lane = ScriptLane(new_script(client), bound=0.15)
         try:
             for step, (size, fault) in enumerate(steps):
                 if fault == "flush":
@@ -260,7 +274,7 @@ async def test_admissions_behind_a_held_redis_fail_open_within_two_bounds(
     """The lane alone bounds an admission (no timer of its own per call: 10,000 of them cost
     half an admission's CPU): one in flight, and one queued behind it, each come back within
     two bounds, admitted open and counted here."""
-    limits = RedisLimits(client, f"t{uuid.uuid4().hex[:6]}:", "i1", within(0.3))
+    limits = RedisLimits(client, f"t{uuid.uuid4().hex[:6]}:", "i1", within(0.3), lane_bound=0.3)
     try:
         assert await limits.admit("s:warm", 5)  # (synced: nothing dirty)
         held = await Held.hold(client, 1500)

@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 
 from ..base import EngineUnavailable
 from ..rate_limit import RateDecision
+from .connection import COMMAND_TIMEOUT
 from .script_lane import ScriptLane
 from .scripts import LUA_DIR, Run, load_script
 
@@ -73,20 +74,21 @@ class RedisLimits:
         run: Run,
         *,
         bus_publish: str = "PUBLISH",
+        lane_bound: float = COMMAND_TIMEOUT,
     ) -> None:
         self._prefix = prefix
         self._instance_id = instance_id
         self._run = run
         self._rate = client.register_script(load_script(("rate_limit.lua",)))
+
         # A storm's admissions, on a connection of their own each, in batches (script_lane.py).
-        self._admit = ScriptLane(
-            client.register_script(load_script(("_streams.lua", "stream_admit.lua"))), run
-        )
-        self._admit_enter = ScriptLane(client.register_script(admit_enter_script(bus_publish)), run)
+        def lane(script: str) -> ScriptLane:
+            return ScriptLane(client.register_script(script), run, bound=lane_bound)
+
+        self._admit = lane(load_script(("_streams.lua", "stream_admit.lua")))
+        self._admit_enter = lane(admit_enter_script(bus_publish))
         # A storm's ends too: thousands of streams closing at once (a network blip, a drain).
-        self._release = ScriptLane(
-            client.register_script(load_script(("_streams.lua", "stream_release.lua"))), run
-        )
+        self._release = lane(load_script(("_streams.lua", "stream_release.lua")))
         self._sync = client.register_script(load_script(("_streams.lua", "stream_sync.lua")))
         self._keys = [
             prefix + "presence:instances",

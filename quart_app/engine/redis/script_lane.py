@@ -1,11 +1,13 @@
-"""One Lua script's calls on a Redis connection of their own, sent in batches: the admission of
-new streams, thousands a second in a reconnect storm.
+"""One Lua script's calls on a Redis connection of their own, sent in batches: the admission and
+the release of streams, thousands a second in a reconnect storm (or when a drain ends them).
 
 Through the client, every call took a pooled connection and gave it back, checked it for stray
-data, went through a retry wrapper and the metrics hooks: about 140 us of CPU per admission,
-a quarter of a new stream's cost on the Redis engine. Here one batch is in flight at a time:
-calls made meanwhile (or in the same turn of the event loop) wait and go together in the next
-one: one write of their EVALSHAs, their replies read in order.
+data, went through a retry wrapper and the metrics hooks, and read its reply through redis-py's
+parser, each step an await: about 140 us of CPU per call in a storm's profile. Here one batch
+is in flight at a time; calls made meanwhile (or in the same turn of the event loop) wait and
+go together in the next: one write of their EVALSHAs. redis-py connects (its handshake: AUTH,
+SELECT, TLS, a Sentinel's master), then one reader task feeds what arrives to a hiredis reader
+and settles the calls in order, with no await per reply and one timer per batch.
 """
 
 from __future__ import annotations
@@ -13,39 +15,52 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
+from redis._parsers.base import BaseParser
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from ..base import EngineUnavailable
-from .connection import UNAVAILABLE, bounded
+from .connection import COMMAND_TIMEOUT, UNAVAILABLE, bounded
+from .packing import pack_command
 from .scripts import Run
 
-Call = tuple[list[str], list[Any]]
+Call = tuple[list[str], list[Any], asyncio.Future[Any]]
+_STOPPING = "redis: the engine is stopping"
 
 
 class ScriptLane:
     """Calls of one registered script (`client.register_script`). A call's reply, or its
-    script error raised; EngineUnavailable (from `run`, which bounds each batch) when Redis
-    does not answer, hangs up or is read-only (a master demoted behind a plain URL), or once
-    the lane is closed. A batch that fails or is cut short fails every call in it and the
-    connection is dropped, as its later replies could no longer be matched to their calls;
-    the next batch connects again. NOSCRIPT (Redis restarted or flushed its scripts): the
-    script is loaded and the calls that got it are sent again. A call whose future was
-    cancelled before its batch left is not sent; one already sent may still run (the
-    caller's bookkeeping must allow for that: RedisLimits waits for the outcome). On a
-    cluster client every call goes alone through the client (its keys choose the node)."""
+    script error raised; EngineUnavailable when Redis does not answer within `bound` seconds
+    of the batch's write, hangs up or is read-only (a master demoted behind a plain URL), or
+    once the lane is closed. A batch cut short fails its calls still waiting and the
+    connection is dropped, as its later replies could no longer be matched to their calls; the
+    next batch connects again. NOSCRIPT (Redis restarted or flushed its scripts): the script is
+    loaded and the calls that got it are sent again. A call whose future was cancelled before
+    its batch left is not sent; one already sent may still run (the caller's bookkeeping must
+    allow for that: RedisLimits waits for the outcome). A call is settled within two bounds
+    (the batch in flight, then its own). On a cluster client every call goes alone through the
+    client (its keys choose the node), bounded by `run`."""
 
-    def __init__(self, script: Any, run: Run = bounded) -> None:
+    def __init__(self, script: Any, run: Run = bounded, *, bound: float = COMMAND_TIMEOUT) -> None:
         self._script = script
         self._client = script.registered_client
         self._run = run
+        self._bound = bound
+        self._queue: list[Call] = []
+        self._batch: list[Call] = []  # in flight: its replies are read in this order
+        self._replied = 0  # how many of the batch's replies have been read
+        self._loading = False  # a SCRIPT LOAD's reply comes before the batch's
+        self._again: list[Call] = []  # calls of the batch that got NOSCRIPT
+        self._deadline: asyncio.TimerHandle | None = None
         self._connection: AbstractConnection | None = None
-        self._queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # disconnects under way
+        self._kicked = False
         self._closed = False
-        self.batches = 0  # round trips made (for tests and benchmarks)
+        self.batches = 0  # batches written (for tests and benchmarks)
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
         return await self.submit(keys, args)
@@ -57,101 +72,188 @@ class ScriptLane:
             return asyncio.ensure_future(self._run(self._script(keys=keys, args=args)))
         future: asyncio.Future[Any] = loop.create_future()
         if self._closed:
-            future.set_exception(EngineUnavailable("redis: the engine is stopping"))
+            future.set_exception(EngineUnavailable(_STOPPING))
             return future
         self._queue.append((keys, args, future))
-        if self._sender is None:
-            self._sender = loop.create_task(self._send_queued())
+        self._kick()
         return future
 
     async def close(self) -> None:
         self._closed = True
-        if self._sender is not None:
-            self._sender.cancel()
-            await asyncio.wait([self._sender])
-        self._fail_queued()  # (a sender cancelled before it started never ran its finally)
-        if self._connection is not None:
-            await self._connection.disconnect()
-            self._connection = None
-
-    async def _send_queued(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                batch = [call for call in batch if not call[2].done()]  # (callers who left)
-                if batch:
-                    await self._send(batch)
-        finally:
-            self._sender = None
-            self._fail_queued()  # (only when close() cancelled the sender)
-
-    def _fail_queued(self) -> None:
+        for task in (self._connecting, self._reading):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
         queued, self._queue = self._queue, []
-        for *_, future in queued:
-            if not future.done():
-                future.set_exception(EngineUnavailable("redis: the engine is stopping"))
+        connection = self._drop(EngineUnavailable(_STOPPING), queued)
+        if connection is not None:
+            await connection.disconnect(nowait=True)
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
-        try:
-            replies = await self._run(self._round_trip([(keys, args) for keys, args, _ in batch]))
-        except BaseException as exc:
-            failure = exc if isinstance(exc, Exception) else EngineUnavailable("redis: stopping")
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise
+    # sending ----------------------------------------------------------------------------------
+    def _kick(self) -> None:
+        """Send the queue once this turn of the loop is over (calls made in it join), unless a
+        batch is in flight: its last reply sends the next."""
+        if not self._kicked and not self._batch:
+            self._kicked = True
+            asyncio.get_running_loop().call_soon(self._send_queued)
+
+    def _send_queued(self) -> None:
+        self._kicked = False
+        if self._batch or self._closed:
             return
-        for (*_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue  # (its caller left)
+        self._queue = [call for call in self._queue if not call[2].done()]  # (callers who left)
+        if not self._queue:
+            return
+        if self._connection is None:
+            if self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            return
+        batch, self._queue = self._queue, []
+        self._write(batch, load_first=False)
+
+    def _write(self, calls: list[Call], *, load_first: bool) -> None:
+        connection = self._connection
+        assert connection is not None and connection._writer is not None
+        sha = self._script.sha
+        pieces: list[bytes] = []
+        if load_first:
+            pieces += pack_command(connection, "SCRIPT", "LOAD", self._script.script)
+        batch = []
+        for call in calls:
+            keys, args, future = call
+            try:
+                pieces += pack_command(connection, "EVALSHA", sha, len(keys), *keys, *args)
+            except Exception as exc:  # noqa: BLE001 - an argument redis-py cannot send
+                future.set_exception(exc)
+                continue
+            batch.append(call)
+        if not batch:
+            if self._queue:
+                self._kick()
+            return
+        self._batch, self._replied, self._loading, self._again = batch, 0, load_first, []
+        self.batches += 1
+        self._deadline = asyncio.get_running_loop().call_later(self._bound, self._expired)
+        try:
+            # (uvloop raises on a transport closing: the server hung up, not read yet)
+            connection._writer.write(b"".join(pieces))
+        except Exception as exc:  # noqa: BLE001
+            self._lost(EngineUnavailable(f"redis: {exc}"))
+
+    async def _connect(self) -> None:
+        """redis-py's connection and handshake; the reader task from then on."""
+        connection = self._client.connection_pool.make_connection()
+        try:
+            async with asyncio.timeout(self._bound):
+                await connection.connect()
+        except asyncio.CancelledError:
+            await connection.disconnect(nowait=True)
+            raise
+        except (TimeoutError, *UNAVAILABLE) as exc:
+            await connection.disconnect(nowait=True)
+            queued, self._queue = self._queue, []
+            message = "no answer in time" if isinstance(exc, TimeoutError) else exc
+            self._fail(queued, EngineUnavailable(f"redis: {message}"))
+            return
+        finally:
+            self._connecting = None
+        decode = connection.encoder.decode_responses
+        reader = hiredis.Reader(
+            replyError=BaseParser.parse_error,
+            **({"encoding": connection.encoder.encoding} if decode else {}),
+        )
+        self._connection = connection
+        self._reading = asyncio.get_running_loop().create_task(self._read(connection, reader))
+        self._kick()
+
+    # reading ----------------------------------------------------------------------------------
+    async def _read(self, connection: AbstractConnection, reader: hiredis.Reader) -> None:
+        stream = connection._reader
+        assert stream is not None
+        try:
+            while True:
+                data = await stream.read(65536)
+                if not data:
+                    raise ConnectionError("Connection closed by server.")
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    if not self._on_reply(reply):
+                        return  # (the connection was dropped: the rest is not ours)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a lost connection: its batch fails
+            self._lost(EngineUnavailable(f"redis: {exc}"))
+
+    def _on_reply(self, reply: Any) -> bool:
+        """One reply, in order; False when it ended the connection."""
+        if self._loading:
+            self._loading = False
+            if isinstance(reply, Exception):
+                self._lost(EngineUnavailable(f"redis: {reply}"))
+                return False
+            return True
+        if isinstance(reply, UNAVAILABLE) or not self._batch:  # (READONLY, LOADING; or a reply
+            # nobody asked for: the stream is out of step)
+            self._lost(EngineUnavailable(f"redis: {reply}"))
+            return False
+        call = self._batch[self._replied]
+        self._replied += 1
+        future = call[2]
+        if isinstance(reply, NoScriptError):
+            self._again.append(call)
+        elif not future.done():  # (else its caller left)
             if isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+        if self._replied == len(self._batch):
+            self._batch_done()
+        return True
 
-    async def _round_trip(self, calls: list[Call]) -> list[Any]:
-        # A send or read cut short (no answer in time, a lost connection) disconnects the
-        # connection (redis-py's Connection does, on any exception): replies of this batch
-        # still on their way are never read as a later batch's.
-        connection = await self._connected()
-        self.batches += 1
-        replies = await self._evalsha(connection, calls)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            await connection.send_command("SCRIPT", "LOAD", self._script.script)
-            await connection.read_response()
-            again = await self._evalsha(connection, [calls[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return replies
+    def _batch_done(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        again = [call for call in self._again if not call[2].done()]
+        self._batch, self._again = [], []
+        if again:
+            self._write(again, load_first=True)
+        elif self._queue:
+            self._kick()
 
-    async def _evalsha(self, connection: AbstractConnection, calls: list[Call]) -> list[Any]:
-        sha = self._script.sha
-        commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
-        await connection.send_packed_command(connection.pack_commands(commands))
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except UNAVAILABLE:  # READONLY: a replica now; `run` says unavailable
-                await connection.disconnect(nowait=True)  # (the rest of the replies unread)
-                raise
-            except ResponseError as exc:  # this call's error; the next reply follows
-                replies.append(exc)
-        return replies
+    # failing ----------------------------------------------------------------------------------
+    def _expired(self) -> None:
+        self._deadline = None
+        self._lost(EngineUnavailable("redis: no answer in time"))
 
-    async def _connected(self) -> AbstractConnection:
-        """The lane's connection, ready to send: as the client's pool hands one out
-        (connected, nothing unread on it, else connected again)."""
-        if self._connection is None:
-            self._connection = self._client.connection_pool.make_connection()
-        connection = self._connection
-        await connection.connect()
-        try:
-            if await connection.can_read():  # (a stray reply)
-                raise RedisConnectionError("the connection has data")
-        except (RedisConnectionError, TimeoutError, OSError):  # (or the server hung up)
-            await connection.disconnect()
-            await connection.connect()
+    def _lost(self, failure: EngineUnavailable) -> None:
+        """The batch in flight fails and the connection goes (its late replies with it); the
+        queue goes to a new connection."""
+        connection = self._drop(failure, [])
+        if connection is not None:
+            closing = asyncio.get_running_loop().create_task(connection.disconnect(nowait=True))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        if self._queue and not self._closed:
+            self._kick()
+
+    def _drop(self, failure: EngineUnavailable, also: list[Call]) -> AbstractConnection | None:
+        """Fail the batch in flight (and `also`), forget the connection: returned, to
+        disconnect."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        batch, self._batch, self._again, self._loading = self._batch, [], [], False
+        self._fail(batch + also, failure)
+        connection, self._connection = self._connection, None
+        reading, self._reading = self._reading, None
+        if reading is not None and reading is not asyncio.current_task():
+            reading.cancel()
         return connection
+
+    @staticmethod
+    def _fail(calls: list[Call], failure: EngineUnavailable) -> None:
+        for *_, future in calls:
+            if not future.done():
+                future.set_exception(failure)
