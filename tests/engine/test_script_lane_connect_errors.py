@@ -14,7 +14,6 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from quart_app.engine.base import EngineUnavailable
 from quart_app.engine.redis.script_lane import ScriptLane
 
 from ..services import RedisServer
