@@ -1,9 +1,8 @@
 """A ScriptLane on a RESP3 client (REDIS_URL ...?protocol=3), engine/redis/script_lane.py `_read`:
 a script that returns a RESP3 boolean false (`#f`, after redis.setresp(3)) must get False, as
-redis-py's parser gave. The lane's hiredis Reader has no `notEnoughData` sentinel, so
-`reader.gets()` returns False both for "no whole reply yet" and for that reply: the `#f` is
-consumed and dropped, and the next reply read goes to its call (a reply to the wrong call),
-the last call of the batch waiting until the bound."""
+redis-py's parser gave. Without a `notEnoughData` sentinel, hiredis' `gets()` returns False
+both for "no whole reply yet" and for that reply: the `#f` would be dropped and the next reply
+given to its call (a reply to the wrong call)."""
 
 from __future__ import annotations
 
@@ -29,9 +28,6 @@ async def _resp3_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="ScriptLane: a RESP3 #f reply is taken for 'not enough data'"
-)
 async def test_a_resp3_false_reply_goes_to_its_own_call(resp3_client: aioredis.Redis) -> None:
     lane = ScriptLane(new_script(resp3_client, FALSE_OR_TEXT), bound=2)
     try:

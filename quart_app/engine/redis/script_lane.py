@@ -19,7 +19,7 @@ import hiredis
 import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError
+from redis.exceptions import InvalidResponse, NoScriptError
 
 from ..base import EngineUnavailable
 from .connection import COMMAND_TIMEOUT, UNAVAILABLE, bounded
@@ -28,6 +28,7 @@ from .scripts import Run
 
 Call = tuple[list[str], list[Any], asyncio.Future[Any]]
 _STOPPING = "redis: the engine is stopping"
+_NOT_YET = object()  # hiredis: no whole reply yet (False is a reply: RESP3's #f)
 
 
 class ScriptLane:
@@ -150,7 +151,8 @@ class ScriptLane:
         except asyncio.CancelledError:
             await connection.disconnect(nowait=True)
             raise
-        except (TimeoutError, *UNAVAILABLE) as exc:
+        except Exception as exc:  # noqa: BLE001 - unreachable, or the handshake refused (-BUSY,
+            # a SELECT out of range): the calls waiting for it fail as unavailable
             await connection.disconnect(nowait=True)
             queued, self._queue = self._queue, []
             message = "no answer in time" if isinstance(exc, TimeoutError) else exc
@@ -158,10 +160,17 @@ class ScriptLane:
             return
         finally:
             self._connecting = None
-        decode = connection.encoder.decode_responses
+        encoder = connection.encoder  # (the reader as redis-py's own hiredis parser makes it)
+        decoding = (
+            {"encoding": encoder.encoding, "errors": encoder.encoding_errors}
+            if encoder.decode_responses
+            else {}
+        )
         reader = hiredis.Reader(
+            protocolError=InvalidResponse,
             replyError=BaseParser.parse_error,
-            **({"encoding": connection.encoder.encoding} if decode else {}),
+            notEnoughData=_NOT_YET,
+            **decoding,
         )
         self._connection = connection
         self._reading = asyncio.get_running_loop().create_task(self._read(connection, reader))
@@ -177,7 +186,7 @@ class ScriptLane:
                 if not data:
                     raise ConnectionError("Connection closed by server.")
                 reader.feed(data)
-                while (reply := reader.gets()) is not False:
+                while (reply := reader.gets()) is not _NOT_YET:
                     if not self._on_reply(reply):
                         return  # (the connection was dropped: the rest is not ours)
         except asyncio.CancelledError:
