@@ -1,19 +1,26 @@
-"""A stream admission whose Redis has become a read-only replica (a plain redis:// URL whose
-master was demoted: a failover behind one address) fails open, as when Redis is unreachable
-(RedisLimits.admit). Found in review: through the ScriptLane, READONLY was a call's own error
-and reached the caller raw (the handshake ended in an exception instead of being admitted)."""
+"""A Redis that answers but cannot run a call now: a read-only replica (a plain redis:// URL
+whose master was demoted: a failover behind one address) or one held past busy-reply-threshold
+by a script (-BUSY to everything else). Both are "unavailable", as when Redis does not answer:
+a stream admission fails open (RedisLimits.admit) and a publish is EngineUnavailable (the
+outbox keeps the write). Found in review: through the ScriptLane, READONLY and BUSY were a
+call's own error and reached the caller raw."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
+from quart_app.engine.base import EngineUnavailable, Publication
 from quart_app.engine.redis import RedisEngine
 
 from ..services import RedisServer
+from .conftest import draft
+from .test_script_lane import Held
 
 
 def _closed_port() -> int:
@@ -41,3 +48,61 @@ async def test_an_admission_on_a_demoted_master_fails_open_as_before(
     finally:
         await admin.execute_command("REPLICAOF", "NO", "ONE")
         await admin.aclose()
+
+
+async def test_an_admission_while_a_script_holds_redis_fails_open(
+    own_redis: RedisServer,
+    make_redis: Callable[..., Awaitable[RedisEngine]],
+) -> None:
+    """Past busy-reply-threshold Redis answers every other command -BUSY at once: it cannot
+    run the admission now, as when it does not answer; the stream is admitted open."""
+    engine = await make_redis(own_redis.url)
+    assert await engine.stream_admit("s:ann", 3)  # (counts synced: nothing dirty)
+    admin = aioredis.from_url(own_redis.url)
+    try:
+        await admin.config_set("busy-reply-threshold", 100)
+        held = await Held.hold(admin, 2500)
+        try:
+            await _until_busy(own_redis.url)
+            assert await asyncio.wait_for(engine.stream_admit("s:bob", 3), 10)
+        finally:
+            await held.released()
+    finally:
+        await admin.aclose()
+
+
+async def test_a_publish_while_a_script_holds_redis_is_engine_unavailable(
+    own_redis: RedisServer,
+    make_redis: Callable[..., Awaitable[RedisEngine]],
+) -> None:
+    """Every Redis call, not only admissions: -BUSY is 'not now' (EngineUnavailable: the
+    outbox keeps the write and publishes it later), never a raw ResponseError (a 500)."""
+    engine = await make_redis(own_redis.url)
+    admin = aioredis.from_url(own_redis.url)
+    try:
+        await admin.config_set("busy-reply-threshold", 100)
+        held = await Held.hold(admin, 2500)
+        try:
+            await _until_busy(own_redis.url)
+            with pytest.raises(EngineUnavailable):
+                await engine.publish(Publication(events=(draft(1),)))
+        finally:
+            await held.released()
+    finally:
+        await admin.aclose()
+
+
+async def _until_busy(url: str) -> None:
+    """Until Redis answers -BUSY (a script has held it past busy-reply-threshold)."""
+    probe = aioredis.from_url(url)
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    await probe.ping()
+                except ResponseError as exc:
+                    if str(exc).startswith("BUSY"):
+                        return
+                    raise
+    finally:
+        await probe.aclose()

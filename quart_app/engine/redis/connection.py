@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..base import EngineUnavailable
@@ -38,8 +38,14 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 BusMessage = tuple[Literal["subscribed", "message"], str]
 
 
+def is_busy(reply: object) -> bool:
+    """-BUSY: a script holds Redis past busy-reply-threshold, and every other command is
+    refused at once until it ends: Redis cannot run the call now, as if it did not answer."""
+    return isinstance(reply, ResponseError) and str(reply).startswith("BUSY")
+
+
 async def bounded(call: Awaitable[Any]) -> Any:
-    """Await one Redis call: EngineUnavailable when Redis does not answer."""
+    """Await one Redis call: EngineUnavailable when Redis does not answer (or is busy)."""
     try:
         async with asyncio.timeout(COMMAND_TIMEOUT):
             return await call
@@ -47,6 +53,10 @@ async def bounded(call: Awaitable[Any]) -> Any:
         raise EngineUnavailable("redis: no answer in time") from exc
     except UNAVAILABLE as exc:
         raise EngineUnavailable(f"redis: {exc}") from exc
+    except ResponseError as exc:
+        if is_busy(exc):
+            raise EngineUnavailable(f"redis: {exc}") from exc
+        raise
 
 
 class Subscription:

@@ -13,6 +13,7 @@ and settles the calls in order, with no await per reply and one timer per batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import hiredis
@@ -22,7 +23,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import InvalidResponse, NoScriptError
 
 from ..base import EngineUnavailable
-from .connection import COMMAND_TIMEOUT, UNAVAILABLE, bounded
+from .connection import COMMAND_TIMEOUT, UNAVAILABLE, bounded, is_busy
 from .packing import pack_command
 from .scripts import Run
 
@@ -31,18 +32,24 @@ _STOPPING = "redis: the engine is stopping"
 _NOT_YET = object()  # hiredis: no whole reply yet (False is a reply: RESP3's #f)
 
 
+def _unavailable(reply: Any) -> bool:
+    """READONLY (a master demoted behind a plain URL), LOADING, BUSY (a script holds Redis
+    past busy-reply-threshold): Redis cannot run the call now, as if it did not answer."""
+    return isinstance(reply, UNAVAILABLE) or is_busy(reply)
+
+
 class ScriptLane:
     """Calls of one registered script (`client.register_script`). A call's reply, or its
     script error raised; EngineUnavailable when Redis does not answer within `bound` seconds
-    of the batch's write, hangs up or is read-only (a master demoted behind a plain URL), or
-    once the lane is closed. A batch cut short fails its calls still waiting and the
+    of the batch's write, hangs up, cannot run it (`_unavailable`), or once the lane is
+    closed. A batch cut short fails its calls still waiting and the
     connection is dropped, as its later replies could no longer be matched to their calls; the
     next batch connects again. NOSCRIPT (Redis restarted or flushed its scripts): the script is
     loaded and the calls that got it are sent again. A call whose future was cancelled before
     its batch left is not sent; one already sent may still run (the caller's bookkeeping must
-    allow for that: RedisLimits waits for the outcome). A call is settled within two bounds
-    (the batch in flight, then its own). On a cluster client every call goes alone through the
-    client (its keys choose the node), bounded by `run`."""
+    allow for that: RedisLimits waits for the outcome). A call is settled within a few bounds
+    (a connect, the batch in flight, its own, one reload). On a cluster client every call goes
+    alone through the client (its keys choose the node), bounded by `run`."""
 
     def __init__(self, script: Any, run: Run = bounded, *, bound: float = COMMAND_TIMEOUT) -> None:
         self._script = script
@@ -53,6 +60,7 @@ class ScriptLane:
         self._batch: list[Call] = []  # in flight: its replies are read in this order
         self._replied = 0  # how many of the batch's replies have been read
         self._loading = False  # a SCRIPT LOAD's reply comes before the batch's
+        self._reloaded = False  # the batch in flight was sent after a SCRIPT LOAD
         self._again: list[Call] = []  # calls of the batch that got NOSCRIPT
         self._deadline: asyncio.TimerHandle | None = None
         self._connection: AbstractConnection | None = None
@@ -133,7 +141,8 @@ class ScriptLane:
             if self._queue:
                 self._kick()
             return
-        self._batch, self._replied, self._loading, self._again = batch, 0, load_first, []
+        self._batch, self._replied, self._again = batch, 0, []
+        self._loading = self._reloaded = load_first
         self.batches += 1
         self._deadline = asyncio.get_running_loop().call_later(self._bound, self._expired)
         try:
@@ -144,19 +153,23 @@ class ScriptLane:
 
     async def _connect(self) -> None:
         """redis-py's connection and handshake; the reader task from then on."""
-        connection = self._client.connection_pool.make_connection()
+        connection: AbstractConnection | None = None
         try:
+            connection = self._client.connection_pool.make_connection()
             async with asyncio.timeout(self._bound):
                 await connection.connect()
         except asyncio.CancelledError:
-            await connection.disconnect(nowait=True)
+            if connection is not None:
+                await connection.disconnect(nowait=True)
             raise
         except Exception as exc:  # noqa: BLE001 - unreachable, or the handshake refused (-BUSY,
             # a SELECT out of range): the calls waiting for it fail as unavailable
-            await connection.disconnect(nowait=True)
             queued, self._queue = self._queue, []
             message = "no answer in time" if isinstance(exc, TimeoutError) else exc
             self._fail(queued, EngineUnavailable(f"redis: {message}"))
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.disconnect(nowait=True)
             return
         finally:
             self._connecting = None
@@ -187,30 +200,33 @@ class ScriptLane:
                     raise ConnectionError("Connection closed by server.")
                 reader.feed(data)
                 while (reply := reader.gets()) is not _NOT_YET:
-                    if not self._on_reply(reply):
+                    if isinstance(reply, hiredis.PushNotification):
+                        continue  # (RESP3: a server's own message, not a reply)
+                    self._on_reply(reply)
+                    if self._reading is not asyncio.current_task():
                         return  # (the connection was dropped: the rest is not ours)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a lost connection: its batch fails
             self._lost(EngineUnavailable(f"redis: {exc}"))
 
-    def _on_reply(self, reply: Any) -> bool:
-        """One reply, in order; False when it ended the connection."""
+    def _on_reply(self, reply: Any) -> None:
+        """One reply, in order."""
         if self._loading:
             self._loading = False
             if isinstance(reply, Exception):
                 self._lost(EngineUnavailable(f"redis: {reply}"))
-                return False
-            return True
-        if isinstance(reply, UNAVAILABLE) or not self._batch:  # (READONLY, LOADING; or a reply
-            # nobody asked for: the stream is out of step)
+            return
+        if _unavailable(reply) or not self._batch:  # (or a reply nobody asked for: the
+            # stream is out of step)
             self._lost(EngineUnavailable(f"redis: {reply}"))
-            return False
+            return
         call = self._batch[self._replied]
         self._replied += 1
         future = call[2]
-        if isinstance(reply, NoScriptError):
-            self._again.append(call)
+        if isinstance(reply, NoScriptError) and not self._reloaded:
+            self._again.append(call)  # (once: a script loaded and at once unknown again is
+            # a server the lane cannot serve, and the call gets the error)
         elif not future.done():  # (else its caller left)
             if isinstance(reply, Exception):
                 future.set_exception(reply)
@@ -218,7 +234,6 @@ class ScriptLane:
                 future.set_result(reply)
         if self._replied == len(self._batch):
             self._batch_done()
-        return True
 
     def _batch_done(self) -> None:
         if self._deadline is not None:
@@ -254,6 +269,7 @@ class ScriptLane:
             self._deadline.cancel()
             self._deadline = None
         batch, self._batch, self._again, self._loading = self._batch, [], [], False
+        self._reloaded = False
         self._fail(batch + also, failure)
         connection, self._connection = self._connection, None
         reading, self._reading = self._reading, None
