@@ -444,6 +444,15 @@ class SentinelSet:
         return out.stdout.decode().strip()
 
     def start(self) -> None:
+        """Started, or nothing left running: a set that fails half-way (a port taken, a
+        timeout) stops what it started, as a test whose fixture failed never calls stop()."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         self.master.start()
         user, secret = self._replication_user
         # the first sync at once (Redis 7 waits 5 s for more replicas to share a diskless one)
@@ -593,6 +602,15 @@ class RedisClusterSet:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:3])
 
     def start(self) -> None:
+        """Started, or nothing left running: a set that fails half-way (a port taken, a
+        timeout) stops what it started, as a test whose fixture failed never calls stop()."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         for port in self.ports:
             node_dir = Path(self.dir) / str(port)
             node_dir.mkdir()

@@ -4,10 +4,11 @@ to its own server afterwards, never to whatever else took the port while it was 
 from __future__ import annotations
 
 import socket
+import subprocess
 
 import pytest
 
-from .services import RedisClusterSet, RedisServer, free_port, redis_command
+from .services import RedisClusterSet, RedisServer, SentinelSet, free_port, redis_command
 
 
 def _ephemeral_range() -> range:
@@ -59,3 +60,17 @@ def test_cluster_nodes_keep_their_bus_port_out_of_the_ephemeral_range_too() -> N
     assert not set(bus_ports) & set(_ephemeral_range())
     assert len(set(ports + bus_ports)) == 60
     assert not set(bus_ports) & {free_port() for _ in range(200)}
+
+
+def test_a_sentinel_set_that_fails_to_start_leaves_nothing_running() -> None:
+    """A fixture whose set-up fails never reaches its stop(): processes started before the
+    failure (the master here) would outlive the test, holding their ports."""
+    sentinels = SentinelSet()
+    with socket.socket() as stranger:
+        stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        stranger.bind(("127.0.0.1", sentinels.replica_port))
+        stranger.listen()
+        with pytest.raises((RuntimeError, TimeoutError, subprocess.CalledProcessError)):
+            sentinels.start()
+    started = [sentinels.master.process, *sentinels.processes]
+    assert all(p is None or p.poll() is not None for p in started)
