@@ -19,9 +19,9 @@ before its body was read (a 401): the connection is kept if the body had all arr
 then, else it closes (the lingering close), so nothing follows that one either.
 
 The requests here answer without waiting on a dependency (`/healthz`, not `/readyz`): Hypercorn
-drops the answer of a request whose client half-closed before it
-was ready (the EOF ends the stream), so one that waits on the database (`/readyz`) raced the
-session's half-close, on either instance, and the answers differed by timing alone.
+drops the answer of a request whose client half-closed before it was ready (the EOF ends the
+stream), so one that waits on the database (`/readyz`) raced the session's half-close, on
+either instance, and the answers differed by timing alone.
 """
 
 from __future__ import annotations
