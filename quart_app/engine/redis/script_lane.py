@@ -42,10 +42,10 @@ class ScriptLane:
     """Calls of one registered script (`client.register_script`). A call's reply, or its
     script error raised; EngineUnavailable when Redis does not answer within `bound` seconds
     of the batch's write, hangs up, cannot run it (`_unavailable`), or once the lane is
-    closed. A batch cut short fails its calls still waiting and the
-    connection is dropped, as its later replies could no longer be matched to their calls; the
-    next batch connects again. NOSCRIPT (Redis restarted or flushed its scripts): the script is
-    loaded and the calls that got it are sent again. A call whose future was cancelled before
+    closed. A batch cut short fails its calls still waiting and the connection is dropped, as
+    its later replies could no longer be matched to their calls; the next batch connects
+    again. NOSCRIPT (Redis restarted or flushed its scripts): the script is loaded and the
+    calls that got it are sent again, once. A call whose future was cancelled before
     its batch left is not sent; one already sent may still run (the caller's bookkeeping must
     allow for that: RedisLimits waits for the outcome). A call is settled within a few bounds
     (a connect, the batch in flight, its own, one reload). On a cluster client every call goes
