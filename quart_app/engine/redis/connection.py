@@ -38,23 +38,25 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 BusMessage = tuple[Literal["subscribed", "message"], str]
 
 
-def is_busy(reply: object) -> bool:
-    """-BUSY: a script holds Redis past busy-reply-threshold, and every other command is
-    refused at once until it ends: Redis cannot run the call now, as if it did not answer."""
-    return isinstance(reply, ResponseError) and str(reply).startswith("BUSY")
+def cannot_run(reply: object) -> bool:
+    """Redis answered, but cannot run the call now: gone (a lost connection, a timeout),
+    read-only (a master demoted behind a plain URL), loading, or -BUSY (a script holds it past
+    busy-reply-threshold and every other command is refused at once): as if it did not
+    answer. The lane (script_lane.py) judges its replies by this too."""
+    return isinstance(reply, UNAVAILABLE) or (
+        isinstance(reply, ResponseError) and str(reply).startswith("BUSY")
+    )
 
 
 async def bounded(call: Awaitable[Any]) -> Any:
-    """Await one Redis call: EngineUnavailable when Redis does not answer (or is busy)."""
+    """Await one Redis call: EngineUnavailable when Redis does not answer (`cannot_run`)."""
     try:
         async with asyncio.timeout(COMMAND_TIMEOUT):
             return await call
     except TimeoutError as exc:
         raise EngineUnavailable("redis: no answer in time") from exc
-    except UNAVAILABLE as exc:
-        raise EngineUnavailable(f"redis: {exc}") from exc
-    except ResponseError as exc:
-        if is_busy(exc):
+    except Exception as exc:
+        if cannot_run(exc):
             raise EngineUnavailable(f"redis: {exc}") from exc
         raise
 

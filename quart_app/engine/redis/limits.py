@@ -226,7 +226,7 @@ class RedisLimits:
         # The call stays in flight until the lane settles it, even if our caller leaves (a
         # client that gave up, a shutdown): a whole sync must not run before it, or a call
         # sent after the sync would count a stream nobody holds, with nothing marked dirty.
-        # The lane bounds each batch (`run`): a call is settled within two of them.
+        # The lane bounds each batch (`lane_bound`): no timer of our own per call.
         call = lane.submit(self._keys + (rider_keys or []), args)
         self._begin_nowait()
         call.add_done_callback(self._settled)

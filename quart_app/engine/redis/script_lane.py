@@ -23,7 +23,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import InvalidResponse, NoScriptError
 
 from ..base import EngineUnavailable
-from .connection import COMMAND_TIMEOUT, UNAVAILABLE, bounded, is_busy
+from .connection import COMMAND_TIMEOUT, bounded, cannot_run
 from .packing import pack_command
 from .scripts import Run
 
@@ -32,16 +32,10 @@ _STOPPING = "redis: the engine is stopping"
 _NOT_YET = object()  # hiredis: no whole reply yet (False is a reply: RESP3's #f)
 
 
-def _unavailable(reply: Any) -> bool:
-    """READONLY (a master demoted behind a plain URL), LOADING, BUSY (a script holds Redis
-    past busy-reply-threshold): Redis cannot run the call now, as if it did not answer."""
-    return isinstance(reply, UNAVAILABLE) or is_busy(reply)
-
-
 class ScriptLane:
     """Calls of one registered script (`client.register_script`). A call's reply, or its
     script error raised; EngineUnavailable when Redis does not answer within `bound` seconds
-    of the batch's write, hangs up, cannot run it (`_unavailable`), or once the lane is
+    of the batch's write, hangs up, cannot run it (`cannot_run`), or once the lane is
     closed. A batch cut short fails its calls still waiting and the connection is dropped, as
     its later replies could no longer be matched to their calls; the next batch connects
     again. NOSCRIPT (Redis restarted or flushed its scripts): the script is loaded and the
@@ -193,6 +187,7 @@ class ScriptLane:
     async def _read(self, connection: AbstractConnection, reader: hiredis.Reader) -> None:
         stream = connection._reader
         assert stream is not None
+        me = asyncio.current_task()
         try:
             while True:
                 data = await stream.read(65536)
@@ -203,7 +198,7 @@ class ScriptLane:
                     if isinstance(reply, hiredis.PushNotification):
                         continue  # (RESP3: a server's own message, not a reply)
                     self._on_reply(reply)
-                    if self._reading is not asyncio.current_task():
+                    if self._reading is not me:
                         return  # (the connection was dropped: the rest is not ours)
         except asyncio.CancelledError:
             raise
@@ -217,7 +212,7 @@ class ScriptLane:
             if isinstance(reply, Exception):
                 self._lost(EngineUnavailable(f"redis: {reply}"))
             return
-        if _unavailable(reply) or not self._batch:  # (or a reply nobody asked for: the
+        if cannot_run(reply) or not self._batch:  # (or a reply nobody asked for: the
             # stream is out of step)
             self._lost(EngineUnavailable(f"redis: {reply}"))
             return
