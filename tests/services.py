@@ -403,7 +403,26 @@ SENTINEL_READY_SECONDS = 60.0  # inside the tests' 120 s pytest-timeout, which c
 SENTINEL_NUDGE_SECONDS = 10.0
 
 
-class SentinelSet:
+class _AllOrNothing:
+    """A set of processes whose `start()` either starts them all or leaves nothing running: a
+    set that fails half-way (a port taken, a timeout) stops what it started, as a test whose
+    fixture failed never calls stop()."""
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class SentinelSet(_AllOrNothing):
     """A master, one replica and three sentinels (quorum 2, down-after 1 s) on free ports:
     `url` is the REDIS_URL of the service; `kill_master()` is a crash (SIGKILL).
 
@@ -442,15 +461,6 @@ class SentinelSet:
             [self.cli_binary, "-p", str(port), *args], capture_output=True, check=True, timeout=10
         )
         return out.stdout.decode().strip()
-
-    def start(self) -> None:
-        """Started, or nothing left running: a set that fails half-way (a port taken, a
-        timeout) stops what it started, as a test whose fixture failed never calls stop()."""
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self) -> None:
         self.master.start()
@@ -578,7 +588,7 @@ class SentinelSet:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class RedisClusterSet:
+class RedisClusterSet(_AllOrNothing):
     """A Redis Cluster of three masters, each with one replica (`replicas=1`), on free ports,
     cluster-node-timeout 1000 ms so a dead master's replica is promoted within a few seconds:
     `url` is the REDIS_URL of the service; `kill_master_of(key)` is a crash (SIGKILL) of the
@@ -600,15 +610,6 @@ class RedisClusterSet:
     @property
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:3])
-
-    def start(self) -> None:
-        """Started, or nothing left running: a set that fails half-way (a port taken, a
-        timeout) stops what it started, as a test whose fixture failed never calls stop()."""
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self) -> None:
         for port in self.ports:

@@ -15,14 +15,8 @@ import redis.asyncio as aioredis
 
 from quart_app.engine.redis import RedisEngine
 
+from ..helpers import eventually
 from .test_script_lane import Held
-
-
-async def _until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.01)
-    assert condition(), what
 
 
 async def test_an_admission_whose_caller_left_leaves_no_stream_counted(
@@ -41,9 +35,9 @@ async def test_an_admission_whose_caller_left_leaves_no_stream_counted(
     try:
         before = lane.batches
         x = asyncio.create_task(engine.stream_admit("s:xavier", 5))  # batch 1, unanswered
-        await _until(lambda: lane.batches == before + 1, "batch 1 out")
+        await eventually(lambda: _true(lane.batches == before + 1), 10, "batch 1 out")
         ann = asyncio.create_task(engine.stream_admit("s:ann", 1))  # queued: batch 2
-        await _until(lambda: len(lane._queue) == 1, "ann's call queued")
+        await eventually(lambda: _true(len(lane._queue) == 1), 10, "ann's call queued")
         x.cancel()
         ann.cancel()  # ann's client gave up before its admission was even sent
         await asyncio.wait([x, ann])
@@ -51,9 +45,13 @@ async def test_an_admission_whose_caller_left_leaves_no_stream_counted(
         # Bob's admission re-syncs first: not before the two orphaned calls are settled.
         bob = asyncio.create_task(engine.stream_admit("s:bob", 5))
         assert await asyncio.wait_for(bob, 10)
-        await _until(lambda: not lane._batch and not lane._queue, "the lane idle")
+        await eventually(lambda: _true(not lane._batch and not lane._queue), 10, "the lane idle")
         await held.released()
     finally:
         await client.aclose()
     # ann holds no stream anywhere: her one allowed stream must be admitted.
     assert await engine.stream_admit("s:ann", 1)
+
+
+async def _true(value: bool) -> bool:
+    return value

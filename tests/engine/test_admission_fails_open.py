@@ -13,14 +13,13 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from quart_app.engine.base import EngineUnavailable, Publication
 from quart_app.engine.redis import RedisEngine
 
 from ..services import RedisServer
 from .conftest import draft
-from .test_script_lane import Held
+from .test_script_lane import busy
 
 
 def _closed_port() -> int:
@@ -58,17 +57,8 @@ async def test_an_admission_while_a_script_holds_redis_fails_open(
     run the admission now, as when it does not answer; the stream is admitted open."""
     engine = await make_redis(own_redis.url)
     assert await engine.stream_admit("s:ann", 3)  # (counts synced: nothing dirty)
-    admin = aioredis.from_url(own_redis.url)
-    try:
-        await admin.config_set("busy-reply-threshold", 100)
-        held = await Held.hold(admin, 2500)
-        try:
-            await _until_busy(own_redis.url)
-            assert await asyncio.wait_for(engine.stream_admit("s:bob", 3), 10)
-        finally:
-            await held.released()
-    finally:
-        await admin.aclose()
+    async with busy(own_redis.url, 2500):
+        assert await asyncio.wait_for(engine.stream_admit("s:bob", 3), 10)
 
 
 async def test_a_publish_while_a_script_holds_redis_is_engine_unavailable(
@@ -78,31 +68,6 @@ async def test_a_publish_while_a_script_holds_redis_is_engine_unavailable(
     """Every Redis call, not only admissions: -BUSY is 'not now' (EngineUnavailable: the
     outbox keeps the write and publishes it later), never a raw ResponseError (a 500)."""
     engine = await make_redis(own_redis.url)
-    admin = aioredis.from_url(own_redis.url)
-    try:
-        await admin.config_set("busy-reply-threshold", 100)
-        held = await Held.hold(admin, 2500)
-        try:
-            await _until_busy(own_redis.url)
-            with pytest.raises(EngineUnavailable):
-                await engine.publish(Publication(events=(draft(1),)))
-        finally:
-            await held.released()
-    finally:
-        await admin.aclose()
-
-
-async def _until_busy(url: str) -> None:
-    """Until Redis answers -BUSY (a script has held it past busy-reply-threshold)."""
-    probe = aioredis.from_url(url)
-    try:
-        async with asyncio.timeout(10):
-            while True:
-                try:
-                    await probe.ping()
-                except ResponseError as exc:
-                    if str(exc).startswith("BUSY"):
-                        return
-                    raise
-    finally:
-        await probe.aclose()
+    async with busy(own_redis.url, 2500):
+        with pytest.raises(EngineUnavailable):
+            await engine.publish(Publication(events=(draft(1),)))

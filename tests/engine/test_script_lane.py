@@ -8,6 +8,7 @@ and during the batches."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -23,6 +24,7 @@ from quart_app.engine.redis.connection import bounded
 from quart_app.engine.redis.limits import RedisLimits
 from quart_app.engine.redis.script_lane import ScriptLane
 
+from ..helpers import eventually
 from ..services import RedisServer
 
 ECHO = "return {ARGV[1], tonumber(ARGV[2]) + 1}"
@@ -50,6 +52,30 @@ class Held:
     async def released(self) -> None:
         assert await self._connection.read_response() == 1
         await self._connection.disconnect()
+
+
+@contextlib.asynccontextmanager
+async def busy(url: str, ms: int) -> AsyncIterator[None]:
+    """Redis held by a script past busy-reply-threshold for `ms` ms: every other command is
+    answered -BUSY at once (SELECT, EVALSHA, PUBLISH alike) until it ends."""
+    admin = aioredis.from_url(url)
+    try:
+        await admin.config_set("busy-reply-threshold", 100)
+        held = await Held.hold(admin, ms)
+        try:
+            async with asyncio.timeout(10):
+                while True:  # until Redis says so
+                    try:
+                        await admin.ping()
+                    except ResponseError as exc:
+                        if str(exc).startswith("BUSY"):
+                            break
+                        raise
+            yield
+        finally:
+            await held.released()
+    finally:
+        await admin.aclose()
 
 
 def within(seconds: float) -> Any:
@@ -176,8 +202,9 @@ async def test_closing_fails_waiting_calls_as_unavailable_and_refuses_new_ones(
     lane = ScriptLane(new_script(client))
     await lane([], ["warm", 0])
     held = await Held.hold(client, 300)
+    before = lane.batches
     out = asyncio.ensure_future(lane([], ["out", 1]))  # a batch waiting for its replies
-    await asyncio.sleep(0)
+    await written(lane, before)
     queued = asyncio.ensure_future(lane([], ["queued", 2]))  # waiting for the next batch
     await lane.close()  # (the engine stopping)
     for call in (out, queued):
@@ -279,8 +306,9 @@ async def test_admissions_behind_a_held_redis_fail_open_within_two_bounds(
         assert await limits.admit("s:warm", 5)  # (synced: nothing dirty)
         held = await Held.hold(client, 1500)
         began = loop_time()
+        before = limits._admit.batches
         first = asyncio.ensure_future(limits.admit("s:ann", 5))
-        await asyncio.sleep(0)  # (its batch leaves first)
+        await written(limits._admit, before)  # (its batch leaves first)
         second = asyncio.ensure_future(limits.admit("s:bob", 5))
         assert await asyncio.wait_for(asyncio.gather(first, second), 3) == [True, True]
         assert loop_time() - began < 2 * 0.3 + 0.5
@@ -288,6 +316,15 @@ async def test_admissions_behind_a_held_redis_fail_open_within_two_bounds(
         assert limits._local == {"s:warm": 1, "s:ann": 1, "s:bob": 1}
     finally:
         await limits.close()
+
+
+async def written(lane: ScriptLane, before: int) -> None:
+    """Until the lane has written a batch more than `before`."""
+
+    async def more() -> bool:
+        return lane.batches > before
+
+    await eventually(more, 5, "a batch written")
 
 
 def loop_time() -> float:

@@ -10,13 +10,12 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from quart_app.engine.base import EngineUnavailable
 from quart_app.engine.redis.script_lane import ScriptLane
 
 from ..services import RedisServer
-from .test_script_lane import Held, new_script
+from .test_script_lane import busy, new_script
 
 
 async def _settled(call: asyncio.Future[Any], seconds: float) -> BaseException | Any:
@@ -41,18 +40,6 @@ async def test_a_call_whose_connection_cannot_select_its_db_is_settled(redis_url
         await client.aclose()
 
 
-async def _until_busy(client: aioredis.Redis) -> None:
-    """Until Redis answers -BUSY (a script has held it past busy-reply-threshold)."""
-    async with asyncio.timeout(10):
-        while True:
-            try:
-                await client.ping()
-            except ResponseError as exc:
-                if str(exc).startswith("BUSY"):
-                    return
-                raise
-
-
 async def test_a_call_connecting_while_redis_is_busy_is_settled() -> None:
     """REDIS_URL on db 1; a long script holds Redis past busy-reply-threshold (a batch that
     timed out on it is what makes the lane connect again): the new connection's SELECT
@@ -63,18 +50,9 @@ async def test_a_call_connecting_while_redis_is_busy_is_settled() -> None:
     client = aioredis.from_url(url)
     lane = ScriptLane(new_script(client), bound=1)
     try:
-        await client.config_set("busy-reply-threshold", 100)
-        held = await Held.hold(client, 4000)
-        try:
-            probe = aioredis.from_url(server.url)
-            try:
-                await _until_busy(probe)
-            finally:
-                await probe.aclose()
+        async with busy(server.url, 4000):
             outcome = await _settled(lane.submit([], ["a", 1]), 10)
             assert isinstance(outcome, EngineUnavailable)
-        finally:
-            await held.released()
     finally:
         await lane.close()
         await client.aclose()
