@@ -252,7 +252,7 @@ async def test_a_silently_dead_subscription_is_replaced(
         await a.publish(Publication(events=(draft(2),)))
         await on_b.wait_count(2, timeout=2)
         # ... and the dead subscription is found by the probe and replaced
-        await wait_until(lambda: _true(proxy.connections == 2), 5, "a new subscription")
+        await wait_until(lambda: _true(proxy.connections == 2), 10, "a new subscription")
         assert any("probe not echoed" in r.getMessage() for r in caplog.records)
         assert b._subscribed is not None
         await asyncio.wait_for(b._subscribed.wait(), 5)

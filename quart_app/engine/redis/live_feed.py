@@ -19,10 +19,10 @@ Since every path goes through the gate, which runs on the event loop without awa
 are delivered in seq order, without gaps or repeats, whatever arrives first. The subscriber
 reconnects with a backoff (capped at 1 s), sets ``health_check_interval``, and, when the bus
 has been quiet for a while, publishes a probe to itself: a probe that does not come back means
-a dead subscription, which is then reopened. The subscriber itself judges, and only from a read
-that waited its whole timeout and heard nothing, on time or twice in a row: a loop kept busy
-(a storm of new streams) leaves an echo waiting in the socket, and one read cut short late by
-its timer proves nothing.
+a dead subscription, which is then reopened. The subscriber itself judges, and only from two
+reads in a row that waited their whole timeout and heard nothing: a loop kept busy (a storm of
+new streams) leaves an echo waiting in the socket, and one read cut short by its timer proves
+nothing.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ _CATCH_UP_BATCH = 1000
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0  # reconnect: at once, then 0.05 s doubling to 1 s
 _PROBE = "~"  # bus messages starting with this are liveness probes, not events
 BUS_READ = 1.0  # seconds one read of the bus waits before it returns with nothing
-ON_TIME = 0.1  # a read that returned later than its timeout by more: the loop was busy
 
 
 def probe_idle_seconds(backfill_interval: float) -> float:
@@ -201,20 +200,19 @@ class LiveFeed:
             self._wake.set()  # messages were lost: backfill from the log
 
     def _heard_nothing(self, waited: float) -> None:
-        """A read of the bus returned nothing after `waited` seconds. One that waited its
-        whole timeout and ended on time shows the socket empty: the loop was free to hand it
-        anything that had arrived. One that ended late (a busy loop) shows it only for the
-        moment it ended: that turn of the loop read the socket before resuming it, so what had
-        arrived is buffered and the next read returns it at once. So a probe overdue at an
-        on-time quiet read, or at two full-length quiet reads in a row, is lost, and so is the
-        subscription; a loop that stays busy still finds a dead one."""
+        """A read of the bus returned nothing after `waited` seconds. Even one that waited its
+        whole timeout proves nothing alone: a loop blocked while the echo arrived runs the
+        read's timer before it reads the socket, on time or late. But by the time that read
+        returns, the same turn of the loop has read the socket, so what had arrived is
+        buffered and the next read returns it at once. So a probe still overdue at a second
+        full-length quiet read in a row is lost, and so is the subscription."""
         if waited < BUS_READ - 0.01:
             return  # (another reply, a health check's PONG: nothing learnt)
         overdue = (
             self._probe_token is not None
             and time.monotonic() - self._probe_sent > self._probe_timeout
         )
-        if overdue and (waited <= BUS_READ + ON_TIME or self._quiet_overdue):
+        if overdue and self._quiet_overdue:
             self._reconnect_bus = True
         self._quiet_overdue = overdue
 
