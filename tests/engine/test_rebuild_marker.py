@@ -57,11 +57,13 @@ async def test_an_operators_rebuild_takes_over_a_running_one(make_redis: MakeRed
 
 async def test_a_long_rebuild_keeps_its_marker_past_the_ttl(make_redis: MakeRedis) -> None:
     a, b = await make_redis(), await make_redis()
-    a._board.rebuild_ttl_ms = 1000  # renewed every 333 ms
+    # Renewed every third of its lifetime: 2 s leaves a loaded machine (two test workers on
+    # two cores) 1.3 s to run a renewal late; 1 s was once not enough in a clean-clone run.
+    a._board.rebuild_ttl_ms = 2000
     started, gate = asyncio.Event(), asyncio.Event()
     first = asyncio.create_task(a.board_replace(held_load(started, gate)))
     await asyncio.wait_for(started.wait(), 10)
-    deadline = asyncio.get_running_loop().time() + 3.0  # three lifetimes of the marker
+    deadline = asyncio.get_running_loop().time() + 6.0  # three lifetimes of the marker
     while asyncio.get_running_loop().time() < deadline:
         assert await b.board_replace(rows(ENTRIES[0]), take_over=False) is False
         await asyncio.sleep(0.05)
