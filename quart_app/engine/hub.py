@@ -106,6 +106,7 @@ class Connection:
         "_conflating",
         "_conflated_at",
         "opened",
+        "windows_held",
     )
 
     def __init__(
@@ -149,6 +150,9 @@ class Connection:
         self._conflated_at = 0
         # The hub's count of opened connections when this one registered (shared reads).
         self.opened = 0
+        # The window rooms whose current window it was given (WindowRooms.current): until
+        # then, a window changing is not pushed to it (its current one is on its way).
+        self.windows_held: set[str] | None = None
 
     # called by the hub, on the event loop -------------------------------------------------
     def push(self, event: Event) -> None:
@@ -628,6 +632,8 @@ class Hub:
     def leave(self, conn: Connection, rooms: Iterable[str]) -> None:
         gone = set(rooms)
         conn.rooms = tuple(room for room in conn.rooms if room not in gone)
+        if conn.windows_held:
+            conn.windows_held -= gone
         for room in gone:
             members = self.rooms.get(room)
             if members is not None:

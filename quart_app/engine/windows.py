@@ -1,6 +1,7 @@
 """Rank windows, live (PROTOCOL 1, 2 and 3.2): per instance, the window rooms wanted here,
 re-read only when a board change touches them, at most once per room per COALESCE_SECONDS,
-each new window encoded once and pushed to every connection of its room.
+each new window encoded once and pushed to every connection of its room that does not hold
+it already (one that subscribed while the window was being re-read got a read of its own).
 
 Which windows a `leaderboard:update` touches is decided from its rows alone (each carries the
 player's rank and previous_rank, filled by the engine): no board read for that. Only touched
@@ -69,6 +70,8 @@ class Window:
         "dirty",
         "wanted_at",
         "read_at",
+        "reading",
+        "fresh",
         "resend",
     )
 
@@ -83,6 +86,11 @@ class Window:
         self.wanted_at = time.monotonic()
         # The loop time its last re-read began: the next one waits COALESCE_SECONDS after.
         self.read_at = -COALESCE_SECONDS
+        # A tick is re-reading it: not dirty any more, but its event may be older than the board.
+        self.reading = False
+        # Connections given a read of their own because the last event was not current (see
+        # `current`): the position and entries each holds, until a tick's read catches up.
+        self.fresh: dict[Connection, tuple[int, list[dict[str, Any]]]] = {}
         # Sent again at its next read even if unchanged: its clients were told stream:reset.
         self.resend = False
 
@@ -135,27 +143,44 @@ class WindowRooms:
         )
 
     # the current windows (subscribe, resume, long-poll) ---------------------------------------
-    async def current(self, rooms: Iterable[str]) -> list[Event]:
+    async def current(self, rooms: Iterable[str], conn: Connection | None = None) -> list[Event]:
         """The window event of each window room among `rooms`, as it is now: the last one
-        built when nothing touched it since, else read now."""
+        built when nothing touched it since, else read now (also while a tick re-reads it:
+        until that read is published, the last event predates the change that started it).
+
+        `conn`: the connection they are for (registered in those rooms, and skipped by the
+        ticks until it holds them); from then on it is pushed only what differs from them."""
         events = []
         for room in window_rooms(rooms):
             window = self._window(room)
-            if window.event is not None and not window.dirty:
-                events.append(window.event)
-                continue
-            position = self._hub.head_seq
-            event, entries = await self._read_event(window.spec, position)
+            event = window.event
+            if event is None or window.dirty or window.reading:
+                event = await self._read_fresh(window, conn)
+            if conn is not None:
+                if event is window.event:
+                    window.fresh.pop(conn, None)  # it holds what every other holder holds
+                if conn.windows_held is None:
+                    conn.windows_held = set()
+                conn.windows_held.add(room)
             events.append(event)
-            if window.event is None:
-                # The first read here: what the next tick compares with. The window stays
-                # dirty, so that tick reads it again (a change during this read is not lost).
-                self._store(window, event, entries, position)
         return events
+
+    async def _read_fresh(self, window: Window, conn: Connection | None) -> Event:
+        position = self._hub.head_seq
+        event, entries = await self._read_event(window.spec, position)
+        if window.event is None:
+            # The first read here: what the next tick compares with. The window stays
+            # dirty, so that tick reads it again (a change during this read is not lost).
+            self._store(window, event, entries, position)
+        elif window.changed_at > position:
+            return window.event  # a tick published a newer one meanwhile
+        elif conn is not None:
+            window.fresh[conn] = (position, entries)
+        return event
 
     async def push_current(self, conn: Connection, rooms: Iterable[str]) -> None:
         """Rooms newly joined by a live connection: their current windows."""
-        for event in await self.current(rooms):
+        for event in await self.current(rooms, conn):
             conn.push(event)
 
     def resend_soon(self, conn: Connection) -> None:
@@ -169,6 +194,7 @@ class WindowRooms:
         for room in rooms:
             window = self._windows.get(room)
             if window is not None and window.event is not None and not conn.closed:
+                window.fresh.pop(conn, None)  # it holds the last event again
                 conn.push(window.event)
 
     # long-poll (PROTOCOL 3.2) -------------------------------------------------------------------
@@ -242,6 +268,7 @@ class WindowRooms:
                 window.changed_at = 0
                 window.dirty = True
                 window.resend = window.resend or fresh
+                window.fresh.clear()  # positions in the old log: each is sent the new window
         if not self._windows:
             return
         for event in events:
@@ -296,6 +323,7 @@ class WindowRooms:
         for window in due:
             window.dirty = False
             window.read_at = started
+            window.reading = True
         self._reading = True
         try:
             read = await asyncio.gather(
@@ -304,6 +332,8 @@ class WindowRooms:
         finally:
             self._reading = False
             self._task = None
+            for window in due:
+                window.reading = False
         for window, outcome in zip(due, read, strict=True):
             if isinstance(outcome, BaseException):
                 log.warning("window %s not read (%r): retried", window.spec.room, outcome)
@@ -339,16 +369,28 @@ class WindowRooms:
         if position < window.changed_at:
             return  # older than what a subscribe read meanwhile
         first = window.entries is None
-        if entries == window.entries and not window.resend:
-            return
-        self._store(window, event, entries, position)
-        window.resend = False
+        changed = entries != window.entries or window.resend
+        if changed:
+            self._store(window, event, entries, position)
+            window.resend = False
         if first:
             return  # never read here before: nobody here holds an older one
-        self.sent += 1
-        for conn in tuple(self._hub.rooms.get(window.spec.room, ())):
-            conn.push(event)
-        self._hub.polls._on_events([event])  # long-pollers waiting on this room
+        fresh, window.fresh = window.fresh, {}
+        room = window.spec.room
+        for conn in tuple(self._hub.rooms.get(room, ())):
+            if conn.windows_held is None or room not in conn.windows_held:
+                continue  # its current window is on its way (see `current`)
+            given = fresh.get(conn)
+            if given is None:
+                if changed:
+                    conn.push(event)
+            elif given[0] >= position and given[1] != entries:
+                window.fresh[conn] = given  # it holds a newer read: a later tick settles it
+            elif given[1] != entries:
+                conn.push(event)
+        if changed:
+            self.sent += 1
+            self._hub.polls._on_events([event])  # long-pollers waiting on this room
 
     # reading -------------------------------------------------------------------------------------
     async def _read_event(

@@ -62,14 +62,14 @@ async def reset_events(rt: Runtime, conn: Connection, reason: str, top: int) -> 
     events = [rt.hub.stream_event("stream:reset", {"reason": reason}, conn.last_seq)]
     if GLOBAL_BOARD in conn.rooms:
         events.append(await rt.hub.snapshot(top))
-    events += await rt.hub.windows.current(conn.rooms)  # fresh windows too
+    events += await rt.hub.windows.current(conn.rooms, conn)  # fresh windows too
     return events
 
 
 async def resumed_windows(rt: Runtime, conn: Connection) -> list[Event]:
     """Windows are never replayed: a resumed client gets fresh ones first."""
     try:
-        return await rt.hub.windows.current(conn.rooms)
+        return await rt.hub.windows.current(conn.rooms, conn)
     except (EngineUnavailable, DatabaseUnavailable):
         conn.close("gone")
         raise Unavailable("the board cannot be read now; retry") from None
@@ -101,7 +101,7 @@ async def open_connection(
     start = hub.cursor(conn.last_seq)
     try:
         initial = [await hub.snapshot(top)] if GLOBAL_BOARD in rooms else []
-        initial += await hub.windows.current(rooms)
+        initial += await hub.windows.current(rooms, conn)
     except (EngineUnavailable, DatabaseUnavailable):
         # The board comes from the engine, or from SQL while the engine's is incomplete:
         # with either down the stream cannot start with it (503, never a 500).

@@ -37,8 +37,9 @@ async def test_after_a_new_log_every_window_is_sent_again_even_one_read_just_bef
     its window again, also one re-read within the last coalescing period, whose read comes in
     a later tick than the others' (a flag for the whole first tick missed it)."""
     rooms = ["leaderboard:top:3", "leaderboard:top:5"]
-    await hub.windows.current(rooms)
     conns = {room: hub.open("viewer", [room], None) for room in rooms}
+    for room, conn in conns.items():
+        await hub.windows.current([room], conn)  # as a stream opening gives it
     hub.windows._on_events([])  # the windows learn the log they were read in
     await hub.windows.settled(rooms)
     loop = asyncio.get_running_loop()
