@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from quart_app.engine.redis import RedisEngine
 
 from ..helpers import eventually
-from .test_script_lane import Held
+from ..redis_hold import Held
 
 
 async def test_an_admission_whose_caller_left_leaves_no_stream_counted(

@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from quart_app.engine.base import EngineUnavailable, Publication
 from quart_app.engine.redis import RedisEngine
 
+from ..redis_hold import busy
 from ..services import RedisServer
 from .conftest import draft
-from .test_script_lane import busy
 
 
 def _closed_port() -> int:

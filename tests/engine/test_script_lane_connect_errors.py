@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from quart_app.engine.base import EngineUnavailable
 from quart_app.engine.redis.script_lane import ScriptLane
 
+from ..redis_hold import busy
 from ..services import RedisServer
-from .test_script_lane import busy, new_script
+from .test_script_lane import new_script
 
 
 async def _settled(call: asyncio.Future[Any], seconds: float) -> BaseException | Any:

@@ -14,15 +14,18 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from ..clients import SSEClient
 from ..fault_checks import HEAL_SECONDS, assert_nothing_lost, results_grow, status_of
 from ..fault_traffic import Traffic
 from ..faults import FaultProxy
 from ..helpers import eventually
+from ..redis_hold import busy
 from ..services import LiveServer, RedisServer
 
 SECRET = "fault-suite-secret-0123456789-abcdef"
 DETECT_SECONDS = 10.0  # /readyz 503 after the network goes
 BLACKHOLE_SECONDS = 30.0  # issue 11: "Redis blackholed for 30 s"
+BUSY_MS = 5000  # longer than a command's bound (5 s), so waiting it out is no answer
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +102,37 @@ async def test_redis_blackholed_is_detected_writes_stay_durable_and_it_heals(
         f"blackhole {BLACKHOLE_SECONDS:.0f}s: detected after {detected:.1f}s, {during} results "
         f"accepted meanwhile, ready {healed:.1f}s after the network returned; {facts}"
     )
+
+
+async def test_redis_held_by_a_script_answers_busy_and_nothing_is_lost(
+    own_redis: RedisServer, live_servers: Callable[..., LiveServer]
+) -> None:
+    """A script running past busy-reply-threshold (an operator's EVAL, a slow FUNCTION):
+    Redis is up and connected, and answers every command -BUSY. Writes are still accepted
+    (their events wait in the outbox), nothing is a 500, and every client ends gapless."""
+    servers = instances(live_servers, own_redis.url)
+    database_url = servers[0].env["DATABASE_URL"]
+    async with Traffic(servers) as traffic:
+        await results_grow(traffic, 10, 30, "results before the script")
+        before = len(traffic.written.results_ok)
+        async with busy(own_redis.url, BUSY_MS):
+            opened = [await stream_opened(server, n) for n, server in enumerate(servers)]
+            await results_grow(traffic, 3, BUSY_MS / 1000, "2xx results while Redis is busy")
+        during = len(traffic.written.results_ok) - before
+        await results_grow(traffic, 10, 30, "results after the script ended")
+        traffic.stop_writing()
+        facts = await assert_nothing_lost(traffic, servers, database_url)
+    print(f"busy {BUSY_MS} ms: streams opened {opened}, {during} results accepted; {facts}")
+
+
+async def stream_opened(server: LiveServer, n: int) -> int:
+    """A new stream while Redis is busy: admitted (limits fail open) or 503 with Retry-After,
+    never a 500. Its status."""
+    async with SSEClient(server.url, "matches", server.token(f"newcomer-{n}")) as sse:
+        if sse.status == 200:
+            await sse.wait_for(lambda events: bool(events), what="stream:open")
+            assert sse.events[0]["event"] == "stream:open"
+        else:
+            assert sse.status == 503, (sse.status, sse.body)
+            assert sse.response_headers.get("retry-after"), sse.response_headers
+        return sse.status
