@@ -50,6 +50,9 @@ SETTLE_SECONDS = 1.0
 
 PageReader = Callable[[int, int], Awaitable[tuple[list[Ranked], int]]]
 AroundReader = Callable[[str, int], Awaitable[list[Ranked]]]
+# What a connection given a window read of its own holds: the read's position and entries.
+Held = tuple[int, list[dict[str, Any]] | None]
+NOTHING: Held = (-1, None)  # its read failed, or was of an older log
 
 
 class BoardReads(Protocol):
@@ -90,7 +93,7 @@ class Window:
         self.reading = False
         # Connections given a read of their own because the last event was not current (see
         # `current`): the position and entries each holds, until a tick's read catches up.
-        self.fresh: dict[Connection, tuple[int, list[dict[str, Any]]]] = {}
+        self.fresh: dict[Connection, Held] = {}
         # Sent again at its next read even if unchanged: its clients were told stream:reset.
         self.resend = False
 
@@ -148,35 +151,68 @@ class WindowRooms:
         built when nothing touched it since, else read now (also while a tick re-reads it:
         until that read is published, the last event predates the change that started it).
 
-        `conn`: the connection they are for (registered in those rooms, and skipped by the
-        ticks until it holds them); from then on it is pushed only what differs from them."""
-        events = []
-        for room in window_rooms(rooms):
-            window = self._window(room)
-            event = window.event
-            if event is None or window.dirty or window.reading:
-                event = await self._read_fresh(window, conn)
+        `conn`: the connection they are for, registered in those rooms. The ticks skip it
+        until it holds them, then push it only a window that differs from what it holds."""
+        wanted = [self._window(room) for room in window_rooms(rooms)]
+        epoch = self._hub.epoch
+        answers: list[tuple[Event, Held | None]] = []
+        try:
+            for window in wanted:
+                if window.event is None or window.dirty or window.reading:
+                    answers.append(await self._read_now(window, epoch))
+                else:
+                    answers.append((window.event, None))
+        except BaseException:
             if conn is not None:
-                if event is window.event:
-                    window.fresh.pop(conn, None)  # it holds what every other holder holds
-                if conn.windows_held is None:
-                    conn.windows_held = set()
-                conn.windows_held.add(room)
+                for window in wanted:
+                    self._give(window, conn, NOTHING)  # the next tick sends it its window
+            raise
+        events = []
+        for window, (event, held) in zip(wanted, answers, strict=True):
+            # No await from here on: what it is given is what it holds when the ticks see it.
+            if self._hub.epoch != epoch:
+                # Read in the old log, before a stream:reset: the new log's window is due to
+                # it instead (the next tick sends it), not this one.
+                if conn is not None:
+                    self._give(window, conn, NOTHING)
+                continue
+            if held is None or window.changed_at > held[0]:
+                event, held = window.event or event, None  # the last one published
+            if conn is not None:
+                self._give(window, conn, held)
             events.append(event)
         return events
 
-    async def _read_fresh(self, window: Window, conn: Connection | None) -> Event:
+    async def _read_now(self, window: Window, epoch: str) -> tuple[Event, Held | None]:
+        """A read of `window` for one asker: the event and what it holds (None: the
+        window's own event, which a first read here becomes)."""
         position = self._hub.head_seq
         event, entries = await self._read_event(window.spec, position)
-        if window.event is None:
+        if window.event is None and self._hub.epoch == epoch:
             # The first read here: what the next tick compares with. The window stays
             # dirty, so that tick reads it again (a change during this read is not lost).
+            # Nobody holds an older one of it, so none is owed one again.
             self._store(window, event, entries, position)
-        elif window.changed_at > position:
-            return window.event  # a tick published a newer one meanwhile
-        elif conn is not None:
-            window.fresh[conn] = (position, entries)
-        return event
+            window.resend = False
+            return event, None
+        return event, (position, entries)
+
+    def _give(self, window: Window, conn: Connection, held: Held | None) -> None:
+        """`conn` holds `held` of this window (None: its own event) from now on."""
+        room = window.spec.room
+        if room not in conn.rooms:
+            return  # it left the room (or closed) meanwhile
+        if held is None or (
+            held[1] is not None and held[1] == window.entries and not window.resend
+        ):
+            window.fresh.pop(conn, None)  # it holds what every other holder holds
+        else:
+            window.fresh[conn] = held
+            window.dirty = True  # the next tick settles it against the board
+            self._schedule()
+        if conn.windows_held is None:
+            conn.windows_held = set()
+        conn.windows_held.add(room)
 
     async def push_current(self, conn: Connection, rooms: Iterable[str]) -> None:
         """Rooms newly joined by a live connection: their current windows."""
@@ -193,7 +229,12 @@ class WindowRooms:
     def _resend(self, conn: Connection, rooms: list[str]) -> None:
         for room in rooms:
             window = self._windows.get(room)
-            if window is not None and window.event is not None and not conn.closed:
+            if (
+                window is not None
+                and window.event is not None
+                and not conn.closed
+                and room in (conn.windows_held or ())  # else its current one is on its way
+            ):
                 window.fresh.pop(conn, None)  # it holds the last event again
                 conn.push(window.event)
 
@@ -268,7 +309,8 @@ class WindowRooms:
                 window.changed_at = 0
                 window.dirty = True
                 window.resend = window.resend or fresh
-                window.fresh.clear()  # positions in the old log: each is sent the new window
+                # Reads of the old log: each of them is sent the new log's window.
+                window.fresh = dict.fromkeys(window.fresh, NOTHING)
         if not self._windows:
             return
         for event in events:
@@ -366,15 +408,14 @@ class WindowRooms:
         entries: list[dict[str, Any]],
         position: int,
     ) -> None:
-        if position < window.changed_at:
-            return  # older than what a subscribe read meanwhile
-        first = window.entries is None
+        if position < window.changed_at:  # older than a first read stored meanwhile
+            window.dirty = window.dirty or bool(window.fresh)
+            return
+        first = window.entries is None  # nobody here holds an older one: nothing to push
         changed = entries != window.entries or window.resend
         if changed:
             self._store(window, event, entries, position)
             window.resend = False
-        if first:
-            return  # never read here before: nobody here holds an older one
         fresh, window.fresh = window.fresh, {}
         room = window.spec.room
         for conn in tuple(self._hub.rooms.get(room, ())):
@@ -382,13 +423,17 @@ class WindowRooms:
                 continue  # its current window is on its way (see `current`)
             given = fresh.get(conn)
             if given is None:
-                if changed:
+                if changed and not first:
                     conn.push(event)
-            elif given[0] >= position and given[1] != entries:
-                window.fresh[conn] = given  # it holds a newer read: a later tick settles it
-            elif given[1] != entries:
+            elif given[1] == entries:
+                pass  # it holds these entries already
+            elif given[0] > position:
+                window.fresh[conn] = given  # it holds a newer read: the next tick settles it
+            else:
                 conn.push(event)
-        if changed:
+        if window.fresh:
+            window.dirty = True
+        if changed and not first:
             self.sent += 1
             self._hub.polls._on_events([event])  # long-pollers waiting on this room
 

@@ -14,8 +14,8 @@ WINDOW = "leaderboard:top:3"
 
 
 async def test_a_conflated_connection_gets_its_windows_again(hub: Hub) -> None:
-    (window,) = await hub.windows.current([WINDOW])
     conn, sock = await stalled(hub, [BOARD, WINDOW])
+    (window,) = await hub.windows.current([WINDOW], conn)
     conn.push(window)  # queued behind the stalled socket, like a window pushed on a change
     for n in range(30):  # ~1 KB board updates: past the 20,000-byte budget
         await emit(hub, BOARD, "leaderboard:update", n=n, blob="u" * 1000)
