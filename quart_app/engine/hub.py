@@ -107,6 +107,7 @@ class Connection:
         "_conflated_at",
         "opened",
         "windows_held",
+        "epoch",
     )
 
     def __init__(
@@ -153,6 +154,8 @@ class Connection:
         # The window rooms whose current window it was given (WindowRooms.current): until
         # then, a window changing is not pushed to it (its current one is on its way).
         self.windows_held: set[str] | None = None
+        # The log it was registered in (a new log's stream:reset is then queued for it).
+        self.epoch = hub.epoch
 
     # called by the hub, on the event loop -------------------------------------------------
     def push(self, event: Event) -> None:

@@ -167,12 +167,15 @@ class WindowRooms:
                 for window in wanted:
                     self._give(window, conn, NOTHING)  # the next tick sends it its window
             raise
+        # A connection registered in an older log, given no window since: a stream:reset
+        # is queued for it, behind which what it is given now would be dropped.
+        reset = conn is not None and conn.windows_held is None and conn.epoch != epoch
         events = []
         for window, (event, held) in zip(wanted, answers, strict=True):
             # No await from here on: what it is given is what it holds when the ticks see it.
-            if self._hub.epoch != epoch:
-                # Read in the old log, before a stream:reset: the new log's window is due to
-                # it instead (the next tick sends it), not this one.
+            if self._hub.epoch != epoch or reset:
+                # Read in the old log, or for a client about to drop it: the new log's window
+                # is due to it instead (the next tick sends it), not this one.
                 if conn is not None:
                     self._give(window, conn, NOTHING)
                 continue
@@ -181,6 +184,8 @@ class WindowRooms:
             if conn is not None:
                 self._give(window, conn, held)
             events.append(event)
+        if conn is not None:
+            conn.epoch = self._hub.epoch
         return events
 
     async def _read_now(self, window: Window, epoch: str) -> tuple[Event, Held | None]:
@@ -230,13 +235,23 @@ class WindowRooms:
         for room in rooms:
             window = self._windows.get(room)
             if (
-                window is not None
-                and window.event is not None
-                and not conn.closed
-                and room in (conn.windows_held or ())  # else its current one is on its way
+                window is None
+                or window.event is None
+                or conn.closed
+                or room not in (conn.windows_held or ())  # its current one is on its way
             ):
-                window.fresh.pop(conn, None)  # it holds the last event again
+                continue
+            if conn in window.fresh:
+                # It held a read of its own, maybe newer than the last event: the next tick
+                # sends it the window as it is then, rather than an older one now.
+                self._give(window, conn, NOTHING)
+            else:
                 conn.push(window.event)
+
+    def forget(self, conn: Connection) -> None:
+        """`conn` was told stream:reset: it holds no window until `current` gives it one (the
+        ticks skip it meanwhile, as the reset's fresh windows are on their way)."""
+        conn.windows_held = None
 
     # long-poll (PROTOCOL 3.2) -------------------------------------------------------------------
     def poll_timeout(self, rooms: list[str], cursor: str | None, timeout: float) -> float:
@@ -418,7 +433,11 @@ class WindowRooms:
             window.resend = False
         fresh, window.fresh = window.fresh, {}
         room = window.spec.room
-        for conn in tuple(self._hub.rooms.get(room, ())):
+        members = self._hub.rooms.get(room, set())
+        # Unchanged, only connections holding reads of their own may be owed it (a room may
+        # hold 10,000 connections; its fresh holders are few).
+        owed = tuple(members) if changed else [conn for conn in fresh if conn in members]
+        for conn in owed:
             if conn.windows_held is None or room not in conn.windows_held:
                 continue  # its current window is on its way (see `current`)
             given = fresh.get(conn)
@@ -442,6 +461,8 @@ class WindowRooms:
         self, spec: WindowSpec, position: int
     ) -> tuple[Event, list[dict[str, Any]]]:
         self.reads += 1
+        if self._epoch is None:
+            self._epoch = self._hub.epoch  # a new log before any event here is still news
         if spec.player_id is None:
             ranked, total = await self._page(0, spec.size)
         else:

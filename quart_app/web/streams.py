@@ -60,6 +60,7 @@ def parse_top(raw: str | int | None) -> int:
 async def reset_events(rt: Runtime, conn: Connection, reason: str, top: int) -> list[Event]:
     """stream:reset, then a fresh snapshot where the client watches the board."""
     events = [rt.hub.stream_event("stream:reset", {"reason": reason}, conn.last_seq)]
+    rt.hub.windows.forget(conn)  # the windows it held are dropped with the rest of its state
     if GLOBAL_BOARD in conn.rooms:
         events.append(await rt.hub.snapshot(top))
     events += await rt.hub.windows.current(conn.rooms, conn)  # fresh windows too

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quart_app.domain.board import BoardEntry, Ranked
+from quart_app.domain.ids import GLOBAL_BOARD
 from quart_app.domain.publication import Draft, Publication, RankSlot
 from quart_app.engine import windows
 from quart_app.engine.base import EngineUnavailable
@@ -307,6 +308,106 @@ async def test_a_window_changing_while_another_of_the_same_subscribe_is_read_is_
     assert got[-1] == ["e", "a", "b"], got
 
 
+def after_last_reset(sock: Socket) -> list[list[str]]:
+    """The windows written after the connection's last stream:reset (all, if none)."""
+    run: list[list[str]] = []
+    for event in sock.written:
+        if event.name == "stream:reset":
+            run = []
+        elif event.name == "leaderboard:window":
+            run.append(ids(event.text))
+    return run
+
+
+@pytest.mark.parametrize("ticked", [False, True], ids=["read-itself", "cached"])
+async def test_a_stream_opening_as_a_new_log_begins_gets_its_window_after_the_reset(
+    hub: Hub, ticked: bool
+) -> None:
+    """Redis lost its data while a stream opened (between its registration and its windows):
+    its stream:reset is queued behind what it is given first, so the window comes after it."""
+    engine = await board_of_five(hub)
+    await open_stream(hub)
+    await hub.windows.settled([ROOM])
+    rooms = (GLOBAL_BOARD, ROOM)
+    conn = hub.open("viewer", rooms, None)  # as streams.open_connection, then the snapshot:
+    snapshot = await hub.snapshot(100)
+    new_log(engine)
+    await rate(engine, "e", 1200.0, 2)  # the new log's first event; the window is unchanged
+    if ticked:
+        await hub.windows.settled([ROOM])
+    sock = Socket()
+    sock.written = [snapshot, *await hub.windows.current(rooms, conn)]
+    conn.attach(sock)
+    await delivered(hub)
+    assert after_last_reset(sock) == [["a", "b", "c"]], [e.name for e in sock.written]
+
+
+async def test_a_new_log_before_any_event_seen_here_still_resends_the_windows() -> None:
+    engine = MemoryEngine()
+    await engine.start()
+    for n, player in enumerate(PLAYERS):  # the board, before this hub listens
+        await rate(engine, player, 1300.0 - 10 * n, 1)
+    hub = Hub(engine, queue_limit=1000, queue_bytes=20_000)
+    await hub.start()
+    try:
+        _, sock = await open_stream(hub)
+        new_log(engine)
+        await rate(engine, "e", 1200.0, 2)  # stream:reset to every stream; window unchanged
+        await delivered(hub)
+        assert after_last_reset(sock) == [["a", "b", "c"]], [e.name for e in sock.written]
+    finally:
+        await hub.stop()
+        await engine.stop()
+
+
+async def test_a_catch_up_reset_sends_the_window_once(hub: Hub) -> None:
+    """A resumed connection whose cursor expired while catching up is told stream:reset and
+    given its windows again (streams.reset_events): a tick publishing during that read does
+    not also push it the same window."""
+    engine = await board_of_five(hub)
+    reads = Reads(engine)
+    hub.windows.read_with(reads)
+    conn = hub.open("viewer", (ROOM,), None, after_seq=hub.head_seq)
+    written = await hub.windows.current(conn.rooms, conn)
+    await hub.windows.settled([ROOM])
+    await rate(engine, "c", 1285.0, 2)  # a re-read due
+    reads.late()
+    reset = hub.stream_event("stream:reset", {"reason": "expired"}, conn.last_seq)
+    hub.windows.forget(conn)  # as reset_events does
+    again = asyncio.create_task(hub.windows.current(conn.rooms, conn))
+    await until(lambda: len(reads.held) == 1, "its read answering late")
+    await rate(engine, "e", 1400.0, 3)  # a tick reads and publishes meanwhile
+    await hub.windows.settled([ROOM])
+    reads.release()
+    sock = Socket()
+    sock.written = [*written, reset, *await again]
+    conn._catching_up = False
+    conn.attach(sock)
+    await delivered(hub)
+    assert after_last_reset(sock) == [["e", "a", "b"]]
+
+
+async def test_a_conflated_connection_holding_a_newer_read_is_not_sent_an_older_one(
+    hub: Hub,
+) -> None:
+    engine = await board_of_five(hub)
+    reads = Reads(engine)
+    hub.windows.read_with(reads)
+    await open_stream(hub)
+    await hub.windows.settled([ROOM])
+    reads.hold()
+    await rate(engine, "e", 1400.0, 2)
+    await until(lambda: len(reads.held) == 1, "the tick's re-read held")
+    conn, sock = await open_stream(hub)  # a read of its own: [e, a, b]
+    hub.windows.resend_soon(conn)  # what Connection._relieve does after dropping its windows
+    await settle()
+    reads.release()
+    await delivered(hub)
+    got = [e for e in sock.written if e.name == "leaderboard:window"]
+    assert [position(e.cursor) for e in got] == sorted(position(e.cursor) for e in got)
+    assert ids(got[-1].text) == ["e", "a", "b"]
+
+
 Step = tuple[str, int]
 steps = st.lists(
     st.one_of(
@@ -393,7 +494,7 @@ async def interleaved(steps: list[Step], monkeypatch: pytest.MonkeyPatch) -> Non
                 assert positions == sorted(positions), (repr(steps), positions)
                 seen = [entries(e.text) for e in got]
                 assert all(a != b for a, b in zip(seen, seen[1:], strict=False)), (steps, seen)
-            last = [e for e in stream[1].written if e.name == "leaderboard:window"][-1:]
+            last = since_last_reset(stream[1])[-1][-1:]
             assert [entries(e.text) for e in last] == [boards[-1]], (steps, stream[1].written)
     finally:
         await hub.stop()
@@ -409,7 +510,7 @@ def since_last_reset(sock: Socket) -> list[list[Any]]:
             runs.append([])
         elif event.name == "leaderboard:window":
             runs[-1].append(event)
-    return [run for run in runs if run] or [[]]
+    return runs
 
 
 def position(cursor: str) -> int:
