@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -124,18 +125,47 @@ async def delivered(hub: Hub, rooms: tuple[str, ...] = (ROOM,)) -> None:
     await until(lambda: not hub._to_flush, "every push written")
 
 
-async def board_of_five(hub: Hub) -> MemoryEngine:
-    engine = hub.engine
-    assert isinstance(engine, MemoryEngine)
-    for n, player in enumerate(PLAYERS):
-        await rate(engine, player, 1300.0 - 10 * n, 1)
-    return engine
-
-
-async def test_a_window_asked_for_during_its_re_read_is_the_board_as_it_is_now(hub: Hub) -> None:
+async def board_read_through(hub: Hub) -> tuple[MemoryEngine, Reads]:
+    """The board of five, its windows read through `Reads`."""
     engine = await board_of_five(hub)
     reads = Reads(engine)
     hub.windows.read_with(reads)
+    return engine, reads
+
+
+async def board_of_five(hub: Hub) -> MemoryEngine:
+    engine = hub.engine
+    assert isinstance(engine, MemoryEngine)
+    await seed_five(engine)
+    return engine
+
+
+async def seed_five(engine: MemoryEngine) -> None:
+    for n, player in enumerate(PLAYERS):
+        await rate(engine, player, 1300.0 - 10 * n, 1)
+
+
+@contextlib.asynccontextmanager
+async def own_hub(
+    before_it: Callable[[MemoryEngine], Awaitable[None]] | None = None,
+) -> AsyncIterator[Hub]:
+    """A hub on a memory engine of its own (`before_it`: what the engine holds before the
+    hub listens), for tests that cannot take the `hub` fixture's loop or engine."""
+    engine = MemoryEngine()
+    await engine.start()
+    if before_it is not None:
+        await before_it(engine)
+    hub = Hub(engine, queue_limit=1000, queue_bytes=20_000)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+        await engine.stop()
+
+
+async def test_a_window_asked_for_during_its_re_read_is_the_board_as_it_is_now(hub: Hub) -> None:
+    engine, reads = await board_read_through(hub)
     await hub.windows.current([ROOM])
     await hub.windows.settled([ROOM])
     reads.hold()
@@ -192,9 +222,7 @@ async def subscriber(hub: Hub) -> tuple[Connection, Socket, list[str]]:
 async def test_one_who_subscribes_during_a_re_read_is_not_sent_the_same_window_again(
     hub: Hub,
 ) -> None:
-    engine = await board_of_five(hub)
-    reads = Reads(engine)
-    hub.windows.read_with(reads)
+    engine, reads = await board_read_through(hub)
     _, watcher, _ = await subscriber(hub)
     await hub.windows.settled([ROOM])
     reads.hold()
@@ -225,9 +253,7 @@ async def test_one_who_subscribes_while_a_re_read_is_due_is_not_sent_the_same_wi
 async def test_a_read_of_its_own_that_a_later_tick_did_not_change_is_corrected(hub: Hub) -> None:
     """Its own read [e, a, b] answers late; meanwhile the board went back to [a, b, c] and a
     tick found the window unchanged (nothing sent): the newcomer must still end on the board."""
-    engine = await board_of_five(hub)
-    reads = Reads(engine)
-    hub.windows.read_with(reads)
+    engine, reads = await board_read_through(hub)
     await open_stream(hub)
     await hub.windows.settled([ROOM])
     await rate(engine, "e", 1400.0, 2)
@@ -249,9 +275,7 @@ async def test_a_read_of_its_own_that_a_later_tick_did_not_change_is_corrected(h
 async def test_a_subscriber_whose_read_spans_a_new_log_gets_the_new_logs_window(
     hub: Hub,
 ) -> None:
-    engine = await board_of_five(hub)
-    reads = Reads(engine)
-    hub.windows.read_with(reads)
+    engine, reads = await board_read_through(hub)
     _, watcher = await open_stream(hub)
     await hub.windows.settled([ROOM])
     await rate(engine, "c", 1285.0, 2)  # a re-read due
@@ -271,9 +295,7 @@ async def test_a_subscriber_whose_read_spans_a_new_log_gets_the_new_logs_window(
 
 
 async def test_a_subscribe_whose_read_failed_still_gets_the_next_window(hub: Hub) -> None:
-    engine = await board_of_five(hub)
-    reads = Reads(engine)
-    hub.windows.read_with(reads)
+    engine, reads = await board_read_through(hub)
     await open_stream(hub)
     await hub.windows.settled([ROOM])
     await rate(engine, "e", 1400.0, 2)  # a re-read due: the subscribe reads the window itself
@@ -289,9 +311,7 @@ async def test_a_window_changing_while_another_of_the_same_subscribe_is_read_is_
 ) -> None:
     """top:3 is cached, top:5 is read (held); top:3 changes meanwhile: the subscriber ends
     on the new top:3, not on the cached one delivered after it."""
-    engine = await board_of_five(hub)
-    reads = Reads(engine)
-    hub.windows.read_with(reads)
+    engine, reads = await board_read_through(hub)
     small, big = ROOM, "leaderboard:top:5"
     await open_stream(hub, (small, big))
     await hub.windows.settled([small, big])
@@ -310,13 +330,7 @@ async def test_a_window_changing_while_another_of_the_same_subscribe_is_read_is_
 
 def after_last_reset(sock: Socket) -> list[list[str]]:
     """The windows written after the connection's last stream:reset (all, if none)."""
-    run: list[list[str]] = []
-    for event in sock.written:
-        if event.name == "stream:reset":
-            run = []
-        elif event.name == "leaderboard:window":
-            run.append(ids(event.text))
-    return run
+    return [ids(event.text) for event in runs_between_resets(sock)[-1]]
 
 
 @pytest.mark.parametrize("ticked", [False, True], ids=["read-itself", "cached"])
@@ -343,30 +357,21 @@ async def test_a_stream_opening_as_a_new_log_begins_gets_its_window_after_the_re
 
 
 async def test_a_new_log_before_any_event_seen_here_still_resends_the_windows() -> None:
-    engine = MemoryEngine()
-    await engine.start()
-    for n, player in enumerate(PLAYERS):  # the board, before this hub listens
-        await rate(engine, player, 1300.0 - 10 * n, 1)
-    hub = Hub(engine, queue_limit=1000, queue_bytes=20_000)
-    await hub.start()
-    try:
+    async with own_hub(before_it=seed_five) as hub:
+        engine = hub.engine
+        assert isinstance(engine, MemoryEngine)
         _, sock = await open_stream(hub)
         new_log(engine)
         await rate(engine, "e", 1200.0, 2)  # stream:reset to every stream; window unchanged
         await delivered(hub)
         assert after_last_reset(sock) == [["a", "b", "c"]], [e.name for e in sock.written]
-    finally:
-        await hub.stop()
-        await engine.stop()
 
 
 async def test_a_catch_up_reset_sends_the_window_once(hub: Hub) -> None:
     """A resumed connection whose cursor expired while catching up is told stream:reset and
     given its windows again (streams.reset_events): a tick publishing during that read does
     not also push it the same window."""
-    engine = await board_of_five(hub)
-    reads = Reads(engine)
-    hub.windows.read_with(reads)
+    engine, reads = await board_read_through(hub)
     conn = hub.open("viewer", (ROOM,), None, after_seq=hub.head_seq)
     written = await hub.windows.current(conn.rooms, conn)
     await hub.windows.settled([ROOM])
@@ -390,9 +395,7 @@ async def test_a_catch_up_reset_sends_the_window_once(hub: Hub) -> None:
 async def test_a_conflated_connection_holding_a_newer_read_is_not_sent_an_older_one(
     hub: Hub,
 ) -> None:
-    engine = await board_of_five(hub)
-    reads = Reads(engine)
-    hub.windows.read_with(reads)
+    engine, reads = await board_read_through(hub)
     await open_stream(hub)
     await hub.windows.settled([ROOM])
     reads.hold()
@@ -445,14 +448,8 @@ def test_every_window_is_the_board_at_some_moment_and_none_is_sent_twice(
 
 async def interleaved(steps: list[Step], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(windows, "COALESCE_SECONDS", 0.0)
-    engine = MemoryEngine()
-    await engine.start()
-    hub = Hub(engine, queue_limit=1000, queue_bytes=20_000)
-    await hub.start()
-    try:
-        await board_of_five(hub)
-        reads = Reads(engine)
-        hub.windows.read_with(reads)
+    async with own_hub() as hub:
+        engine, reads = await board_read_through(hub)
         boards = [await top(engine)]  # the board after each change
         asked: list[tuple[int, asyncio.Task[Any]]] = []
         subscribed: list[asyncio.Task[tuple[Connection, Socket]]] = []
@@ -489,19 +486,16 @@ async def interleaved(steps: list[Step], monkeypatch: pytest.MonkeyPatch) -> Non
         await delivered(hub)
         for stream in streams:
             assert not isinstance(stream, BaseException), stream
-            for got in since_last_reset(stream[1]):
+            for got in runs_between_resets(stream[1]):
                 positions = [position(e.cursor) for e in got]
-                assert positions == sorted(positions), (repr(steps), positions)
+                assert positions == sorted(positions), (steps, positions)
                 seen = [entries(e.text) for e in got]
                 assert all(a != b for a, b in zip(seen, seen[1:], strict=False)), (steps, seen)
-            last = since_last_reset(stream[1])[-1][-1:]
+            last = runs_between_resets(stream[1])[-1][-1:]
             assert [entries(e.text) for e in last] == [boards[-1]], (steps, stream[1].written)
-    finally:
-        await hub.stop()
-        await engine.stop()
 
 
-def since_last_reset(sock: Socket) -> list[list[Any]]:
+def runs_between_resets(sock: Socket) -> list[list[Any]]:
     """The windows a connection was sent, split at each stream:reset (the client drops its
     state there: a window may repeat one sent before it)."""
     runs: list[list[Any]] = [[]]
